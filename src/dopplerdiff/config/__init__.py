@@ -1,0 +1,77 @@
+"""Typed configs: one dataclass per stage, loaded from YAML profiles plus dotted overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dopplerdiff.config.autoencoder import AutoencoderConfig, AutoencoderLossConfig
+from dopplerdiff.config.base import apply_overrides, from_dict, read_yaml, to_dict
+from dopplerdiff.config.data import AugmentConfig, DataConfig, SplitConfig
+from dopplerdiff.config.diffusion import ConditionConfig, DiffusionConfig
+from dopplerdiff.config.embed import EmbedConfig
+from dopplerdiff.config.encoder import EncoderConfig
+from dopplerdiff.config.evaluate import EvaluateConfig
+from dopplerdiff.config.loop import LoopConfig
+from dopplerdiff.config.simulate import SimulateConfig
+from dopplerdiff.errors import ConfigError
+
+PROFILES = ("smoke", "quick", "paper")
+
+
+@dataclass
+class Config:
+    """The whole resolved configuration of a run."""
+
+    profile: str = "custom"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    simulate: SimulateConfig = field(default_factory=SimulateConfig)
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def profile_path(name: str) -> Path:
+    """Path of a shipped profile YAML (smoke, quick, paper)."""
+    return Path(str(resources.files("dopplerdiff") / "configs" / f"{name}.yaml"))
+
+
+def load_config(config: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a profile name or YAML path (default: quick) and apply ``key=value`` overrides."""
+    if config is None:
+        config = "quick"
+    if str(config) in PROFILES:
+        data = read_yaml(profile_path(str(config)))
+    else:
+        path = Path(config)
+        if not path.exists() and path.suffix == "":
+            raise ConfigError(f"config '{config}' is neither a profile ({', '.join(PROFILES)}) nor a file")
+        data = read_yaml(path)
+    apply_overrides(data, overrides)
+    return from_dict(Config, data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config from a saved run's ``config.yaml`` contents."""
+    return from_dict(Config, data)
+
+
+__all__ = [
+    "AugmentConfig", "AutoencoderConfig", "AutoencoderLossConfig", "ConditionConfig", "Config",
+    "ConfigError", "DataConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig", "EvaluateConfig",
+    "LoopConfig", "PROFILES", "SimulateConfig", "SplitConfig", "config_from_dict", "load_config",
+    "profile_path",
+]

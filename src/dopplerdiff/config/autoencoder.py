@@ -1,0 +1,36 @@
+"""First-stage autoencoder config (AutoencoderKL or VQModel) and its losses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dopplerdiff.config.loop import LoopConfig
+
+
+@dataclass
+class AutoencoderLossConfig:
+    l1: float = 1.0
+    mse: float = 0.0
+    kl: float = 1e-6
+    spectral: float = 0.1  # 2-D FFT magnitude loss
+    adversarial: float = 0.0  # PatchGAN weight; 0 disables the discriminator
+    adversarial_start: int = 2000
+    feature: float = 0.0  # perceptual-style loss in the project's encoder feature space
+    vq_commitment: float = 0.25
+
+
+@dataclass
+class AutoencoderConfig:
+    kind: Literal["kl", "vq"] = "kl"
+    block_out_channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    layers_per_block: int = 1
+    latent_channels: int = 4
+    num_vq_embeddings: int = 256  # VQ codebook size
+    norm_num_groups: int = 16
+    loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
+    train: LoopConfig = field(default_factory=LoopConfig)
+
+    @property
+    def downsample_factor(self) -> int:
+        return 2 ** (len(self.block_out_channels) - 1)

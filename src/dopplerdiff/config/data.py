@@ -1,0 +1,50 @@
+"""Data-layer config: how image folders are read, normalised, split and augmented."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class SplitConfig:
+    """Leak-free split: contiguous blocks of windows per recording, a guard gap between blocks."""
+
+    train: float = 0.7
+    val: float = 0.15
+    test: float = 0.15
+    # Windows dropped between blocks; 3 s windows at 1 s hop overlap their 2 neighbours on each side.
+    gap_windows: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parts = (self.train, self.val, self.test)
+        if any(p < 0 for p in parts) or abs(sum(parts) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0 and sum to 1, got {parts}")
+        if self.gap_windows < 0:
+            raise ValueError("gap_windows must be >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """Spectrogram-valid augmentations (the Doppler axis is never flipped)."""
+
+    time_shift: bool = True  # circular shift along time
+    time_crop: float = 0.0  # max fraction of width cropped then resized back
+    gain_jitter: float = 0.05  # additive offset in normalised units (a dB gain change)
+    noise_std: float = 0.0  # additive Gaussian noise in normalised units
+
+
+@dataclass
+class DataConfig:
+    """How spectrogram folders are turned into tensors."""
+
+    size: int = 64  # images are resized to size x size
+    channels: Literal[1, 3] = 1  # 1: invert the colormap to intensity; 3: keep RGB
+    colormap: str = "jet"  # colormap used to read (and write back) RGB images; 'gray' for grayscale
+    split: SplitConfig = field(default_factory=SplitConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.size < 8:
+            raise ValueError(f"data.size must be >= 8, got {self.size}")

@@ -1,0 +1,39 @@
+"""Identity-conditional latent diffusion config: denoiser, condition encoder, noise schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dopplerdiff.config.loop import LoopConfig
+
+
+@dataclass
+class ConditionConfig:
+    kind: Literal["embedding", "onehot_mlp", "tokens"] = "embedding"
+    num_tokens: int = 1  # identity tokens fed to cross-attention
+    dropout: float = 0.1  # per-sample probability of the null identity (row K) during training
+
+
+@dataclass
+class DiffusionConfig:
+    backbone: Literal["unet", "dit"] = "unet"
+    block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
+    layers_per_block: int = 1
+    cross_attention_dim: int = 128
+    attention_head_dim: int = 8
+    # DiT sizes (backbone: dit)
+    dit_layers: int = 6
+    dit_heads: int = 4
+    dit_head_dim: int = 32
+    dit_patch_size: int = 2
+    condition: ConditionConfig = field(default_factory=ConditionConfig)
+    num_train_timesteps: int = 1000
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    snr_gamma: float = 0.0  # min-SNR loss weighting; 0 disables
+    train: LoopConfig = field(default_factory=LoopConfig)
+    # Sampling defaults (validation grids, generate, evaluate)
+    scheduler: str = "dpmpp"
+    num_inference_steps: int = 20
+    guidance_scale: float = 2.0
