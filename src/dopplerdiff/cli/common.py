@@ -12,7 +12,9 @@ from dopplerdiff.config import Config, load_config
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="Profile name (smoke, quick, paper) or a YAML file. Default: quick."
 )
-OverridesArg = typer.Argument(None, help="Config overrides as dotted key=value, e.g. autoencoder.train.steps=200")
+OverridesArg = typer.Argument(
+    None, help="Config overrides as dotted key=value, e.g. autoencoder.train.steps=200"
+)
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars.")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -61,6 +62,10 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"config key '{where}' must be an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads "1e-4" (no dot) as a string; accept it as the number it means.
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{where}' must be a number, got {value!r}")
         return float(value)
@@ -103,7 +108,9 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Iterable[str]) -> di
     """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override '{item}' is not of the form key=value (e.g. autoencoder.train.steps=100)")
+            raise ConfigError(
+                f"override '{item}' is not of the form key=value (e.g. autoencoder.train.steps=100)"
+            )
         key, raw = item.split("=", 1)
         key = key.strip()
         if not key or any(not part for part in key.split(".")):
