@@ -1,0 +1,161 @@
+"""Matplotlib (Agg) figures for the evaluation report, returned as PNG bytes.
+
+Every function here is pure: numbers in, PNG bytes out. Nothing is written to disk, so the report can
+embed the figures as base64 and stay a single self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def fig_to_png(fig: Figure, dpi: int = 100) -> bytes:
+    """Render and close a figure (closing avoids leaking figures across many report builds)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _row_normalise(cm: np.ndarray) -> np.ndarray:
+    cm = np.asarray(cm, dtype=np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    return np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+
+
+def confusion_plot(
+    matrices: dict[str, np.ndarray | list], identities: Sequence[str], title: str = "Confusion matrices"
+) -> bytes:
+    """Side-by-side row-normalised confusion matrices (rows: true identity, columns: predicted)."""
+    names = list(matrices)
+    k = len(identities)
+    size = min(4.0 + 0.25 * k, 9.0)
+    fig, axes = plt.subplots(1, len(names), figsize=(size * len(names), size), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        cm = _row_normalise(np.asarray(matrices[name]))
+        im = ax.imshow(cm, vmin=0.0, vmax=1.0, cmap="viridis")
+        ax.set_title(name)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ticks = np.arange(k)
+        show = k <= 40  # tick labels become unreadable beyond that
+        ax.set_xticks(ticks if show else [])
+        ax.set_yticks(ticks if show else [])
+        if show:
+            ax.set_xticklabels(identities, rotation=90, fontsize=7)
+            ax.set_yticklabels(identities, fontsize=7)
+        if k <= 12:  # annotate small matrices with the fractions
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j] > 0:
+                        ax.text(
+                            j,
+                            i,
+                            f"{cm[i, j]:.2f}",
+                            ha="center",
+                            va="center",
+                            fontsize=7,
+                            color="white" if cm[i, j] < 0.6 else "black",
+                        )
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.suptitle(title)
+    return fig_to_png(fig)
+
+
+def guidance_sweep_plot(sweep: Sequence[dict], real_accuracy: float | None = None) -> bytes:
+    """Identity accuracy and Fréchet distance of generated samples against the guidance scale."""
+    g = [row["guidance"] for row in sweep]
+    acc = [row.get("accuracy", np.nan) for row in sweep]
+    fd = [row.get("fd", np.nan) for row in sweep]
+    fig, ax1 = plt.subplots(figsize=(6, 4))
+    ax1.plot(g, acc, "o-", color="tab:blue", label="identity accuracy (generated)")
+    if real_accuracy is not None:
+        ax1.axhline(real_accuracy, color="tab:blue", ls="--", lw=1, label="real-test accuracy")
+    ax1.set_xlabel("guidance scale")
+    ax1.set_ylabel("identity accuracy", color="tab:blue")
+    ax1.set_ylim(0, 1.02)
+    ax2 = ax1.twinx()
+    ax2.plot(g, [np.nan if v is None else v for v in fd], "s-", color="tab:red", label="Fréchet distance")
+    ax2.set_ylabel("Fréchet distance (encoder space)", color="tab:red")
+    lines = ax1.get_lines() + ax2.get_lines()
+    ax1.legend(lines, [ln.get_label() for ln in lines], loc="best", fontsize=8)
+    ax1.set_title("Guidance sweep")
+    return fig_to_png(fig)
+
+
+def augmentation_plot(arms: dict[str, dict]) -> bytes:
+    """Bar chart of real-test accuracy per training arm (mean ± std over seeds, seeds as dots)."""
+    names = list(arms)
+    means = [arms[n]["mean"] for n in names]
+    stds = [arms[n]["std"] for n in names]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(names), 4))
+    x = np.arange(len(names))
+    ax.bar(
+        x,
+        means,
+        yerr=stds,
+        capsize=6,
+        color=["tab:gray", "tab:green", "tab:orange", "tab:purple"][: len(names)],
+    )
+    for i, n in enumerate(names):
+        runs = arms[n].get("runs", [])
+        ax.plot(np.full(len(runs), x[i]), runs, "k.", ms=5)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, fontsize=8)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("accuracy on real test")
+    ax.set_title("Augmentation experiment")
+    return fig_to_png(fig)
+
+
+def physics_plot(real: dict[str, np.ndarray], generated: dict[str, np.ndarray]) -> bytes:
+    """Histograms of per-image physical statistics, real test vs generated, one panel per statistic."""
+    stats = [s for s in real if s in generated]
+    if not stats:
+        stats = list(real) or list(generated)
+    n = max(len(stats), 1)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    for ax, stat in zip(axes.ravel(), stats, strict=False):
+        r = np.asarray(real.get(stat, []), dtype=np.float64).ravel()
+        g = np.asarray(generated.get(stat, []), dtype=np.float64).ravel()
+        r, g = r[np.isfinite(r)], g[np.isfinite(g)]
+        both = np.concatenate([r, g])
+        bins = np.histogram_bin_edges(both, bins=20) if both.size and np.ptp(both) > 0 else 10
+        if r.size:
+            ax.hist(r, bins=bins, alpha=0.55, density=True, label="real test")
+        if g.size:
+            ax.hist(g, bins=bins, alpha=0.55, density=True, label="generated")
+        ax.set_title(stat, fontsize=9)
+        ax.tick_params(labelsize=7)
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle("Physical statistics")
+    fig.tight_layout()
+    return fig_to_png(fig)
+
+
+def distance_hist_plot(gen_to_train: np.ndarray, test_to_train: np.ndarray, threshold: float | None) -> bytes:
+    """Nearest-neighbour distance to the training set: generated samples vs real test windows."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    both = np.concatenate([np.ravel(gen_to_train), np.ravel(test_to_train)]).astype(np.float64)
+    bins = np.histogram_bin_edges(both, bins=30) if both.size and np.ptp(both) > 0 else 10
+    ax.hist(np.ravel(test_to_train), bins=bins, alpha=0.55, density=True, label="test → train")
+    ax.hist(np.ravel(gen_to_train), bins=bins, alpha=0.55, density=True, label="generated → train")
+    if threshold is not None:
+        ax.axvline(threshold, color="k", ls="--", lw=1, label="memorisation threshold")
+    ax.set_xlabel("nearest-neighbour distance to a training window")
+    ax.legend(fontsize=8)
+    ax.set_title("Memorisation check")
+    return fig_to_png(fig)

@@ -1,0 +1,464 @@
+"""Self-contained HTML evaluation report built in Python (no template files, no external URLs).
+
+``render_report(metrics, examples=..., memorisation_pairs=..., plots=..., colormap=...)`` returns one HTML
+string: inline CSS, every image a base64 PNG ``data:`` URI, so the file opens offline and can be mailed.
+The ``metrics`` dict is the one written to ``metrics.json`` (schema in ``dopplerdiff.evaluate.evaluate``);
+any section that is absent is shown as "not computed" and explained in the "What is missing" box.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+SECTIONS = (
+    "headline",
+    "examples",
+    "identity",
+    "distribution",
+    "physics",
+    "memorisation",
+    "augmentation",
+    "guidance",
+    "missing",
+    "settings",
+)
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;line-height:1.4;padding:0 16px}
+h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
+.sub{color:#666;font-size:0.9em}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}
+tr.floor td{color:#555;background:#fafafa}
+.missing{border:2px solid #d9822b;background:#fff6ec;padding:8px 16px;border-radius:6px}
+.ok{border:2px solid #3a9a4a;background:#f0fbf1;padding:8px 16px;border-radius:6px}
+.grid td{border:none;padding:1px;text-align:center}
+.grid th{border:none;background:none;text-align:left;font-weight:normal;font-size:0.85em;padding-right:8px}
+img.px{image-rendering:pixelated}
+.note{font-size:0.88em;color:#444}
+.good{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
+"""
+
+
+@dataclass
+class ExampleRow:
+    """One identity's example images: real windows above generated samples, both (N, C, H, W) in [0, 1]."""
+
+    identity: str
+    real: np.ndarray
+    generated: np.ndarray | None
+
+
+@dataclass
+class MemorisationPair:
+    """A generated sample beside its nearest training window, both (C, H, W) in [0, 1]."""
+
+    generated: np.ndarray
+    train: np.ndarray
+    distance: float
+    identity: str = ""
+    train_file: str = ""
+
+
+def _colorize(img01: np.ndarray, colormap: str) -> np.ndarray:
+    """(C,H,W) or (H,W) in [0,1] -> (H,W,3) uint8; one channel goes through the data's colormap."""
+    arr = np.asarray(img01, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    arr = np.clip(np.nan_to_num(arr), 0.0, 1.0)
+    if arr.ndim == 2:
+        if colormap in ("gray", "grey", "greys_r"):
+            rgb = np.repeat(arr[..., None], 3, axis=-1)
+        else:
+            import matplotlib
+
+            rgb = matplotlib.colormaps[colormap](arr)[..., :3]
+    else:
+        rgb = np.transpose(arr[:3], (1, 2, 0))
+    return (rgb * 255.0 + 0.5).astype(np.uint8)
+
+
+def png_b64(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def image_b64(img01: np.ndarray, colormap: str = "jet") -> str:
+    """Encode one image as a ``data:image/png;base64,...`` URI."""
+    buf = io.BytesIO()
+    Image.fromarray(_colorize(img01, colormap)).save(buf, format="PNG")
+    return png_b64(buf.getvalue())
+
+
+def _img_tag(img01: np.ndarray, colormap: str, px: int = 80, title: str = "") -> str:
+    t = f' title="{html.escape(title)}"' if title else ""
+    return f'<img class="px" src="{image_b64(img01, colormap)}" width="{px}" height="{px}" alt=""{t}>'
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(float(v)):
+            return "—"
+        return f"{float(v):.{digits}f}"
+    return html.escape(str(v))
+
+
+def _ci(d: dict | None) -> str:
+    if not d or d.get("ci95") is None:
+        return ""
+    lo, hi = d["ci95"]
+    return f" <span class='sub'>[{_fmt(lo)}, {_fmt(hi)}]</span>"
+
+
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], row_classes: Sequence[str] | None = None
+) -> str:
+    head = "".join(f"<th{' class=l' if i == 0 else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        cells = "".join(
+            f"<td{' class=l' if i == 0 else ''}>{c if isinstance(c, _Raw) else _fmt(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+class _Raw(str):
+    """A table cell that is already HTML."""
+
+
+def _per_identity(acc: dict | None, identities: Sequence[str]) -> dict[str, float]:
+    """Accept per-identity accuracies as a dict (name or index -> value) or a list in label order."""
+    if not acc:
+        return {}
+    per = acc.get("per_identity")
+    if per is None:
+        return {}
+    if isinstance(per, dict):
+        out = {}
+        for k, v in per.items():
+            name = identities[int(k)] if str(k).isdigit() and int(k) < len(identities) else str(k)
+            out[name] = v
+        return out
+    return {identities[i]: v for i, v in enumerate(per) if i < len(identities)}
+
+
+def _section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _not_computed(reason: str = "") -> str:
+    return f"<p class='note'>Not computed{': ' + html.escape(reason) if reason else '.'}</p>"
+
+
+def _headline(m: dict) -> str:
+    acc = m.get("accuracy", {})
+    dist = m.get("distribution", {})
+    real = acc.get("real_test")
+    gen = acc.get("generated")
+    rec = acc.get("reconstruction")
+    rows: list[list[Any]] = []
+    classes: list[str] = []
+    rows.append(
+        [
+            "Identity accuracy (encoder, real test)",
+            _Raw(_fmt((real or {}).get("overall")) + _ci(real)),
+            "reference",
+        ]
+    )
+    classes.append("floor")
+    if rec:
+        rows.append(
+            [
+                "Identity accuracy of test reconstructions (autoencoder)",
+                _Raw(_fmt(rec.get("overall")) + _ci(rec)),
+                "first-stage ceiling",
+            ]
+        )
+        classes.append("floor")
+    rows.append(
+        [
+            "Identity accuracy of generated samples",
+            _Raw(_fmt((gen or {}).get("overall")) + _ci(gen)),
+            "ratio to real: " + _fmt(acc.get("ratio")),
+        ]
+    )
+    classes.append("")
+    labels = {
+        "gen_vs_test": ("generated vs real test", ""),
+        "train_vs_test": ("floor: real train vs real test", "floor"),
+        "recon_vs_test": ("floor: test reconstructions vs real test", "floor"),
+    }
+    for key, (label, cls) in labels.items():
+        d = dist.get(key)
+        if not d:
+            continue
+        kid = _fmt(d.get("kid_mean"), 4) + (
+            f" ± {_fmt(d.get('kid_std'), 4)}" if d.get("kid_std") is not None else ""
+        )
+        rows.append(
+            [
+                f"Fréchet distance / KID / precision / recall: {label}",
+                _Raw(
+                    f"FD {_fmt(d.get('fd'))} · KID {kid} · "
+                    f"P {_fmt(d.get('precision'))} · R {_fmt(d.get('recall'))}"
+                ),
+                "",
+            ]
+        )
+        classes.append(cls)
+    mem = m.get("memorisation")
+    if mem:
+        rows.append(
+            [
+                "Memorised-looking samples (flagged / generated)",
+                _Raw(f"{_fmt(mem.get('flagged'))} / {_fmt(mem.get('total'))} ({_fmt(mem.get('fraction'))})"),
+                "",
+            ]
+        )
+        classes.append("")
+    aug = m.get("augmentation")
+    if aug and aug.get("arms"):
+        parts = [f"{html.escape(k)}: {_fmt(v['mean'])} ± {_fmt(v['std'])}" for k, v in aug["arms"].items()]
+        gain = aug.get("gain")
+        g = ""
+        if gain:
+            cls = "good" if gain["mean"] > 0 else "bad"
+            g = f" · gain <span class='{cls}'>{gain['mean']:+.3f}</span> ± {_fmt(gain.get('std'))}"
+        rows.append(["Augmentation (accuracy on real test)", _Raw(" · ".join(parts) + g), ""])
+        classes.append("")
+    return _table(["Metric", "Value", "Note"], rows, classes) + (
+        "<p class='note'>Grey rows are references: the real-data accuracy and the floors that generated "
+        "samples are compared against. Fréchet distance, KID and precision/recall use the project's encoder "
+        "feature space; "
+        "brackets are bootstrap 95% confidence intervals.</p>"
+    )
+
+
+def _examples(rows: Sequence[ExampleRow] | None, colormap: str) -> str:
+    if not rows:
+        return _not_computed("no example images")
+    out = ["<table class='grid'>"]
+    for row in rows:
+        for kind, imgs in (("real", row.real), ("generated", row.generated)):
+            if imgs is None or len(imgs) == 0:
+                cells = "<td class='note'>no generated samples</td>" if kind == "generated" else ""
+            else:
+                cells = "".join(f"<td>{_img_tag(im, colormap)}</td>" for im in imgs)
+            out.append(f"<tr><th>{html.escape(row.identity)} · {kind}</th>{cells}</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def _identity(m: dict, plots: dict[str, bytes]) -> str:
+    ids = m.get("identities", [])
+    acc = m.get("accuracy", {})
+    cols = [
+        (k, _per_identity(acc.get(k), ids))
+        for k in ("real_test", "reconstruction", "generated")
+        if acc.get(k)
+    ]
+    if not cols:
+        return _not_computed("no encoder predictions")
+    header = ["Identity"] + [k.replace("_", " ") for k, _ in cols]
+    rows = [[name] + [c.get(name) for _, c in cols] for name in ids]
+    rows.append(["overall"] + [acc[k].get("overall") for k, _ in cols])
+    body = _table(header, rows)
+    if "confusion" in plots:
+        body += f"<img src='{png_b64(plots['confusion'])}' alt='confusion matrices' style='max-width:100%'>"
+    return body
+
+
+def _distribution(m: dict) -> str:
+    dist = m.get("distribution", {})
+    if not dist:
+        return _not_computed("no encoder features")
+    names = {
+        "gen_vs_test": "generated vs real test",
+        "train_vs_test": "real train vs real test (floor)",
+        "recon_vs_test": "test reconstructions vs real test (floor)",
+    }
+    rows, classes = [], []
+    for key, d in dist.items():
+        rows.append(
+            [
+                names.get(key, key),
+                d.get("fd"),
+                d.get("kid_mean"),
+                d.get("kid_std"),
+                d.get("precision"),
+                d.get("recall"),
+                d.get("n_a"),
+                d.get("n_b"),
+            ]
+        )
+        classes.append("" if key == "gen_vs_test" else "floor")
+    return _table(
+        ["Comparison", "Fréchet distance", "KID", "KID std", "precision", "recall", "n a", "n b"],
+        rows,
+        classes,
+    ) + (
+        "<p class='note'>k-NN precision: fraction of samples inside the real test manifold; "
+        "recall: fraction of real test windows inside the samples' manifold "
+        f"(k = {_fmt(m.get('settings', {}).get('knn_k'))}).</p>"
+    )
+
+
+def _physics(m: dict, plots: dict[str, bytes]) -> str:
+    phys = m.get("physics")
+    if not phys:
+        return _not_computed("no generated samples")
+    overall = phys.get("overall", {})
+    stats = list(overall)
+    body = (
+        "<p class='note'>Wasserstein distance between real-test and generated distributions of each "
+        "statistic "
+        "(0 = identical; units of the statistic).</p>"
+    )
+    rows = [["overall"] + [overall.get(s) for s in stats]]
+    for name, d in (phys.get("per_identity") or {}).items():
+        rows.append([name] + [d.get(s) for s in stats])
+    body += _table(["identity"] + stats, rows)
+    if phys.get("real_mean") and phys.get("generated_mean"):
+        rm, gm = phys["real_mean"], phys["generated_mean"]
+        keys = [k for k in rm if k in gm]
+        body += _table(
+            ["mean of statistic"] + keys,
+            [["real test"] + [rm[k] for k in keys], ["generated"] + [gm[k] for k in keys]],
+        )
+    if "physics" in plots:
+        body += f"<img src='{png_b64(plots['physics'])}' alt='physics histograms' style='max-width:100%'>"
+    return body
+
+
+def _memorisation(
+    m: dict, pairs: Sequence[MemorisationPair] | None, plots: dict[str, bytes], colormap: str
+) -> str:
+    mem = m.get("memorisation")
+    if not mem:
+        return _not_computed("no generated samples")
+    body = f"<p>Rule: {html.escape(str(mem.get('rule', '')))}</p>"
+    body += _table(
+        ["flagged", "generated", "fraction", "threshold"],
+        [[mem.get("flagged"), mem.get("total"), mem.get("fraction"), mem.get("threshold")]],
+    )
+    if "memorisation" in plots:
+        body += f"<img src='{png_b64(plots['memorisation'])}' alt='nearest-neighbour distances'>"
+    if pairs:
+        cells = []
+        for p in pairs:
+            cells.append(
+                f"<td>{_img_tag(p.generated, colormap, 96)}<br>{_img_tag(p.train, colormap, 96)}<br>"
+                f"<span class='sub'>{html.escape(p.identity)} d={p.distance:.3g}</span></td>"
+            )
+        body += (
+            "<p class='note'>Closest generated/training pairs (generated above, nearest training window "
+            "below).</p><table class='grid'><tr>" + "".join(cells) + "</tr></table>"
+        )
+    return body
+
+
+def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
+    aug = m.get("augmentation")
+    if not aug or not aug.get("arms"):
+        return _not_computed(aug.get("skipped", "") if aug else "no generated samples")
+    rows = [
+        [k, v["mean"], v["std"], ", ".join(f"{x:.3f}" for x in v.get("runs", []))]
+        for k, v in aug["arms"].items()
+    ]
+    body = _table(["training data", "real-test accuracy (mean)", "std", "per seed"], rows)
+    body += (
+        f"<p class='note'>Same classifier, {_fmt(aug.get('steps'))} steps, seeds {aug.get('seeds')}; "
+        f"{_fmt(aug.get('synthetic_per_identity'))} synthetic windows per identity, generated with "
+        "seeds disjoint from the evaluation samples. 'synthetic only' is train-on-synthetic, "
+        "test-on-real (TSTR).</p>"
+    )
+    if "augmentation" in plots:
+        body += f"<img src='{png_b64(plots['augmentation'])}' alt='augmentation experiment'>"
+    return body
+
+
+def _guidance(m: dict, plots: dict[str, bytes]) -> str:
+    sweep = m.get("guidance_sweep")
+    if not sweep:
+        return _not_computed("no diffusion pipeline")
+    rows = [[r.get("guidance"), r.get("accuracy"), r.get("fd"), r.get("num")] for r in sweep]
+    body = _table(["guidance", "identity accuracy", "Fréchet distance", "samples"], rows)
+    if "guidance" in plots:
+        body += f"<img src='{png_b64(plots['guidance'])}' alt='guidance sweep'>"
+    return body
+
+
+def _missing(m: dict) -> str:
+    missing = m.get("missing") or []
+    if not missing:
+        return "<div class='ok'>Nothing is missing: every part of the evaluation ran.</div>"
+    items = "".join(f"<li>{html.escape(s)}</li>" for s in missing)
+    return f"<div class='missing'><b>What is missing</b><ul>{items}</ul></div>"
+
+
+def _settings(m: dict) -> str:
+    s = dict(m.get("settings", {}))
+    s.update({f"count {k}": v for k, v in (m.get("counts") or {}).items()})
+    rows = [[k, v if not isinstance(v, list | dict) else str(v)] for k, v in s.items()]
+    return _table(["setting", "value"], rows) if rows else _not_computed()
+
+
+def render_report(
+    metrics: dict,
+    *,
+    examples: Sequence[ExampleRow] | None = None,
+    memorisation_pairs: Sequence[MemorisationPair] | None = None,
+    plots: dict[str, bytes] | None = None,
+    colormap: str = "jet",
+    title: str = "dopplerdiff evaluation",
+) -> str:
+    """Render the whole report as one self-contained HTML string."""
+    plots = plots or {}
+    run = html.escape(str(metrics.get("run", "")))
+    created = html.escape(str(metrics.get("created", "")))
+    parts = [
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><div class='sub'>run {run} · {created} · "
+        f"{len(metrics.get('identities', []))} identities</div>",
+        _missing(metrics) if metrics.get("missing") else "",
+        _section("headline", "Headline", _headline(metrics)),
+        _section(
+            "examples",
+            "Real (upper) and generated (lower) windows per identity",
+            _examples(examples, colormap),
+        ),
+        _section("identity", "Identity accuracy per identity", _identity(metrics, plots)),
+        _section("distribution", "Distribution metrics (encoder feature space)", _distribution(metrics)),
+        _section("physics", "Physical statistics", _physics(metrics, plots)),
+        _section("memorisation", "Memorisation", _memorisation(metrics, memorisation_pairs, plots, colormap)),
+        _section(
+            "augmentation",
+            "Does synthetic data help? (augmentation experiment)",
+            _augmentation(metrics, plots),
+        ),
+        _section("guidance", "Guidance sweep", _guidance(metrics, plots)),
+        _section("missing", "What is missing", _missing(metrics)),
+        _section("settings", "Settings", _settings(metrics)),
+        "</body></html>",
+    ]
+    return "\n".join(p for p in parts if p)
