@@ -1,0 +1,150 @@
+"""The evaluation report: valid, self-contained HTML with every section, readable with partial metrics."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dopplerdiff.evaluate import plots
+from dopplerdiff.evaluate.report import SECTIONS, ExampleRow, MemorisationPair, image_b64, render_report
+
+IDS = ["ID_1", "ID_2", "ID_3"]
+VOID = {"meta", "img", "br", "hr", "input", "link", "col"}
+
+
+class _Checker(HTMLParser):
+    """Collects tags/attributes and checks that non-void tags are balanced."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.attrs: list[tuple[str, str, str]] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            self.attrs.append((tag, k, v or ""))
+            if k == "id":
+                self.ids.add(v)
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"unbalanced </{tag}> (open: {self.stack[-3:]})")
+        else:
+            self.stack.pop()
+
+
+def _acc(v: float) -> dict:
+    return {"overall": v, "ci95": [v - 0.1, v + 0.1], "per_identity": {n: v for n in IDS},
+            "confusion": np.eye(3).tolist()}
+
+
+def _full_metrics() -> dict:
+    dist = {"fd": 1.5, "kid_mean": 0.01, "kid_std": 0.002, "precision": 0.7, "recall": 0.6, "n_a": 12, "n_b": 9}
+    return {
+        "run": "/tmp/run", "created": "now", "identities": IDS,
+        "settings": {"num_per_identity": 4, "guidance": 2.0, "knn_k": 3},
+        "counts": {"train": 20, "test": 9},
+        "missing": [],
+        "accuracy": {"real_test": _acc(0.8), "reconstruction": _acc(0.7), "generated": _acc(0.4), "ratio": 0.5},
+        "distribution": {"gen_vs_test": dist, "train_vs_test": dist, "recon_vs_test": dist},
+        "physics": {"overall": {"torso_doppler": 0.1, "cadence_hz": 0.2},
+                    "per_identity": {n: {"torso_doppler": 0.1, "cadence_hz": 0.3} for n in IDS}},
+        "memorisation": {"rule": "closer than the 5th percentile", "flagged": 1, "total": 12, "fraction": 1 / 12,
+                         "threshold": 0.5},
+        "augmentation": {"arms": {"real": {"mean": 0.8, "std": 0.01, "runs": [0.79, 0.81]},
+                                  "real+synthetic": {"mean": 0.82, "std": 0.02, "runs": [0.8, 0.84]},
+                                  "synthetic": {"mean": 0.4, "std": 0.05, "runs": [0.35, 0.45]}},
+                         "gain": {"mean": 0.02, "std": 0.01, "runs": [0.01, 0.03]}, "seeds": [0, 1], "steps": 4,
+                         "synthetic_per_identity": 4},
+        "guidance_sweep": [{"guidance": 0.0, "accuracy": 0.3, "fd": 3.0, "num": 6},
+                           {"guidance": 2.0, "accuracy": 0.5, "fd": 2.0, "num": 6}],
+    }
+
+
+def _plots(m: dict) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    return {
+        "confusion": plots.confusion_plot({"real test": np.eye(3), "generated": rng.integers(0, 5, (3, 3))}, IDS),
+        "guidance": plots.guidance_sweep_plot(m["guidance_sweep"], real_accuracy=0.8),
+        "augmentation": plots.augmentation_plot(m["augmentation"]["arms"]),
+        "physics": plots.physics_plot({"a": rng.normal(size=20)}, {"a": rng.normal(size=20)}),
+        "memorisation": plots.distance_hist_plot(rng.random(12), rng.random(9), 0.2),
+    }
+
+
+def _check_html(text: str) -> _Checker:
+    assert text.startswith("<!DOCTYPE html>")
+    parser = _Checker()
+    parser.feed(text)
+    parser.close()
+    assert not parser.errors, parser.errors[:3]
+    assert parser.stack == [], f"unclosed tags: {parser.stack}"
+    # Self-contained: every src/href is an embedded data URI or a same-page anchor; no external URL anywhere.
+    for tag, key, val in parser.attrs:
+        if key in ("src", "href"):
+            assert val.startswith("data:image/png;base64,") or val.startswith("#"), (tag, key, val[:40])
+    assert not re.search(r"https?://", text)
+    assert "<script" not in text and "<link" not in text
+    return parser
+
+
+def test_full_report_has_every_section_and_embedded_images():
+    m = _full_metrics()
+    rng = np.random.default_rng(1)
+    examples = [ExampleRow(n, rng.random((3, 1, 16, 16)), rng.random((3, 1, 16, 16))) for n in IDS]
+    pairs = [MemorisationPair(rng.random((1, 16, 16)), rng.random((1, 16, 16)), 0.12, "ID_1", "ID_1/x.png")]
+    text = render_report(m, examples=examples, memorisation_pairs=pairs, plots=_plots(m), colormap="jet")
+    parser = _check_html(text)
+    assert set(SECTIONS) <= parser.ids
+    imgs = [v for t, k, v in parser.attrs if t == "img" and k == "src"]
+    # 3 identities x (3 real + 3 generated) + 2 memorisation images + 5 plots
+    assert len(imgs) == 18 + 2 + 5
+    for src in imgs[:2]:
+        png = base64.b64decode(src.split(",", 1)[1])
+        assert Image.open(io.BytesIO(png)).format == "PNG"
+    assert "0.800" in text and "0.400" in text  # real vs generated accuracy both shown
+    assert "floor" in text and "Nothing is missing" in text
+    assert "+0.020" in text  # the augmentation gain, signed
+
+
+def test_partial_report_says_what_is_missing():
+    m = {"run": "r", "identities": IDS, "accuracy": {"real_test": _acc(0.9)},
+         "distribution": {"train_vs_test": {"fd": 0.5}},
+         "missing": ["RUN/pipeline not found: no generated samples"]}
+    examples = [ExampleRow(n, np.zeros((2, 1, 8, 8)), None) for n in IDS]
+    text = render_report(m, examples=examples)
+    parser = _check_html(text)
+    assert set(SECTIONS) <= parser.ids
+    assert "What is missing" in text and "RUN/pipeline not found" in text
+    assert "Nothing is missing" not in text
+    assert text.count("Not computed") >= 4  # physics, memorisation, augmentation, guidance
+
+
+def test_html_escapes_untrusted_text():
+    m = {"run": "<script>alert(1)</script>", "identities": ["<b>x</b>"], "missing": ["a <i>b</i>"]}
+    text = render_report(m)
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "<i>b</i>" not in text
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (1, 16, 16), (3, 16, 16)])
+def test_image_b64_colormaps_one_channel_and_keeps_rgb(shape):
+    img = np.linspace(0, 1, int(np.prod(shape))).reshape(shape)
+    png = base64.b64decode(image_b64(img, "jet").split(",", 1)[1])
+    arr = np.asarray(Image.open(io.BytesIO(png)))
+    assert arr.shape == (16, 16, 3)
+    if len(shape) == 2 or shape[0] == 1:
+        # jet: low values blue, high values red
+        assert arr[0, 0, 2] > arr[0, 0, 0] and arr[-1, -1, 0] > arr[-1, -1, 2]
