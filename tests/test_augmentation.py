@@ -46,8 +46,18 @@ def test_three_arms_over_seeds_with_same_budget(smoke_config):
     ys = (ys + 1) % K
     calls: list[dict] = []
     aug = smoke_config.data.augment
-    res = run_augmentation_experiment(train, test, (xs, ys), K, smoke_config.encoder, steps=7, seeds=[3, 4],
-                                      augment=aug, fit=_fake_fit(calls), predict=_fake_predict)
+    res = run_augmentation_experiment(
+        train,
+        test,
+        (xs, ys),
+        K,
+        smoke_config.encoder,
+        steps=7,
+        seeds=[3, 4],
+        augment=aug,
+        fit=_fake_fit(calls),
+        predict=_fake_predict,
+    )
     assert list(res["arms"]) == list(ARMS)
     assert len(calls) == 3 * 2
     assert {c["steps"] for c in calls} == {7} and {c["seed"] for c in calls} == {3, 4}
@@ -68,8 +78,17 @@ def test_helpful_synthetic_data_shows_a_gain(smoke_config):
     # Real train is tiny and noisy; synthetic windows are clean and correctly labelled.
     train, test = _blobs(1, rng, noise=1.5), _blobs(30, rng, noise=0.2)
     syn = _blobs(20, rng, noise=0.2)
-    res = run_augmentation_experiment(train, test, syn, K, smoke_config.encoder, steps=1, seeds=[0, 1, 2],
-                                      fit=_fake_fit([]), predict=_fake_predict)
+    res = run_augmentation_experiment(
+        train,
+        test,
+        syn,
+        K,
+        smoke_config.encoder,
+        steps=1,
+        seeds=[0, 1, 2],
+        fit=_fake_fit([]),
+        predict=_fake_predict,
+    )
     assert res["arms"]["synthetic"]["mean"] > 0.9
     assert res["gain"]["mean"] > 0
 
@@ -83,7 +102,9 @@ def test_bad_inputs_are_clear_errors(smoke_config):
     with pytest.raises(DopplerDiffError, match="labels outside"):
         run_augmentation_experiment(train, test, (train[0], train[1] + 5), K, smoke_config.encoder, **kw)
     with pytest.raises(DopplerDiffError, match="differ from real"):
-        run_augmentation_experiment(train, test, (train[0][:, :, :4], train[1]), K, smoke_config.encoder, **kw)
+        run_augmentation_experiment(
+            train, test, (train[0][:, :, :4], train[1]), K, smoke_config.encoder, **kw
+        )
     with pytest.raises(DopplerDiffError, match="at least one seed"):
         run_augmentation_experiment(train, test, train, K, smoke_config.encoder, **{**kw, "seeds": []})
 
@@ -94,12 +115,22 @@ def test_runs_with_the_project_classifier(smoke_config):
     rng = np.random.default_rng(0)
     size = smoke_config.data.size
     y = np.repeat(np.arange(K), 4)
-    x = np.clip(np.linspace(-0.6, 0.6, K)[y][:, None, None, None]
-                + 0.1 * rng.standard_normal((len(y), 1, size, size)), -1, 1).astype(np.float32)
-    res = run_augmentation_experiment((x, y), (x, y), (x[::2], y[::2]), K, smoke_config.encoder,
-                                      steps=smoke_config.evaluate.augment_steps,
-                                      seeds=range(smoke_config.evaluate.augment_seeds),
-                                      augment=smoke_config.data.augment)
+    x = np.clip(
+        np.linspace(-0.6, 0.6, K)[y][:, None, None, None]
+        + 0.1 * rng.standard_normal((len(y), 1, size, size)),
+        -1,
+        1,
+    ).astype(np.float32)
+    res = run_augmentation_experiment(
+        (x, y),
+        (x, y),
+        (x[::2], y[::2]),
+        K,
+        smoke_config.encoder,
+        steps=smoke_config.evaluate.augment_steps,
+        seeds=range(smoke_config.evaluate.augment_seeds),
+        augment=smoke_config.data.augment,
+    )
     assert set(res["arms"]) == set(ARMS)
     for arm in ARMS:
         assert len(res["arms"][arm]["runs"]) == smoke_config.evaluate.augment_seeds

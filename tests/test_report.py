@@ -46,37 +46,73 @@ class _Checker(HTMLParser):
 
 
 def _acc(v: float) -> dict:
-    return {"overall": v, "ci95": [v - 0.1, v + 0.1], "per_identity": {n: v for n in IDS},
-            "confusion": np.eye(3).tolist()}
+    return {
+        "overall": v,
+        "ci95": [v - 0.1, v + 0.1],
+        "per_identity": {n: v for n in IDS},
+        "confusion": np.eye(3).tolist(),
+    }
 
 
 def _full_metrics() -> dict:
-    dist = {"fd": 1.5, "kid_mean": 0.01, "kid_std": 0.002, "precision": 0.7, "recall": 0.6, "n_a": 12, "n_b": 9}
+    dist = {
+        "fd": 1.5,
+        "kid_mean": 0.01,
+        "kid_std": 0.002,
+        "precision": 0.7,
+        "recall": 0.6,
+        "n_a": 12,
+        "n_b": 9,
+    }
     return {
-        "run": "/tmp/run", "created": "now", "identities": IDS,
+        "run": "/tmp/run",
+        "created": "now",
+        "identities": IDS,
         "settings": {"num_per_identity": 4, "guidance": 2.0, "knn_k": 3},
         "counts": {"train": 20, "test": 9},
         "missing": [],
-        "accuracy": {"real_test": _acc(0.8), "reconstruction": _acc(0.7), "generated": _acc(0.4), "ratio": 0.5},
+        "accuracy": {
+            "real_test": _acc(0.8),
+            "reconstruction": _acc(0.7),
+            "generated": _acc(0.4),
+            "ratio": 0.5,
+        },
         "distribution": {"gen_vs_test": dist, "train_vs_test": dist, "recon_vs_test": dist},
-        "physics": {"overall": {"torso_doppler": 0.1, "cadence_hz": 0.2},
-                    "per_identity": {n: {"torso_doppler": 0.1, "cadence_hz": 0.3} for n in IDS}},
-        "memorisation": {"rule": "closer than the 5th percentile", "flagged": 1, "total": 12, "fraction": 1 / 12,
-                         "threshold": 0.5},
-        "augmentation": {"arms": {"real": {"mean": 0.8, "std": 0.01, "runs": [0.79, 0.81]},
-                                  "real+synthetic": {"mean": 0.82, "std": 0.02, "runs": [0.8, 0.84]},
-                                  "synthetic": {"mean": 0.4, "std": 0.05, "runs": [0.35, 0.45]}},
-                         "gain": {"mean": 0.02, "std": 0.01, "runs": [0.01, 0.03]}, "seeds": [0, 1], "steps": 4,
-                         "synthetic_per_identity": 4},
-        "guidance_sweep": [{"guidance": 0.0, "accuracy": 0.3, "fd": 3.0, "num": 6},
-                           {"guidance": 2.0, "accuracy": 0.5, "fd": 2.0, "num": 6}],
+        "physics": {
+            "overall": {"torso_doppler": 0.1, "cadence_hz": 0.2},
+            "per_identity": {n: {"torso_doppler": 0.1, "cadence_hz": 0.3} for n in IDS},
+        },
+        "memorisation": {
+            "rule": "closer than the 5th percentile",
+            "flagged": 1,
+            "total": 12,
+            "fraction": 1 / 12,
+            "threshold": 0.5,
+        },
+        "augmentation": {
+            "arms": {
+                "real": {"mean": 0.8, "std": 0.01, "runs": [0.79, 0.81]},
+                "real+synthetic": {"mean": 0.82, "std": 0.02, "runs": [0.8, 0.84]},
+                "synthetic": {"mean": 0.4, "std": 0.05, "runs": [0.35, 0.45]},
+            },
+            "gain": {"mean": 0.02, "std": 0.01, "runs": [0.01, 0.03]},
+            "seeds": [0, 1],
+            "steps": 4,
+            "synthetic_per_identity": 4,
+        },
+        "guidance_sweep": [
+            {"guidance": 0.0, "accuracy": 0.3, "fd": 3.0, "num": 6},
+            {"guidance": 2.0, "accuracy": 0.5, "fd": 2.0, "num": 6},
+        ],
     }
 
 
 def _plots(m: dict) -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     return {
-        "confusion": plots.confusion_plot({"real test": np.eye(3), "generated": rng.integers(0, 5, (3, 3))}, IDS),
+        "confusion": plots.confusion_plot(
+            {"real test": np.eye(3), "generated": rng.integers(0, 5, (3, 3))}, IDS
+        ),
         "guidance": plots.guidance_sweep_plot(m["guidance_sweep"], real_accuracy=0.8),
         "augmentation": plots.augmentation_plot(m["augmentation"]["arms"]),
         "physics": plots.physics_plot({"a": rng.normal(size=20)}, {"a": rng.normal(size=20)}),
@@ -120,9 +156,13 @@ def test_full_report_has_every_section_and_embedded_images():
 
 
 def test_partial_report_says_what_is_missing():
-    m = {"run": "r", "identities": IDS, "accuracy": {"real_test": _acc(0.9)},
-         "distribution": {"train_vs_test": {"fd": 0.5}},
-         "missing": ["RUN/pipeline not found: no generated samples"]}
+    m = {
+        "run": "r",
+        "identities": IDS,
+        "accuracy": {"real_test": _acc(0.9)},
+        "distribution": {"train_vs_test": {"fd": 0.5}},
+        "missing": ["RUN/pipeline not found: no generated samples"],
+    }
     examples = [ExampleRow(n, np.zeros((2, 1, 8, 8)), None) for n in IDS]
     text = render_report(m, examples=examples)
     parser = _check_html(text)
