@@ -42,9 +42,13 @@ class DataConfig:
     size: int = 64  # images are resized to size x size
     channels: Literal[1, 3] = 1  # 1: invert the colormap to intensity; 3: keep RGB
     colormap: str = "jet"  # colormap used to read (and write back) RGB images; 'gray' for grayscale
+    resample: Literal["bilinear", "area", "bicubic", "lanczos"] = "bilinear"  # PIL filter, on intensity
+    workers: int = 0  # decoding threads; 0 = automatic
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.size < 8:
             raise ValueError(f"data.size must be >= 8, got {self.size}")
+        if self.workers < 0:
+            raise ValueError(f"data.workers must be >= 0, got {self.workers}")

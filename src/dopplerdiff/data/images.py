@@ -1,0 +1,421 @@
+"""Read folder-per-identity spectrogram trees into arrays, invert colormaps, write images back.
+
+Layout: ``ROOT/<identity>/<files>`` with jpg/jpeg/png/bmp (colormapped RGB or grayscale), ``.npy``
+(2-D, or 3-D HxWxC / CxHxW) or MATLAB ``.mat`` (exactly one 2-D numeric variable). RGB images are
+turned into one intensity channel by nearest-colour lookup on the colormap's 256-entry LUT
+(``channels: 1``) or kept as RGB (``channels: 3``). Arrays live in [-1, 1] as float32 (N, C, H, W).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dopplerdiff.config.data import DataConfig
+from dopplerdiff.errors import DataError
+from dopplerdiff.utils.io import atomic_write_bytes
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+ARRAY_EXTS = (".npy", ".mat")
+SUPPORTED_EXTS = IMAGE_EXTS + ARRAY_EXTS
+_BITS = 6  # quantisation of the RGB -> LUT-index table: 64^3 cells, 4 levels each (below JPEG noise)
+_NUMERIC_MODES = ("npy", "mat", "gray16", "F")
+_GRAY_TOL = 10  # max |R-G|, |G-B| for an RGB file to count as grayscale (JPEG chroma noise)
+
+
+@dataclass
+class SpectrogramSet:
+    """Spectrograms with labels and provenance; ``images`` is float32 (N, C, H, W) in [-1, 1]."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    identities: list[str]
+    files: list[str]
+    recordings: list[str]
+    windows: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> SpectrogramSet:
+        """The samples at ``idx`` (label map and meta unchanged)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return replace(
+            self,
+            images=self.images[idx],
+            labels=self.labels[idx],
+            files=[self.files[i] for i in idx],
+            recordings=[self.recordings[i] for i in idx],
+            windows=self.windows[idx],
+            meta=dict(self.meta),
+        )
+
+
+def to_unit(x: Any) -> Any:
+    """[-1, 1] -> [0, 1] (numpy or torch)."""
+    return (x + 1.0) / 2.0
+
+
+def from_unit(x: Any) -> Any:
+    """[0, 1] -> [-1, 1] (numpy or torch)."""
+    return x * 2.0 - 1.0
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders embedded integers numerically (ID_2 before ID_10)."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
+
+
+# ---------------------------------------------------------------- colormaps
+@lru_cache(maxsize=16)
+def colormap_lut(name: str) -> np.ndarray:
+    """The colormap's 256-entry LUT as uint8 (256, 3); unknown names are a DataError."""
+    import matplotlib
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise DataError(
+            f"unknown colormap '{name}'; set data.colormap to a matplotlib colormap name "
+            "(e.g. data.colormap=jet, viridis, turbo, gray) matching how the images were rendered"
+        ) from None
+    rgb = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
+    return np.round(rgb * 255.0).astype(np.uint8)
+
+
+@lru_cache(maxsize=16)
+def _inverse_table(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Quantised RGB cube -> (LUT index as float32 in [0,1], distance to the colormap in RGB units)."""
+    from scipy.spatial import cKDTree
+
+    lut = colormap_lut(name).astype(np.float64)
+    # Colours repeated in the LUT (jet's flat blue top) map to the mean of their indices.
+    uniq, inverse = np.unique(lut, axis=0, return_inverse=True)
+    mean_idx = np.bincount(inverse.ravel(), weights=np.arange(256)) / np.bincount(inverse.ravel())
+    n = 1 << _BITS
+    centres = (np.arange(n) + 0.5) * (256 / n)
+    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(-1, 3)
+    dist, nearest = cKDTree(uniq).query(grid, workers=1)
+    value = (mean_idx[nearest] / 255.0).astype(np.float32).reshape(n, n, n)
+    return value, np.minimum(dist, 255).astype(np.uint8).reshape(n, n, n)
+
+
+def invert_colormap(rgb: np.ndarray, name: str) -> tuple[np.ndarray, float]:
+    """uint8 (H, W, 3) colour image -> (float32 (H, W) intensity in [0, 1], mean RGB distance to the LUT)."""
+    value, dist = _inverse_table(name)
+    q = rgb >> (8 - _BITS)
+    r, g, b = q[..., 0], q[..., 1], q[..., 2]
+    return value[r, g, b], float(dist[r, g, b].mean())
+
+
+def apply_colormap(img01: np.ndarray, name: str) -> np.ndarray:
+    """float (H, W) in [0, 1] -> uint8 (H, W, 3) via the colormap LUT."""
+    idx = np.clip(np.round(np.asarray(img01, dtype=np.float64) * 255.0), 0, 255).astype(np.int64)
+    return colormap_lut(name)[idx]
+
+
+# ---------------------------------------------------------------- reading single files
+@dataclass
+class _Read:
+    """One decoded file before resizing: float32 (C, H, W) in [0, 1]."""
+
+    array: np.ndarray
+    mode: str
+    residual: float | None = None  # mean distance to the colormap (colour files only)
+    scaling: str = "unit"
+
+
+def _to_unit_range(arr: np.ndarray) -> tuple[np.ndarray, str]:
+    """Numeric array -> [0, 1]: integer types by their range, floats in [0, 1] as is, else min-max."""
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0, "uint8"
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0, "uint16"
+    a = arr.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise ValueError("contains NaN or inf")
+    lo, hi = float(a.min()), float(a.max())
+    if lo >= -1e-3 and hi <= 1.0 + 1e-3:
+        return np.clip(a, 0.0, 1.0), "unit"
+    # Per-file min-max (e.g. dB spectrograms): the usual per-window normalisation of spectrograms.
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a), "minmax"
+
+
+def _from_rgb(rgb: np.ndarray, cfg: DataConfig, mode: str) -> _Read:
+    """uint8 (H, W, 3) -> channels per config (colormap inversion or RGB kept)."""
+    d = rgb.astype(np.int16)
+    spread = max(int(np.abs(d[..., 0] - d[..., 1]).max()), int(np.abs(d[..., 1] - d[..., 2]).max()))
+    gray = spread <= _GRAY_TOL
+    if cfg.channels == 3:
+        return _Read(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0, "gray" if gray else mode)
+    if gray or cfg.colormap == "gray":
+        return _Read((d.mean(-1) / 255.0).astype(np.float32)[None], "gray" if gray else mode)
+    inten, residual = invert_colormap(rgb, cfg.colormap)
+    return _Read(inten[None], mode, residual)
+
+
+def _from_intensity(a01: np.ndarray, cfg: DataConfig, mode: str, scaling: str) -> _Read:
+    """float (H, W) in [0, 1] -> channels per config (3 channels: render through the colormap)."""
+    if cfg.channels == 3:
+        rgb = apply_colormap(a01, cfg.colormap) if cfg.colormap != "gray" else np.repeat(
+            np.round(a01[..., None] * 255).astype(np.uint8), 3, -1)
+        return _Read(np.moveaxis(rgb, -1, 0).astype(np.float32) / 255.0, mode, scaling=scaling)
+    return _Read(a01.astype(np.float32)[None], mode, scaling=scaling)
+
+
+def _read_image(path: Path, cfg: DataConfig) -> _Read:
+    with Image.open(path) as im:
+        im.load()
+        mode = im.mode
+        if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr, scaling = _to_unit_range(np.asarray(im.convert("F") if mode == "F" else im))
+            return _from_intensity(arr, cfg, "gray16" if mode.startswith("I") else "F", scaling)
+        if mode in ("L", "1", "LA"):
+            a01 = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+            return _from_intensity(a01, cfg, "gray", "uint8")
+        return _from_rgb(np.asarray(im.convert("RGB")), cfg, mode)
+
+
+def _array_to_read(arr: np.ndarray, cfg: DataConfig, kind: str) -> _Read:
+    if arr.ndim == 3:
+        if arr.shape[0] in (1, 3, 4) and arr.shape[-1] not in (1, 3, 4):
+            arr = np.moveaxis(arr, 0, -1)  # CxHxW -> HxWxC
+        if arr.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"3-D array of shape {arr.shape} has no channel axis of size 1, 3 or 4")
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        else:
+            a01, _ = _to_unit_range(arr[..., :3])
+            return _from_rgb(np.round(a01 * 255).astype(np.uint8), cfg, f"{kind}-rgb")
+    if arr.ndim != 2:
+        raise ValueError(f"array of shape {arr.shape} is not 2-D (H, W) or 3-D (H, W, C) / (C, H, W)")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"array dtype {arr.dtype} is not real numeric")
+    a01, scaling = _to_unit_range(arr)
+    return _from_intensity(a01, cfg, kind, scaling)
+
+
+def _read_mat(path: Path, cfg: DataConfig) -> _Read:
+    from scipy.io import loadmat
+
+    data = loadmat(path)
+    found = {k: v for k, v in data.items() if not k.startswith("__")}
+    arrays = {
+        k: v for k, v in found.items()
+        if isinstance(v, np.ndarray) and v.ndim == 2 and min(v.shape) > 1
+        and np.issubdtype(v.dtype, np.number) and not np.iscomplexobj(v)
+    }
+    if len(arrays) != 1:
+        names = ", ".join(f"{k} {getattr(v, 'shape', '')}" for k, v in found.items()) or "none"
+        raise ValueError(
+            f"expected exactly one 2-D numeric variable, found {len(arrays)} (variables: {names})"
+        )
+    return _array_to_read(next(iter(arrays.values())), cfg, "mat")
+
+
+def read_file(path: Path, cfg: DataConfig) -> _Read:
+    """Decode one supported file to float32 (C, H, W) in [0, 1] at its native size."""
+    ext = path.suffix.lower()
+    if ext in IMAGE_EXTS:
+        return _read_image(path, cfg)
+    if ext == ".npy":
+        return _array_to_read(np.load(path, allow_pickle=False), cfg, "npy")
+    if ext == ".mat":
+        return _read_mat(path, cfg)
+    raise ValueError(f"unsupported file type '{ext}'")
+
+
+def resize(arr: np.ndarray, size: int | Sequence[int], resample: str = "bilinear") -> np.ndarray:
+    """Resize float (C, H, W) per channel with PIL (antialiased when shrinking); size int or (H, W)."""
+    h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if arr.shape[-2:] == (h, w):
+        return arr.astype(np.float32, copy=False)
+    filt = {"bilinear": Image.BILINEAR, "area": Image.BOX, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}
+    out = [np.asarray(Image.fromarray(c.astype(np.float32), mode="F").resize((w, h), filt[resample]))
+           for c in arr]
+    return np.clip(np.stack(out), 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- folder trees
+_CASE_RE = re.compile(r"(?:^|[_\-\s])case(\d+)_(\d+)_doppler(\d+)$", re.IGNORECASE)
+_TRAILING_RE = re.compile(r"^(.*?)[_\-\s.]*(\d+)$")
+
+
+def parse_name(identity: str, rel: str) -> tuple[str, int] | None:
+    """(recording key, window index) from a file path relative to its identity folder, or None.
+
+    ``ID3_case1_2_Doppler7.jpg`` -> ("ID_3/case1_2", 7) (with the folder name as identity). Other names
+    with a trailing integer: the text before it names the recording (``img_0001`` -> ("ID_3/img", 1)).
+    """
+    stem = str(Path(rel).with_suffix("")).replace("\\", "/")
+    m = _CASE_RE.search(stem)
+    if m:
+        return f"{identity}/case{int(m.group(1))}_{int(m.group(2))}", int(m.group(3))
+    m = _TRAILING_RE.match(stem)
+    if m:
+        return f"{identity}/{m.group(1) or 'rec'}", int(m.group(2))
+    return None
+
+
+def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], int]:
+    """Identity folders (natural order), their supported files (relative to root), count of ignored files."""
+    root = Path(root)
+    if not root.exists():
+        raise DataError(f"data root '{root}' does not exist")
+    if not root.is_dir():
+        raise DataError(f"data root '{root}' is not a directory (expected ROOT/<identity>/<files>)")
+    subdirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: natural_key(p.name))
+    if not subdirs:
+        loose = [p.name for p in root.iterdir() if p.suffix.lower() in SUPPORTED_EXTS]
+        hint = f"; found {len(loose)} data files directly in it" if loose else ""
+        raise DataError(
+            f"data root '{root}' has no identity subfolders{hint}; expected one folder per person, "
+            "e.g. ROOT/ID_1/*.jpg, ROOT/ID_2/*.jpg"
+        )
+    files: dict[str, list[str]] = {}
+    ignored = 0
+    for d in subdirs:
+        found = []
+        for p in d.rglob("*"):
+            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(d).parts):
+                continue
+            if p.suffix.lower() in SUPPORTED_EXTS:
+                found.append(p.relative_to(root).as_posix())
+            else:
+                ignored += 1
+        if not found:
+            raise DataError(
+                f"identity folder '{d}' contains no supported files ({', '.join(SUPPORTED_EXTS)})"
+            )
+        files[d.name] = sorted(found, key=natural_key)
+    return [d.name for d in subdirs], files, ignored
+
+
+def _windows_for(identity: str, rels: list[str]) -> tuple[list[str], list[int], bool]:
+    """Recording keys and window indices for one identity's files; False if sorted order had to be used."""
+    parsed = [parse_name(identity, r.split("/", 1)[1]) for r in rels]
+    keys = [p for p in parsed if p is not None]
+    if len(keys) == len(rels) and len(set(keys)) == len(keys):
+        return [k[0] for k in keys], [k[1] for k in keys], True
+    return [f"{identity}/sorted"] * len(rels), list(range(len(rels))), False
+
+
+def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> SpectrogramSet:
+    """Load ``root/<identity>/*`` into a SpectrogramSet resized to cfg.size, normalised to [-1, 1]."""
+    root = Path(root)
+    if cfg.channels == 1 or cfg.colormap != "gray":
+        colormap_lut(cfg.colormap)  # fail fast on an unknown colormap
+    identities, per_id, ignored = scan_tree(root)
+    files, labels, recordings, windows, sorted_ids = [], [], [], [], []
+    for label, ident in enumerate(identities):
+        recs, wins, from_name = _windows_for(ident, per_id[ident])
+        if not from_name:
+            sorted_ids.append(ident)
+        files += per_id[ident]
+        labels += [label] * len(recs)
+        recordings += recs
+        windows += wins
+
+    def work(rel: str) -> tuple[np.ndarray, tuple[int, int], _Read] | str:
+        try:
+            r = read_file(root / rel, cfg)
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is reported per file
+            return f"{rel}: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+        return resize(r.array, cfg.size, cfg.resample), (int(r.array.shape[1]), int(r.array.shape[2])), r
+
+    workers = cfg.workers or min(8, max(1, len(files) // 64))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        it = pool.map(work, files)
+        if progress:
+            from tqdm import tqdm
+
+            it = tqdm(it, total=len(files), desc="loading", unit="img")
+        results = list(it)
+    bad = [r for r in results if isinstance(r, str)]
+    if bad:
+        listed = "; ".join(bad[:5]) + (f"; ... and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise DataError(f"{len(bad)} unreadable file(s) under '{root}': {listed}")
+    ok = [r for r in results if not isinstance(r, str)]
+    images = from_unit(np.stack([a for a, _, _ in ok])).astype(np.float32)
+    natives = Counter(f"{h}x{w}" for _, (h, w), _ in ok)
+    h, w = (int(v) for v in natives.most_common(1)[0][0].split("x"))
+    residuals = [r.residual for _, _, r in ok if r.residual is not None]
+    exts = Counter(Path(f).suffix.lower() for f in files)
+    ext = exts.most_common(1)[0][0]
+    source = "filename" if not sorted_ids else ("sorted" if len(sorted_ids) == len(identities) else "mixed")
+    meta = {
+        "root": str(root.resolve()),
+        "colormap": cfg.colormap,
+        "channels": cfg.channels,
+        "size": cfg.size,
+        "native_size": h if h == w else [h, w],
+        "native_sizes": dict(natives),
+        "ext": ext,
+        "exts": dict(exts),
+        "format": {".jpeg": "jpg"}.get(ext, ext.lstrip(".")),
+        "modes": dict(Counter(r.mode for _, _, r in ok)),
+        "value_scaling": dict(Counter(r.scaling for _, _, r in ok if r.mode in _NUMERIC_MODES)),
+        "colormap_residual": float(np.mean(residuals)) if residuals else None,
+        "window_index_source": source,
+        "sorted_identities": sorted_ids,
+        "ignored_files": ignored,
+    }
+    return SpectrogramSet(
+        images=images,
+        labels=np.asarray(labels, dtype=np.int64),
+        identities=identities,
+        files=files,
+        recordings=recordings,
+        windows=np.asarray(windows, dtype=np.int64),
+        meta=meta,
+    )
+
+
+# ---------------------------------------------------------------- writing
+def write_image(
+    path: Path, img01: np.ndarray, colormap: str, size: int | Sequence[int] | None = None
+) -> None:
+    """Write one image in [0, 1] ((C, H, W) or (H, W)) as png/jpg/bmp (colormapped when 1 channel and
+    colormap != 'gray'), .npy (float32 (H, W) or (C, H, W)) or .mat (variable 'spectrogram'), by suffix.
+    ``size`` (int or (H, W)) resizes first, e.g. back to the input's native size."""
+    path = Path(path)
+    arr = np.clip(np.asarray(img01, dtype=np.float32), 0.0, 1.0)
+    arr = arr[None] if arr.ndim == 2 else arr
+    if arr.ndim != 3 or arr.shape[0] not in (1, 3):
+        raise DataError(f"write_image '{path}': expected (H, W) or (C, H, W) with C in 1, 3; got {arr.shape}")
+    if size is not None:
+        arr = resize(arr, size)
+    ext = path.suffix.lower()
+    buf = io.BytesIO()
+    if ext == ".npy":
+        np.save(buf, arr[0] if arr.shape[0] == 1 else arr)
+    elif ext == ".mat":
+        from scipy.io import savemat
+
+        savemat(buf, {"spectrogram": arr[0] if arr.shape[0] == 1 else np.moveaxis(arr, 0, -1)})
+    elif ext in IMAGE_EXTS:
+        if arr.shape[0] == 3:
+            im = Image.fromarray(np.round(np.moveaxis(arr, 0, -1) * 255).astype(np.uint8), "RGB")
+        elif colormap == "gray":
+            im = Image.fromarray(np.round(arr[0] * 255).astype(np.uint8), "L")
+        else:
+            im = Image.fromarray(apply_colormap(arr[0], colormap), "RGB")
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP"}[ext]
+        im.save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    else:
+        raise DataError(
+            f"write_image '{path}': unsupported suffix '{ext}' (use .png, .jpg, .bmp, .npy or .mat)"
+        )
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,84 @@
+"""RUN/data.json: which data a run was trained on, its label map and its fixed split.
+
+Every stage of a run calls ``prepare_run_data`` so that all of them see the same identities in the same
+order and the same train/val/test files, even if the split code or the folder changes later.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dopplerdiff.config.base import to_dict
+from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
+from dopplerdiff.data.split import PARTS, leak_free_split
+from dopplerdiff.errors import DataError
+from dopplerdiff.utils.io import write_json
+
+DATA_JSON = "data.json"
+
+
+def read_run_data(run: Path) -> dict[str, Any]:
+    """Contents of RUN/data.json (DataError if the run has none or it is malformed)."""
+    path = Path(run) / DATA_JSON
+    if not path.is_file():
+        raise DataError(
+            f"'{path}' does not exist; '{run}' is not a prepared run directory (pass --data DATA)"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{path}' is not valid JSON: {exc}") from exc
+    missing = [k for k in ("data_root", "identities", "split") if k not in data]
+    if missing:
+        raise DataError(f"'{path}' lacks the key(s) {', '.join(missing)}")
+    return data
+
+
+def _recorded_split(ds: SpectrogramSet, recorded: dict[str, list[str]], path: Path) -> dict[str, np.ndarray]:
+    pos = {f: i for i, f in enumerate(ds.files)}
+    missing = [f for part in PARTS for f in recorded.get(part, []) if f not in pos]
+    if missing:
+        raise DataError(
+            f"{len(missing)} file(s) of the split recorded in '{path}' are not in the data under "
+            f"'{ds.meta.get('root')}' (e.g. {', '.join(missing[:3])}); "
+            "use the same data or a new run directory"
+        )
+    return {
+        part: np.asarray(sorted(pos[f] for f in recorded.get(part, [])), dtype=np.int64) for part in PARTS
+    }
+
+
+def prepare_run_data(
+    run: Path, data_root: Path | None, cfg: DataConfig, progress: bool = False
+) -> tuple[SpectrogramSet, dict[str, np.ndarray]]:
+    """Load the run's data and split; write RUN/data.json the first time, validate and reuse it after."""
+    run = Path(run)
+    path = run / DATA_JSON
+    recorded = read_run_data(run) if path.exists() else None
+    if data_root is None:
+        if recorded is None:
+            raise DataError(f"no data given and '{path}' does not exist; pass the data folder (--data DATA)")
+        data_root = Path(recorded["data_root"])
+    ds = load_spectrograms(Path(data_root), cfg, progress=progress)
+    if recorded is not None:
+        if list(recorded["identities"]) != list(ds.identities):
+            raise DataError(
+                f"identities in '{data_root}' ({', '.join(ds.identities)}) do not match those recorded in "
+                f"'{path}' ({', '.join(recorded['identities'])}); use the run's data or a new run directory"
+            )
+        return ds, _recorded_split(ds, recorded["split"], path)
+    split = leak_free_split(ds, cfg.split)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(path, {
+        "data_root": str(Path(data_root).resolve()),
+        "identities": ds.identities,
+        "split": {part: [ds.files[i] for i in split[part]] for part in PARTS},
+        "meta": ds.meta,
+        "data_config": to_dict(cfg),
+    })
+    return ds, split

@@ -1,0 +1,122 @@
+"""Leak-free train/val/test split of overlapping spectrogram windows.
+
+Neighbouring windows overlap in time (3 s windows at a 1 s hop share 2 s), so a random split puts
+near-copies of test windows in training. Here each identity's recordings are ordered by window index
+and cut into contiguous blocks ``train | gap | val | gap | test``; windows within ``gap_windows`` of a
+block boundary are dropped. A recording too short for every part goes whole to one part instead.
+Every identity keeps at least one training window. The split is a pure function of the data and config.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from dopplerdiff.config.data import SplitConfig
+from dopplerdiff.data.images import SpectrogramSet, natural_key
+
+PARTS = ("train", "val", "test")
+
+
+def _active_parts(cfg: SplitConfig) -> list[tuple[str, float]]:
+    return [(p, f) for p, f in zip(PARTS, (cfg.train, cfg.val, cfg.test), strict=True) if f > 0]
+
+
+def _block_counts(n_usable: int, fracs: list[float]) -> list[int]:
+    """Largest-remainder allocation of ``n_usable`` windows with at least one per part."""
+    k = len(fracs)
+    extra = n_usable - k
+    raw = [f * extra / sum(fracs) for f in fracs]
+    counts = [int(np.floor(r)) for r in raw]
+    order = sorted(range(k), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: extra - sum(counts)]:
+        counts[i] += 1
+    return [c + 1 for c in counts]
+
+
+def _cut_recording(
+    idx: np.ndarray, win: np.ndarray, parts: list[tuple[str, float]], gap: int
+) -> dict[str, list[int]]:
+    """Cut one recording (indices sorted by window) into contiguous blocks separated by a time gap."""
+    counts = _block_counts(len(idx) - gap * (len(parts) - 1), [f for _, f in parts])
+    out: dict[str, list[int]] = {}
+    pos = 0
+    last_win: int | None = None
+    for (name, _), count in zip(parts, counts, strict=True):
+        if last_win is not None:
+            # Skip every window that overlaps the previous block (distance <= gap in window index).
+            while pos < len(idx) and win[pos] <= last_win + gap:
+                pos += 1
+        block = list(range(pos, min(pos + count, len(idx))))
+        # Windows sharing the block's last index (duplicates) stay in the same block.
+        end = pos + len(block)
+        while block and end < len(idx) and win[end] == win[block[-1]]:
+            block.append(end)
+            end += 1
+        out[name] = [int(idx[i]) for i in block]
+        pos = end
+        last_win = int(win[block[-1]]) if block else last_win
+    if pos < len(idx) and parts:
+        # Rounding left windows after the last block that do not overlap it: they belong to it.
+        out[parts[-1][0]] += [int(i) for i in idx[pos:]]
+    return out
+
+
+def leak_free_split(ds: SpectrogramSet, cfg: SplitConfig) -> dict[str, np.ndarray]:
+    """Split ``ds`` into {"train", "val", "test"} sorted index arrays without temporal overlap."""
+    parts = _active_parts(cfg)
+    gap = cfg.gap_windows
+    need = len(parts) + gap * (len(parts) - 1)  # shortest recording that can be cut into all parts
+    result: dict[str, list[int]] = {p: [] for p in PARTS}
+    by_identity: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, (lab, rec) in enumerate(zip(ds.labels.tolist(), ds.recordings, strict=True)):
+        by_identity[lab][rec].append(i)
+    rng = np.random.default_rng(cfg.seed)
+    for lab in sorted(by_identity):
+        recs = by_identity[lab]
+        got = {p: 0 for p in PARTS}
+        short = []
+        for rec in sorted(recs, key=natural_key):
+            idx = np.asarray(sorted(recs[rec], key=lambda i: (ds.windows[i], natural_key(ds.files[i]))))
+            win = ds.windows[idx]
+            if len(np.unique(win)) >= need and len(parts) > 1:
+                for name, block in _cut_recording(idx, win, parts, gap).items():
+                    result[name] += block
+                    got[name] += len(block)
+            else:
+                short.append(idx)
+        if not short:
+            continue
+        # Whole recordings: seed-shuffled, each to the part furthest below its target share.
+        total = sum(len(v) for v in recs.values())
+        for j in rng.permutation(len(short)):
+            idx = short[j]
+            if got["train"] == 0:
+                name = "train"  # every identity must be trainable
+            else:
+                name = max(parts, key=lambda pf: (pf[1] * total - got[pf[0]], pf[1]))[0]
+            result[name] += idx.tolist()
+            got[name] += len(idx)
+    return {p: np.asarray(sorted(result[p]), dtype=np.int64) for p in PARTS}
+
+
+def split_summary(ds: SpectrogramSet, split: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Counts per identity and part, plus windows dropped in the gaps."""
+    n = len(ds)
+    assigned = np.zeros(n, dtype=bool)
+    rows = []
+    for part in PARTS:
+        assigned[split[part]] = True
+    for lab, ident in enumerate(ds.identities):
+        mask = ds.labels == lab
+        row: dict[str, Any] = {"identity": ident, "files": int(mask.sum())}
+        row["recordings"] = len({r for r, m in zip(ds.recordings, mask, strict=True) if m})
+        for part in PARTS:
+            row[part] = int((ds.labels[split[part]] == lab).sum())
+        row["gap"] = int((mask & ~assigned).sum())
+        rows.append(row)
+    totals = {part: int(len(split[part])) for part in PARTS}
+    totals["gap"] = int(n - assigned.sum())
+    return {"identities": rows, "totals": totals}
