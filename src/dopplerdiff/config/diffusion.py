@@ -21,7 +21,9 @@ class DiffusionConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
     cross_attention_dim: int = 128
-    attention_head_dim: int = 8
+    attention_head_dim: int = 8  # channels per attention head
+    # Also feed the mean identity token into the timestep embedding (every ResNet block sees the identity).
+    time_conditioning: bool = True
     # DiT sizes (backbone: dit)
     dit_layers: int = 6
     dit_heads: int = 4
@@ -32,6 +34,9 @@ class DiffusionConfig:
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float = 0.0  # min-SNR loss weighting; 0 disables
+    sample_posterior: bool = True  # train on z ~ N(mean, std) of the cached posterior (False: the mean)
+    val_identities: int = 8  # identities shown in the validation grid (a fixed subset)
+    val_samples: int = 6  # generated (and real) images per identity row in the validation grid
     train: LoopConfig = field(default_factory=LoopConfig)
     # Sampling defaults (validation grids, generate, evaluate)
     scheduler: str = "dpmpp"
