@@ -54,17 +54,33 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "condition_encoder->denoiser->autoencoder"
 
-    def __init__(self, autoencoder, denoiser, condition_encoder, scheduler, identities: list[str] | None = None,
-                 colormap: str = "jet", channels: int = 1, native_size: int | None = None):
+    def __init__(
+        self,
+        autoencoder,
+        denoiser,
+        condition_encoder,
+        scheduler,
+        identities: list[str] | None = None,
+        colormap: str = "jet",
+        channels: int = 1,
+        native_size: int | None = None,
+    ):
         super().__init__()
         self.register_modules(
-            autoencoder=autoencoder, denoiser=denoiser, condition_encoder=condition_encoder, scheduler=scheduler
+            autoencoder=autoencoder,
+            denoiser=denoiser,
+            condition_encoder=condition_encoder,
+            scheduler=scheduler,
         )
         k = condition_encoder.num_identities
         names = list(identities) if identities is not None else [f"ID_{i + 1}" for i in range(k)]
         if len(names) != k:
-            raise DopplerDiffError(f"pipeline label map has {len(names)} names but the condition encoder has {k}")
-        self.register_to_config(identities=names, colormap=colormap, channels=channels, native_size=native_size)
+            raise DopplerDiffError(
+                f"pipeline label map has {len(names)} names but the condition encoder has {k}"
+            )
+        self.register_to_config(
+            identities=names, colormap=colormap, channels=channels, native_size=native_size
+        )
 
     # -- identities and schedulers -------------------------------------------------------------------------
     @property
@@ -78,7 +94,11 @@ class DopplerDiffPipeline(DiffusionPipeline):
         for ident in identities:
             if isinstance(ident, str) and ident in names:
                 out.append(names.index(ident))
-            elif isinstance(ident, int | np.integer) and not isinstance(ident, bool) and 0 <= ident < len(names):
+            elif (
+                isinstance(ident, int | np.integer)
+                and not isinstance(ident, bool)
+                and 0 <= ident < len(names)
+            ):
                 out.append(int(ident))
             else:
                 raise DopplerDiffError(
@@ -158,7 +178,9 @@ class DopplerDiffPipeline(DiffusionPipeline):
         if guidance_scale < 0:
             raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}")
+            raise DopplerDiffError(
+                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
+            )
         ids_list = self.identity_ids(list(identities))
         if not ids_list:
             raise DopplerDiffError("no identities given")
@@ -209,7 +231,9 @@ class DopplerDiffPipeline(DiffusionPipeline):
             elif img.shape[0] == 1:
                 out.append(Image.fromarray((np.clip(img[0], 0, 1) * 255).round().astype(np.uint8), "L"))
             else:
-                out.append(Image.fromarray((np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)))
+                out.append(
+                    Image.fromarray((np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8))
+                )
         return out
 
     # -- loading -------------------------------------------------------------------------------------------

@@ -38,8 +38,9 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 
 
-def training_scheduler(num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear",
-                       prediction_type: str = "epsilon") -> DDPMScheduler:
+def training_scheduler(
+    num_train_timesteps: int = 1000, beta_schedule: str = "scaled_linear", prediction_type: str = "epsilon"
+) -> DDPMScheduler:
     """The DDPM noise schedule used for training (and the base config for every sampler)."""
     kwargs: dict[str, Any] = {}
     if beta_schedule == "scaled_linear":
@@ -65,7 +66,14 @@ def make_scheduler(name: str, base_config: Any) -> SchedulerMixin:
     """Sampler ``name`` with the noise schedule of ``base_config`` (any scheduler's ``.config``)."""
     cls, extra = SCHEDULERS[check_scheduler_name(name)]
     base = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
-    keep = ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule", "trained_betas", "prediction_type")
+    keep = (
+        "num_train_timesteps",
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "trained_betas",
+        "prediction_type",
+    )
     cfg = {k: base[k] for k in keep if k in base}
     cfg.update({"timestep_spacing": "trailing", **extra})
     if cls in (DDPMScheduler, DDIMScheduler):

@@ -104,7 +104,9 @@ class IdentityConditionEncoder(ModelMixin, ConfigMixin):
         """Gradients of the weights that belong only to the null row (for tests and diagnostics)."""
         cfg = self.config
         if cfg.kind == "embedding":
-            return [self.table.weight.grad[cfg.num_identities] if self.table.weight.grad is not None else None]
+            return [
+                self.table.weight.grad[cfg.num_identities] if self.table.weight.grad is not None else None
+            ]
         if cfg.kind == "onehot_mlp":
             g = self.mlp[0].weight.grad
             return [g[:, cfg.num_identities] if g is not None else None]

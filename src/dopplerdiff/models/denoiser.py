@@ -48,7 +48,10 @@ def build_unet(cfg, latent_channels: int, latent_size: int) -> UNet2DConditionMo
     heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
     extra = {}
     if getattr(cfg, "time_conditioning", False):
-        extra = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": cfg.cross_attention_dim}
+        extra = {
+            "class_embed_type": "projection",
+            "projection_class_embeddings_input_dim": cfg.cross_attention_dim,
+        }
     return UNet2DConditionModel(
         sample_size=latent_size,
         in_channels=latent_channels,
@@ -68,7 +71,9 @@ def build_unet(cfg, latent_channels: int, latent_size: int) -> UNet2DConditionMo
 def build_dit(cfg, latent_channels: int, latent_size: int, num_identities: int) -> DiTTransformer2DModel:
     """DiTTransformer2DModel whose label tables have K+1 rows with row K the (our) null identity."""
     if latent_size % cfg.dit_patch_size:
-        raise ConfigError(f"latent size {latent_size} is not divisible by diffusion.dit_patch_size={cfg.dit_patch_size}")
+        raise ConfigError(
+            f"latent size {latent_size} is not divisible by diffusion.dit_patch_size={cfg.dit_patch_size}"
+        )
     model = DiTTransformer2DModel(
         num_attention_heads=cfg.dit_heads,
         attention_head_dim=cfg.dit_head_dim,
