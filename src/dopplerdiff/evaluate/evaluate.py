@@ -1,0 +1,591 @@
+"""``dopplerdiff evaluate``: honest evaluation of a run, written to RUN/eval/{metrics.json, report.html}.
+
+What is measured (all in the feature space of the run's spectrogram encoder, trained on real train only):
+
+- identity accuracy of real test windows (the reference), of test reconstructions through the
+  autoencoder (what the first stage alone allows) and of generated samples (per identity, bootstrap 95% CIs,
+  confusion matrices); ``ratio`` = generated / real-test accuracy;
+- Fréchet distance and KID of generated vs real test, beside two floors: real train vs real test (different
+  windows of the same people) and test reconstructions vs real test (the first stage's cost);
+- k-NN precision/recall (and density/coverage), physical statistics (per identity and overall),
+  memorisation (nearest training window), the augmentation experiment and a guidance sweep.
+
+Seeds: evaluation samples use ``evaluate.seed``; the guidance sweep reuses the same seed (generation is
+seed-indexed, so at the evaluation guidance its samples are the first ones of the evaluation set and are
+not regenerated); the augmentation experiment's synthetic windows use ``evaluate.seed + AUGMENT_SEED_OFFSET``
+so they never coincide with the scored samples.
+
+``metrics.json`` schema (top level): run, created, identities, settings, counts, missing (list of what
+could not be evaluated and why), accuracy {real_test, reconstruction, generated: identity_accuracy dicts,
+ratio}, distribution {gen_vs_test, train_vs_test, recon_vs_test: {fd, kid_mean, kid_std, precision, recall,
+density, coverage, n_a, n_b}}, physics {overall: {stat: compare dict}, per_identity: {name: {stat: W}}},
+memorisation, augmentation, guidance_sweep [{guidance, accuracy, fd, num}]. NaN is written as null.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from dopplerdiff.config import Config
+from dopplerdiff.config.base import from_dict
+from dopplerdiff.config.data import DataConfig
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate import plots
+from dopplerdiff.evaluate.metrics import (
+    MIN_SAMPLES_FD,
+    frechet_distance,
+    identity_accuracy,
+    kid,
+    precision_recall,
+)
+from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
+from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, write_json, write_manifest
+
+log = logging.getLogger(__name__)
+
+AUGMENT_SEED_OFFSET = 100_003  # synthetic windows for the augmentation experiment: disjoint from eval seeds
+EXAMPLES_PER_IDENTITY = 6
+MEMORISATION_PAIRS = 8
+
+
+class Part(NamedTuple):
+    """One image set with its encoder outputs: images (N,C,H,W) in [-1,1], features, logits, labels."""
+
+    x: np.ndarray
+    f: np.ndarray
+    logits: np.ndarray
+    y: np.ndarray
+    files: list[str]
+
+
+def make_part(encoder: Any, x: np.ndarray, y: np.ndarray, files: list[str] | None = None) -> Part:
+    f, logits = encode_images(encoder, x)
+    return Part(x, f, logits, np.asarray(y, np.int64), list(files or []))
+
+
+@dataclass
+class EvalState:
+    """Everything computed so far; the report and metrics.json are built from it."""
+
+    metrics: dict[str, Any]
+    missing: list[str] = field(default_factory=list)
+    plots: dict[str, bytes] = field(default_factory=dict)
+    examples: list[ExampleRow] = field(default_factory=list)
+    pairs: list[MemorisationPair] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(features, logits) of images (N, C, H, W) in [-1, 1]; one backbone pass per batch."""
+    dev = next(encoder.parameters()).device
+    feats, logits = [], []
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i : i + batch_size], dtype=torch.float32, device=dev)
+        f = encoder.features(x)
+        feats.append(f.float().cpu().numpy())
+        logits.append(encoder.head(f).float().cpu().numpy())
+    d, k = int(encoder.num_features), int(encoder.config.num_classes)
+    return (
+        np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
+        np.concatenate(logits) if logits else np.zeros((0, k), np.float32),
+    )
+
+
+@torch.no_grad()
+def reconstruct(vae: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Test images through the first stage (posterior mode / quantised latents) -> [-1, 1]."""
+    dev = next(vae.parameters()).device
+    out = []
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i : i + batch_size], dtype=torch.float32, device=dev)
+        enc = vae.encode(x)
+        z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
+        out.append(vae.decode(z).sample.clamp(-1, 1).float().cpu().numpy())
+    return np.concatenate(out) if out else images[:0]
+
+
+def _distribution(a: np.ndarray, b: np.ndarray, k: int, seed: int) -> dict[str, Any]:
+    """FD, KID and k-NN precision/recall of feature sets a (samples) vs b (reference, real test)."""
+    res: dict[str, Any] = {"fd": frechet_distance(a, b), "n_a": len(a), "n_b": len(b)}
+    res["kid_mean"], res["kid_std"] = kid(a, b, subset_size=min(len(a), len(b), 1000), subsets=100, seed=seed)
+    k_eff = min(k, len(a) - 1, len(b) - 1)
+    if k_eff >= 1:  # tiny sets: shrink k rather than fail (the k used is recorded)
+        res.update(precision_recall(b, a, k=k_eff))
+    return res
+
+
+def _sanitize(obj: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy -> python."""
+    if isinstance(obj, dict):
+        return {str(k): _sanitize(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_sanitize(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _sanitize(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
+    """The data config recorded with the run wins: the encoder and autoencoder were trained on it."""
+    from dopplerdiff.data.run_data import read_run_data
+
+    if not (run / "data.json").is_file():
+        return cfg
+    recorded = read_run_data(run).get("data_config")
+    if not recorded:
+        return cfg
+    rec = from_dict(DataConfig, recorded, prefix="data.json:data_config.")
+    if (rec.size, rec.channels, rec.colormap) != (cfg.size, cfg.channels, cfg.colormap):
+        log.warning(
+            "using the run's recorded data settings (size %d, channels %d, colormap %s)",
+            rec.size,
+            rec.channels,
+            rec.colormap,
+        )
+    return rec
+
+
+def _load_encoder(
+    run: Path,
+    cfg: Config,
+    train: tuple[np.ndarray, np.ndarray],
+    identities: list[str],
+    st: EvalState,
+    progress: bool,
+) -> Any:
+    from dopplerdiff.models.encoder import load_encoder
+
+    path = run / "encoder"
+    if path.is_dir():
+        enc = load_encoder(path)
+        names = enc.config.identities
+        if names is not None and list(names) != list(identities):
+            raise DopplerDiffError(
+                f"encoder '{path}' was trained on {len(names)} identities ({', '.join(names[:5])}...) "
+                f"but the run's data has {len(identities)}; retrain the encoder"
+            )
+        if enc.config.in_channels != train[0].shape[1]:
+            raise DopplerDiffError(
+                f"encoder '{path}' expects {enc.config.in_channels} channel(s), data has {train[0].shape[1]}"
+            )
+        return enc
+    from dopplerdiff.train.encoder import fit_classifier
+
+    steps = cfg.encoder.train.steps
+    st.missing.append(
+        f"RUN/encoder not found: metrics use an in-memory classifier trained on real train for "
+        f"{steps} steps (train one with `dopplerdiff train-encoder`)"
+    )
+    return fit_classifier(
+        train[0],
+        train[1],
+        len(identities),
+        cfg.encoder,
+        steps=steps,
+        seed=cfg.seed,
+        augment=cfg.data.augment,
+        val=None,
+        progress=progress,
+    ).eval()
+
+
+def _load_pipeline(run: Path, identities: list[str], st: EvalState, device: torch.device) -> Any | None:
+    path = run / "pipeline"
+    if not (path / "model_index.json").is_file():
+        st.missing.append(
+            f"no diffusion pipeline at '{path}' (train one with `dopplerdiff train-diffusion`): "
+            "no generated samples, so no generated accuracy, Fréchet distance of samples, "
+            "physics, memorisation, augmentation experiment or guidance sweep"
+        )
+        return None
+    from dopplerdiff.pipeline import DopplerDiffPipeline
+
+    pipe = DopplerDiffPipeline.from_pretrained(path)
+    if list(pipe.identities) != list(identities):
+        raise DopplerDiffError(
+            f"pipeline '{path}' has {len(pipe.identities)} identities but the run's data has "
+            f"{len(identities)}; they must be the same label map"
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool):
+    from dopplerdiff.generate import generate_samples
+
+    imgs01, labels = generate_samples(
+        pipe,
+        list(range(k)),
+        n,
+        steps=ecfg.steps,
+        guidance=guidance,
+        scheduler=ecfg.scheduler,
+        seed=seed,
+        progress=progress,
+    )
+    return (np.asarray(imgs01, np.float32) * 2.0 - 1.0), np.asarray(labels, np.int64)
+
+
+def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalState) -> None:
+    """Nearest-training-window check in encoder-feature and pixel space; closest pairs for the report."""
+    from dopplerdiff.evaluate.memorisation import memorisation
+
+    out: dict[str, Any] = {}
+    feat_res = None
+    for space, (g, tr, te) in {
+        "features": (gen.f, train.f, test.f),
+        "pixels": (gen.x, train.x, test.x),
+    }.items():
+        res = memorisation(g, tr, te)
+        out[space] = {
+            k: v
+            for k, v in res.items()
+            if k not in ("flags", "gen_nn_index", "gen_nn_distance", "test_nn_distance", "examples")
+        }
+        if space == "features":
+            feat_res = res
+    assert feat_res is not None
+    f = out["features"]
+    st.metrics["memorisation"] = {
+        "rule": f"{feat_res['rule']} (encoder features; pixel space in 'pixels')",
+        "flagged": f["num_flagged"],
+        "total": len(gen.x),
+        "fraction": f["fraction_flagged"],
+        "expected_fraction": f["expected_fraction"],
+        "threshold": f["threshold"],
+        "pixels_flagged": out["pixels"]["num_flagged"],
+        **out,
+    }
+    st.plots["memorisation"] = plots.distance_hist_plot(
+        feat_res["gen_nn_distance"], feat_res["test_nn_distance"], feat_res["threshold"]
+    )
+    for gi, ti, d in feat_res["examples"][:MEMORISATION_PAIRS]:
+        st.pairs.append(
+            MemorisationPair(
+                (gen.x[gi] + 1) / 2,
+                (train.x[ti] + 1) / 2,
+                d,
+                ids[gen.y[gi]],
+                train.files[ti] if train.files else "",
+            )
+        )
+
+
+def _physics(
+    real01: np.ndarray,
+    real_y: np.ndarray,
+    gen01: np.ndarray,
+    gen_y: np.ndarray,
+    ids: list[str],
+    st: EvalState,
+) -> None:
+    from dopplerdiff.evaluate.physics import compare_physics, physics_stats
+
+    per = {}
+    for k, name in enumerate(ids):
+        r, g = real01[real_y == k], gen01[gen_y == k]
+        if len(r) and len(g):
+            per[name] = {s: v["wasserstein"] for s, v in compare_physics(r, g).items()}
+    st.metrics["physics"] = {"overall": compare_physics(real01, gen01), "per_identity": per}
+    st.plots["physics"] = plots.physics_plot(physics_stats(real01), physics_stats(gen01))
+
+
+def _examples(
+    test01: np.ndarray, test_y: np.ndarray, gen01: np.ndarray | None, gen_y: np.ndarray | None, ids: list[str]
+) -> list[ExampleRow]:
+    rows = []
+    n = EXAMPLES_PER_IDENTITY
+    for k, name in enumerate(ids):
+        real = test01[test_y == k][:n]
+        gen = gen01[gen_y == k][:n] if gen01 is not None and gen_y is not None else None
+        rows.append(ExampleRow(name, real, gen))
+    return rows
+
+
+def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
+    """Fréchet distance needs a covariance: at least MIN_SAMPLES_FD windows in each set."""
+    if n_test < MIN_SAMPLES_FD:
+        raise DopplerDiffError(
+            f"the run's real test split has {n_test} window(s); the Fréchet distance needs at "
+            f"least {MIN_SAMPLES_FD} (use more data or a larger data.split.test)"
+        )
+    if k * num_per_identity < MIN_SAMPLES_FD:
+        raise DopplerDiffError(
+            f"--num-per-identity {num_per_identity} x {k} identities gives fewer than "
+            f"{MIN_SAMPLES_FD} samples; the Fréchet distance needs at least {MIN_SAMPLES_FD}"
+        )
+
+
+def _load_vae(run: Path, device: torch.device) -> Any | None:
+    path = run / "autoencoder"
+    if not (path / "config.json").is_file():
+        return None
+    try:
+        from dopplerdiff.models.autoencoder import load_autoencoder
+    except ImportError:
+        from dopplerdiff.pipeline import load_autoencoder_any as load_autoencoder
+    return load_autoencoder(path).to(device).eval()
+
+
+def _generated_metrics(
+    pipe: Any,
+    encoder: Any,
+    cfg: Config,
+    train: Part,
+    test: Part,
+    ids: list[str],
+    st: EvalState,
+    progress: bool,
+) -> Part:
+    """Sample, then accuracy, distribution, physics, memorisation of the samples."""
+    ecfg, k = cfg.evaluate, len(ids)
+    log.info(
+        "generating %d samples per identity (%s, %d steps, guidance %g)",
+        ecfg.num_per_identity,
+        ecfg.scheduler,
+        ecfg.steps,
+        ecfg.guidance,
+    )
+    gx, gy = _generate(pipe, k, ecfg.num_per_identity, ecfg, ecfg.guidance, ecfg.seed, progress)
+    gen = make_part(encoder, gx, gy)
+    acc = st.metrics["accuracy"]
+    acc["generated"] = identity_accuracy(gen.logits, gen.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
+    real = acc["real_test"]["overall"]
+    acc["ratio"] = acc["generated"]["overall"] / real if real > 0 else None
+    st.metrics["distribution"]["gen_vs_test"] = _distribution(gen.f, test.f, ecfg.knn_k, ecfg.seed)
+    _physics((test.x + 1) / 2, test.y, (gen.x + 1) / 2, gen.y, ids, st)
+    _memorisation(gen, train, test, ids, st)
+    return gen
+
+
+def _guidance_sweep(
+    pipe: Any, encoder: Any, cfg: Config, gen: Part, test: Part, k: int, progress: bool, st: EvalState
+) -> None:
+    ecfg = cfg.evaluate
+    n = ecfg.sweep_num_per_identity
+    rows = []
+    for g in ecfg.guidance_sweep:
+        if g == ecfg.guidance and n <= ecfg.num_per_identity:
+            # seed-indexed generation: the first n samples per identity ARE the sweep samples at this scale
+            sel = np.concatenate([np.flatnonzero(gen.y == i)[:n] for i in range(k)])
+            part = Part(gen.x[sel], gen.f[sel], gen.logits[sel], gen.y[sel], [])
+        else:
+            x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress)
+            part = make_part(encoder, x, y)
+        fd = frechet_distance(part.f, test.f) if len(part.f) >= MIN_SAMPLES_FD else None
+        acc = float((part.logits.argmax(1) == part.y).mean())
+        rows.append({"guidance": float(g), "accuracy": acc, "fd": fd, "num": len(part.y)})
+        log.info("guidance %g: accuracy %.3f, Fréchet distance %s", g, acc, fd)
+    st.metrics["guidance_sweep"] = rows
+    st.plots["guidance"] = plots.guidance_sweep_plot(rows, st.metrics["accuracy"]["real_test"]["overall"])
+
+
+def _augmentation(
+    pipe: Any, cfg: Config, train: Part, test: Part, k: int, progress: bool, st: EvalState
+) -> None:
+    from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
+
+    ecfg = cfg.evaluate
+    sx, sy = _generate(
+        pipe,
+        k,
+        ecfg.augment_synthetic_per_identity,
+        ecfg,
+        ecfg.guidance,
+        ecfg.seed + AUGMENT_SEED_OFFSET,
+        progress,
+    )
+    res = run_augmentation_experiment(
+        (train.x, train.y),
+        (test.x, test.y),
+        (sx, sy),
+        k,
+        cfg.encoder,
+        steps=ecfg.augment_steps,
+        seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
+        augment=cfg.data.augment,
+        progress=progress,
+    )
+    res["synthetic_seed"] = ecfg.seed + AUGMENT_SEED_OFFSET
+    st.metrics["augmentation"] = res
+    st.plots["augmentation"] = plots.augmentation_plot(res["arms"])
+
+
+def evaluate_run(
+    run: Path,
+    cfg: Config,
+    *,
+    data_root: Path | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
+    from dopplerdiff.data.run_data import prepare_run_data
+
+    run = Path(run)
+    if not run.is_dir():
+        raise DopplerDiffError(f"run directory '{run}' does not exist")
+    out = Path(out) if out is not None else run / "eval"
+    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before minutes of work, not after
+        raise DopplerDiffError(f"output '{out}' already exists; pass --overwrite or choose --out")
+    ecfg, dev, t0 = cfg.evaluate, _device(device), time.time()
+    cfg.data = _run_data_config(run, cfg.data)
+    ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
+    ids, k = list(ds.identities), len(ds.identities)
+    tr, te = ds.subset(split["train"]), ds.subset(split["test"])
+    check_sample_sizes(len(te), k, ecfg.num_per_identity)
+    st = EvalState(
+        metrics={
+            "run": str(run.resolve()),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "identities": ids,
+            "settings": {
+                "num_per_identity": ecfg.num_per_identity,
+                "steps": ecfg.steps,
+                "scheduler": ecfg.scheduler,
+                "guidance": ecfg.guidance,
+                "seed": ecfg.seed,
+                "bootstrap": ecfg.bootstrap,
+                "knn_k": ecfg.knn_k,
+                "data_size": cfg.data.size,
+                "channels": cfg.data.channels,
+                "device": str(dev),
+            },
+            "counts": {"train": len(tr), "val": len(split["val"]), "test": len(te)},
+            "accuracy": {},
+            "distribution": {},
+        }
+    )
+    encoder = _load_encoder(run, cfg, (tr.images, tr.labels), ids, st, progress).to(dev)
+    train = make_part(encoder, tr.images, tr.labels, tr.files)
+    test = make_part(encoder, te.images, te.labels, te.files)
+    acc, dist = st.metrics["accuracy"], st.metrics["distribution"]
+    acc["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
+    dist["train_vs_test"] = _distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
+    confusions = {"real test": acc["real_test"]["confusion"]}
+
+    vae = _load_vae(run, dev)
+    if vae is None:
+        st.missing.append(f"no autoencoder at '{run / 'autoencoder'}': no reconstruction floor")
+    else:
+        rec = make_part(encoder, reconstruct(vae, te.images), te.labels)
+        acc["reconstruction"] = identity_accuracy(
+            rec.logits, rec.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed
+        )
+        dist["recon_vs_test"] = _distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
+        confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
+        del vae
+
+    pipe = _load_pipeline(run, ids, st, dev)
+    gen = None
+    if pipe is not None:
+        pipe.set_scheduler(ecfg.scheduler)
+        gen = _generated_metrics(pipe, encoder, cfg, train, test, ids, st, progress)
+        confusions["generated"] = acc["generated"]["confusion"]
+        _guidance_sweep(pipe, encoder, cfg, gen, test, k, progress, st)
+        if ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0:
+            _augmentation(pipe, cfg, train, test, k, progress, st)
+        else:
+            st.missing.append(
+                "augmentation experiment disabled (evaluate.augment_seeds or "
+                "evaluate.augment_synthetic_per_identity is 0)"
+            )
+    st.plots["confusion"] = plots.confusion_plot(confusions, ids)
+    st.examples = _examples(
+        (test.x + 1) / 2,
+        test.y,
+        None if gen is None else (gen.x + 1) / 2,
+        None if gen is None else gen.y,
+        ids,
+    )
+    st.metrics["missing"] = st.missing
+    st.metrics["seconds"] = round(time.time() - t0, 1)
+    metrics = _sanitize(st.metrics)
+    html_text = render_report(
+        metrics,
+        examples=st.examples,
+        memorisation_pairs=st.pairs,
+        plots=st.plots,
+        colormap=cfg.data.colormap if cfg.data.channels == 1 else "jet",
+    )
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / "metrics.json", metrics)
+        atomic_write_bytes(tmp / "report.html", html_text.encode("utf-8"))
+        cfg.save(tmp / "config.yaml")
+        write_manifest(
+            tmp,
+            command="evaluate",
+            run=str(run.resolve()),
+            data_root=str(ds.meta.get("root", "")),
+            seed=ecfg.seed,
+            identities=ids,
+            missing=st.missing,
+        )
+    log.info("wrote %s and %s (%.0f s)", out / "metrics.json", out / "report.html", time.time() - t0)
+    return metrics
+
+
+def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
+    """Headline numbers as (label, value) rows for the CLI table."""
+
+    def f(v: Any, d: int = 3) -> str:
+        return "—" if v is None else f"{v:.{d}f}"
+
+    rows = []
+    acc, dist = m.get("accuracy", {}), m.get("distribution", {})
+    for key, label in (
+        ("real_test", "accuracy real test"),
+        ("reconstruction", "accuracy test reconstructions"),
+        ("generated", "accuracy generated"),
+    ):
+        if acc.get(key):
+            lo, hi = acc[key]["ci95"]
+            rows.append((label, f"{f(acc[key]['overall'])} [{f(lo)}, {f(hi)}]"))
+    if acc.get("ratio") is not None:
+        rows.append(("generated / real accuracy", f(acc["ratio"])))
+    for key, label in (
+        ("gen_vs_test", "generated vs test"),
+        ("train_vs_test", "floor train vs test"),
+        ("recon_vs_test", "floor recon vs test"),
+    ):
+        if dist.get(key):
+            d = dist[key]
+            rows.append((f"FD / KID {label}", f"{f(d['fd'])} / {f(d['kid_mean'], 4)}"))
+    if dist.get("gen_vs_test", {}).get("precision") is not None:
+        d = dist["gen_vs_test"]
+        rows.append(("precision / recall (generated)", f"{f(d['precision'])} / {f(d['recall'])}"))
+    if m.get("memorisation"):
+        mem = m["memorisation"]
+        rows.append(
+            (
+                "memorisation flagged",
+                f"{mem['flagged']} / {mem['total']} (chance ~{mem['expected_fraction']:.2f})",
+            )
+        )
+    if m.get("augmentation"):
+        for arm, v in m["augmentation"]["arms"].items():
+            rows.append((f"augmentation: {arm}", f"{f(v['mean'])} ± {f(v['std'])}"))
+    for row in m.get("guidance_sweep") or []:
+        rows.append((f"guidance {row['guidance']:g}", f"accuracy {f(row['accuracy'])}, FD {f(row['fd'])}"))
+    return rows
