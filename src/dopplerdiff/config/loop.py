@@ -11,7 +11,7 @@ class LoopConfig:
     """Optimisation, precision, EMA, checkpointing and logging of one training stage."""
 
     steps: int = 1000  # optimiser steps (after gradient accumulation)
-    batch_size: int = 32  # per process, per micro-step
+    batch_size: int = 32  # global micro-batch, split evenly over processes
     grad_accum: int = 1
     lr: float = 1e-4
     weight_decay: float = 0.0
@@ -26,4 +26,4 @@ class LoopConfig:
     val_every: int = 500
     log_every: int = 50
     num_workers: int = 0
-    seed: int = 0
+    seed: int = 0  # data order (per-epoch permutations) and the per-process RNG of a fresh start

@@ -1,0 +1,488 @@
+"""The one accelerate training loop shared by every trained stage.
+
+Contract (stable)
+-----------------
+A stage subclasses :class:`TrainStage` and implements
+
+* ``modules() -> dict[str, nn.Module]`` — modules trained by the main AdamW optimiser (``cfg.lr``,
+  ``cfg.weight_decay``, warmup + ``cfg.lr_schedule``), EMA'd when ``cfg.ema`` and checkpointed.
+  Called once, before ``accelerator.prepare``.
+* ``loss(batch, step) -> (loss, terms)`` — scalar loss of one micro-batch (already on the device,
+  run under ``accelerator.autocast()``) and a dict of floats to log. ``step`` = optimiser steps done.
+* ``validate(step, out_dir) -> dict[str, float]`` — main process only, under ``torch.no_grad()``, modules
+  in eval mode, EMA weights swapped in (store/copy_to/restore) and global RNG state isolated (so validation
+  never changes the training trajectory). ``out_dir`` = ``work_dir/val/step-NNNNNN`` (created).
+
+Optional hooks (defaults do nothing):
+
+* ``aux_modules()`` + ``aux_loss(batch, step) -> (loss | None, terms)`` — a second module set with its own
+  optimiser (``build_aux_optimizer``; default AdamW at ``cfg.lr``, constant LR), not EMA'd, e.g. a GAN
+  discriminator. ``aux_loss`` runs after the main loss on the same micro-batch; return ``None`` to skip.
+  To keep aux gradients out of the main loss, use the aux module through ``self.unwrapped(name)`` inside
+  ``with frozen(module):`` (gradients then flow only to the inputs).
+
+Inside hooks, ``self.accelerator``, ``self.device``, ``self.model(name)`` (the prepared, possibly
+DDP-wrapped module: call it for forward passes that must sync gradients) and ``self.unwrapped(name)``
+are available.
+
+Semantics
+---------
+* ``cfg.batch_size`` is the GLOBAL micro-batch, split evenly over processes (so 1 and 2 processes follow
+  the same optimisation); one optimiser step = ``cfg.grad_accum`` micro-batches (``accelerator.accumulate``).
+* Data: an endless stream of epochs; epoch ``e`` is a permutation seeded by ``(cfg.seed, e)``, incomplete
+  last batches are dropped. Resuming at step ``s`` skips exactly ``s * grad_accum`` micro-batches, so
+  data order after resume equals an uninterrupted run. (Exact identity also needs randomness to come from
+  the global RNGs in the main process, i.e. ``num_workers=0`` when the dataset itself is random.)
+* Checkpoints: ``work_dir/checkpoint-N`` (``accelerator.save_state``: models, optimisers, LR scheduler,
+  EMA, RNG states, plus ``loop_state.json``) every ``cfg.checkpoint_every`` steps and at the end, written
+  atomically; only the newest ``cfg.checkpoints_total_limit`` are kept (<= 0 keeps all).
+* ``resume``: ``"latest"`` (newest checkpoint in ``work_dir``; a fresh start when there is none) or a
+  checkpoint path. ``log.jsonl`` lines after the resumed step are dropped.
+* A non-finite loss or gradient norm (on any process) stops training with :class:`DopplerDiffError`
+  naming the step and the last good checkpoint; nothing is stepped or saved for that step.
+* ``log.jsonl`` (main process): one JSON line per ``cfg.log_every`` steps with step, epoch, loss (mean over
+  processes and micro-batches), the stage's terms (main process), lr, grad_norm, step_time; validation
+  lines have ``"kind": "val"``.
+* Returns :class:`LoopResult`; ``result.modules`` are the unwrapped modules with the EMA weights copied in
+  (when ``cfg.ema``), ready for ``save_pretrained``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import random
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from accelerate.utils import set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, default_collate
+from tqdm.auto import tqdm
+
+from dopplerdiff.config.loop import LoopConfig
+from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+class TrainStage:
+    """Base class of a trained stage; see the module docstring for the contract."""
+
+    accelerator: Accelerator
+    _prepared: dict[str, nn.Module]
+
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def validate(self, step: int, out_dir: Path) -> dict[str, float]:
+        return {}
+
+    def aux_modules(self) -> dict[str, nn.Module]:
+        return {}
+
+    def aux_loss(self, batch: Any, step: int) -> tuple[Tensor | None, dict[str, float]]:
+        return None, {}
+
+    def build_aux_optimizer(self, params: list[nn.Parameter], cfg: LoopConfig) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # -- helpers available once the loop has bound the stage --
+    def model(self, name: str) -> nn.Module:
+        """The prepared (possibly DDP-wrapped) module ``name``."""
+        return self._prepared[name]
+
+    def unwrapped(self, name: str) -> nn.Module:
+        """The plain module ``name`` (no DDP / compile wrapper)."""
+        return self.accelerator.unwrap_model(self._prepared[name])
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily set ``requires_grad=False`` on a module's parameters (gradients reach inputs only)."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass
+class LoopResult:
+    step: int
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per step run in this call
+    val: dict[str, float] = field(default_factory=dict)  # last validation metrics
+    checkpoint: Path | None = None  # last checkpoint written or loaded
+    modules: dict[str, nn.Module] = field(default_factory=dict)  # unwrapped, EMA weights if cfg.ema
+    accelerator: Accelerator | None = None
+
+
+def make_accelerator(cfg: LoopConfig) -> Accelerator:
+    """An Accelerator for ``cfg`` (mixed precision, gradient accumulation, per-step LR scheduler)."""
+    if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, cfg.mixed_precision):
+        if state.get("num_processes", 1) > 1:
+            raise ConfigError("cannot change mixed_precision between stages inside one distributed launch")
+        # Single process: the singleton state may be reset between stages with different precision.
+        AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=cfg.mixed_precision,
+        gradient_accumulation_steps=cfg.grad_accum,
+        step_scheduler_with_optimizer=False,
+        # Without a GPU, cpu=True is what makes torchrun launches use the gloo MULTI_CPU backend.
+        cpu=not torch.cuda.is_available(),
+    )
+
+
+def find_checkpoints(work_dir: Path) -> list[Path]:
+    """Complete checkpoints in ``work_dir`` sorted by step."""
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return []
+    found = [
+        (int(m.group(1)), p)
+        for p in work_dir.iterdir()
+        if (m := CHECKPOINT_RE.match(p.name)) and (p / "loop_state.json").is_file()
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def resolve_resume(resume: str | Path | None, work_dir: Path) -> Path | None:
+    """``None`` / ``"latest"`` / a path -> checkpoint directory to load (or None for a fresh start)."""
+    if resume is None:
+        return None
+    if str(resume) == "latest":
+        ckpts = find_checkpoints(work_dir)
+        return ckpts[-1] if ckpts else None
+    path = Path(resume)
+    if not (path / "loop_state.json").is_file():
+        raise DopplerDiffError(f"--resume '{resume}' is not a checkpoint directory (no loop_state.json)")
+    return path
+
+
+class _EpochBatchSampler:
+    """Endless batch sampler: per-epoch seeded permutations, this process's share of each global batch."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, start_micro: int):
+        self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
+        self.seed, self.start_micro = seed, start_micro
+        self.per_proc = global_batch // world
+        self.batches_per_epoch = n // global_batch
+        self.epoch = start_micro // self.batches_per_epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        offset = self.start_micro % self.batches_per_epoch
+        while True:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            perm = torch.randperm(self.n, generator=gen)
+            for b in range(offset, self.batches_per_epoch):
+                glob = perm[b * self.global_batch : (b + 1) * self.global_batch]
+                yield glob[self.rank * self.per_proc : (self.rank + 1) * self.per_proc].tolist()
+            offset = 0
+            self.epoch += 1
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list | tuple):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+@contextlib.contextmanager
+def _isolated_rng() -> Iterator[None]:
+    """Restore python/numpy/torch RNG states afterwards, so validation cannot shift training randomness."""
+    py, npy = random.getstate(), np.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
+
+
+def _params(mods: dict[str, nn.Module]) -> list[nn.Parameter]:
+    return [p for m in mods.values() for p in m.parameters() if p.requires_grad]
+
+
+def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines from steps after ``step`` (they belong to a run that did not reach a checkpoint)."""
+    if not path.is_file():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
+    path.write_text("".join(ln + "\n" for ln in keep))
+
+
+def _unpack_data(train_data: Dataset | DataLoader, collate_fn: Any) -> tuple[Dataset, Any]:
+    # A DataLoader is accepted for convenience; only its dataset and collate_fn are used.
+    if isinstance(train_data, DataLoader):
+        return train_data.dataset, collate_fn or train_data.collate_fn
+    return train_data, collate_fn or default_collate
+
+
+def train_loop(
+    stage: TrainStage,
+    train_data: Dataset | DataLoader,
+    cfg: LoopConfig,
+    work_dir: Path,
+    *,
+    resume: str | Path | None = None,
+    accelerator: Accelerator | None = None,
+    collate_fn: Any = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> LoopResult:
+    """Train ``stage`` on ``train_data`` for ``cfg.steps`` optimiser steps; see the module docstring."""
+    acc = accelerator or make_accelerator(cfg)
+    if acc.gradient_accumulation_steps != cfg.grad_accum:
+        raise ConfigError(
+            f"accelerator uses gradient_accumulation_steps={acc.gradient_accumulation_steps}, "
+            f"config grad_accum={cfg.grad_accum}"
+        )
+    work_dir = Path(work_dir)
+    main = acc.is_main_process
+    if main:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    dataset, collate = _unpack_data(train_data, collate_fn)
+    n, world = len(dataset), acc.num_processes  # type: ignore[arg-type]
+    if cfg.batch_size % world:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if n < cfg.batch_size:
+        raise DataError(f"the training set has {n} samples, fewer than batch_size={cfg.batch_size}")
+
+    mods, aux = stage.modules(), stage.aux_modules()
+    if not mods:
+        raise DopplerDiffError("the training stage has no modules to train")
+    opt = torch.optim.AdamW(_params(mods), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched_name = "constant_with_warmup" if cfg.lr_schedule == "constant" else cfg.lr_schedule
+    sched = get_scheduler(sched_name, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+    aux_opt = stage.build_aux_optimizer(_params(aux), cfg) if aux else None
+    objs = [*mods.values(), *aux.values(), opt, sched] + ([aux_opt] if aux_opt is not None else [])
+    prepared = acc.prepare(*objs)
+    if len(objs) == 1:
+        prepared = [prepared]
+    names = [*mods, *aux]
+    stage.accelerator = acc
+    stage._prepared = dict(zip(names, prepared[: len(names)], strict=True))
+    opt, sched = prepared[len(names)], prepared[len(names) + 1]
+    aux_opt = prepared[len(names) + 2] if aux_opt is not None else None
+    main_models = [stage._prepared[k] for k in mods]
+    aux_models = [stage._prepared[k] for k in aux]
+
+    emas: dict[str, EMAModel] = {}
+    if cfg.ema:
+        for k in mods:
+            emas[k] = EMAModel(stage.unwrapped(k).parameters(), decay=cfg.ema_decay)
+        acc.register_for_checkpointing(*emas.values())
+
+    log_path = work_dir / "log.jsonl"
+    ckpt = resolve_resume(resume, work_dir)
+    start = 0
+    if ckpt is not None:
+        acc.load_state(str(ckpt))
+        start = int(json.loads((ckpt / "loop_state.json").read_text())["step"])
+        log.info("resumed from %s (step %d)", ckpt, start)
+    else:
+        if resume is not None:
+            log.info("no checkpoint in %s; starting from step 0", work_dir)
+        set_seed(cfg.seed, device_specific=True)
+    if main:
+        if ckpt is None:
+            log_path.unlink(missing_ok=True)
+        else:
+            _truncate_log(log_path, start)
+    acc.wait_for_everyone()
+
+    sampler = _EpochBatchSampler(
+        n, cfg.batch_size, acc.process_index, world, cfg.seed, start_micro=start * cfg.grad_accum
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,  # type: ignore[arg-type]
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        # An explicit generator keeps DataLoader setup from consuming the global RNG.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    batches = iter(loader)
+    result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
+    pbar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and main))
+    step = start
+    for m in main_models + aux_models:
+        m.train()
+    while step < cfg.steps:
+        t0 = time.perf_counter()
+        loss_sum, terms_sum, grad_norm = 0.0, {}, float("nan")
+        for _ in range(cfg.grad_accum):
+            batch = _to_device(next(batches), acc.device)
+            with acc.accumulate(*main_models, *aux_models):
+                with acc.autocast():
+                    loss, terms = stage.loss(batch, step)
+                loss_sum += _checked(acc, loss, step, "loss", result.checkpoint) / cfg.grad_accum
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    grad_norm = _clip(acc, _params(mods), cfg.grad_clip, step, "", result.checkpoint)
+                    opt.step()
+                    sched.step()
+                    opt.zero_grad(set_to_none=True)
+                if aux_opt is not None:
+                    with acc.autocast():
+                        aloss, aterms = stage.aux_loss(batch, step)
+                    if aloss is not None:
+                        _checked(acc, aloss, step, "auxiliary loss", result.checkpoint)
+                        acc.backward(aloss)
+                        terms = {**terms, **aterms}
+                    if acc.sync_gradients:
+                        _clip(acc, _params(aux), cfg.grad_clip, step, "auxiliary ", result.checkpoint)
+                        aux_opt.step()
+                        aux_opt.zero_grad(set_to_none=True)
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / cfg.grad_accum
+        for k, ema in emas.items():
+            ema.step(stage.unwrapped(k).parameters())
+        step += 1
+        record = {
+            "step": step, "epoch": sampler.epoch, "loss": loss_sum, **terms_sum,
+            "lr": float(sched.get_last_lr()[0]), "grad_norm": grad_norm,
+            "step_time": time.perf_counter() - t0,
+        }
+        result.history.append(record)
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{loss_sum:.4g}")
+        if main and (step % max(cfg.log_every, 1) == 0 or step == cfg.steps):
+            _append_jsonl(log_path, record)
+        final = step == cfg.steps
+        if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
+            result.checkpoint = _save_checkpoint(
+                acc, work_dir, step, sampler.epoch, cfg.checkpoints_total_limit
+            )
+        if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
+            result.val = _run_validation(stage, list(mods), emas, step, work_dir, log_path)
+    pbar.close()
+    result.step = step
+    for k in mods:  # final weights: EMA copied in for export
+        if k in emas:
+            emas[k].copy_to(stage.unwrapped(k).parameters())
+        result.modules[k] = stage.unwrapped(k)
+    for k in aux:
+        result.modules[k] = stage.unwrapped(k)
+    acc.wait_for_everyone()
+    return result
+
+
+def _checked(acc: Accelerator, value: Tensor, step: int, what: str, last: Path | None) -> float:
+    """All-reduce (value, non-finite flag) so every process agrees to stop; return the process mean."""
+    local = value.detach().float().reshape(())
+    bad = (~torch.isfinite(local)).float()
+    both = acc.reduce(torch.stack([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), bad]), "sum")
+    if float(both[1]) > 0:
+        _fail(step, f"{what} is {local.item()}", last)
+    return float(both[0]) / acc.num_processes
+
+
+def _clip(acc: Accelerator, params: list[nn.Parameter], clip: float, step: int, what: str,
+          last: Path | None) -> float:
+    if clip > 0:
+        norm = acc.clip_grad_norm_(params, clip)
+    else:
+        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+        norm = torch.stack(grads).norm() if grads else torch.zeros(())
+    norm_f = float(norm)
+    if not math.isfinite(norm_f):  # gradients are all-reduced already, so every process sees the same norm
+        _fail(step, f"{what}gradient norm is {norm_f}", last)
+    return norm_f
+
+
+def _fail(step: int, what: str, last: Path | None) -> None:
+    keep = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+    raise DopplerDiffError(
+        f"training diverged at step {step + 1}: {what}; nothing was saved for this step ({keep}). "
+        "Lower the learning rate or use --resume with a smaller lr."
+    )
+
+
+def _save_checkpoint(acc: Accelerator, work_dir: Path, step: int, epoch: int, limit: int) -> Path:
+    """``accelerator.save_state`` into a temp dir on all processes, then rename + prune on the main one."""
+    final = work_dir / f"checkpoint-{step}"
+    tmp = work_dir / f".checkpoint-{step}.tmp"
+    if acc.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)  # before the others write their RNG states into it
+    acc.wait_for_everyone()
+    acc.save_state(str(tmp))
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        (tmp / "loop_state.json").write_text(json.dumps({"step": step, "epoch": epoch}))
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        if limit > 0:
+            for old in find_checkpoints(work_dir)[:-limit]:
+                shutil.rmtree(old, ignore_errors=True)
+    acc.wait_for_everyone()
+    return final
+
+
+def _run_validation(
+    stage: TrainStage, names: list[str], emas: dict[str, EMAModel], step: int, work_dir: Path, log_path: Path
+) -> dict[str, float]:
+    acc = stage.accelerator
+    metrics: dict[str, float] = {}
+    if acc.is_main_process:
+        mods = {k: stage.unwrapped(k) for k in names}
+        for k, ema in emas.items():
+            ema.store(mods[k].parameters())
+            ema.copy_to(mods[k].parameters())
+        out_dir = work_dir / "val" / f"step-{step:06d}"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            for m in mods.values():
+                m.eval()
+            with _isolated_rng(), torch.no_grad():
+                metrics = {k: float(v) for k, v in (stage.validate(step, out_dir) or {}).items()}
+        finally:
+            for k, ema in emas.items():
+                ema.restore(mods[k].parameters())
+            for m in mods.values():
+                m.train()
+        _append_jsonl(log_path, {"kind": "val", "step": step, **metrics})
+    acc.wait_for_everyone()
+    return metrics
