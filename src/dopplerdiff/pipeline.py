@@ -220,20 +220,17 @@ class DopplerDiffPipeline(DiffusionPipeline):
         """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
         from PIL import Image
 
+        from dopplerdiff.data.images import apply_colormap
+
         out = []
         cmap = self.config.colormap
-        for img in images01:
+        for img in np.clip(images01, 0, 1):
             if img.shape[0] == 1 and cmap not in ("gray", "grey"):
-                import matplotlib
-
-                rgb = matplotlib.colormaps[cmap](np.clip(img[0], 0, 1))[..., :3]
-                out.append(Image.fromarray((rgb * 255).round().astype(np.uint8)))
+                out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
             elif img.shape[0] == 1:
-                out.append(Image.fromarray((np.clip(img[0], 0, 1) * 255).round().astype(np.uint8), "L"))
+                out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
             else:
-                out.append(
-                    Image.fromarray((np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8))
-                )
+                out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
         return out
 
     # -- loading -------------------------------------------------------------------------------------------
