@@ -69,11 +69,15 @@ def run_augmentation_experiment(
     steps: int,
     seeds: Sequence[int],
     augment: AugmentConfig | None = None,
+    val: tuple[np.ndarray, np.ndarray] | None = None,
     fit: FitFn | None = None,
     predict: PredictFn | None = None,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Train the three arms for every seed and score them on real test; return a JSON-ready dict."""
+    """Train the three arms for every seed and score them on real test; return a JSON-ready dict.
+
+    ``val`` (real validation windows) is passed to every arm alike for model selection; test is never used.
+    """
     if fit is None or predict is None:
         from dopplerdiff.train.encoder import fit_classifier
         from dopplerdiff.train.encoder import predict as enc_predict
@@ -123,7 +127,7 @@ def run_augmentation_experiment(
                 steps=steps,
                 seed=int(seed),
                 augment=augment,
-                val=None,
+                val=val,
                 progress=False,
             )
             logits, _ = predict(model, xt)

@@ -164,14 +164,12 @@ def _run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
     return rec
 
 
-def _load_encoder(
-    run: Path,
-    cfg: Config,
-    train: tuple[np.ndarray, np.ndarray],
-    identities: list[str],
-    st: EvalState,
-    progress: bool,
-) -> Any:
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+def _load_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
+                  identities: list[str], st: EvalState, progress: bool) -> Any:
+    """RUN/encoder (trained on real train only); without one, an in-memory classifier on real train."""
     from dopplerdiff.models.encoder import load_encoder
 
     path = run / "encoder"
@@ -179,33 +177,21 @@ def _load_encoder(
         enc = load_encoder(path)
         names = enc.config.identities
         if names is not None and list(names) != list(identities):
-            raise DopplerDiffError(
-                f"encoder '{path}' was trained on {len(names)} identities ({', '.join(names[:5])}...) "
-                f"but the run's data has {len(identities)}; retrain the encoder"
-            )
+            raise DopplerDiffError(f"encoder '{path}' was trained on {len(names)} identities "
+                                   f"({', '.join(names[:5])}...) but the run's data has {len(identities)} "
+                                   f"({', '.join(identities[:5])}...); retrain the encoder")
         if enc.config.in_channels != train[0].shape[1]:
-            raise DopplerDiffError(
-                f"encoder '{path}' expects {enc.config.in_channels} channel(s), data has {train[0].shape[1]}"
-            )
+            raise DopplerDiffError(f"encoder '{path}' expects {enc.config.in_channels} channel(s), the data "
+                                   f"has {train[0].shape[1]}")
         return enc
     from dopplerdiff.train.encoder import fit_classifier
 
     steps = cfg.encoder.train.steps
-    st.missing.append(
-        f"RUN/encoder not found: metrics use an in-memory classifier trained on real train for "
-        f"{steps} steps (train one with `dopplerdiff train-encoder`)"
-    )
-    return fit_classifier(
-        train[0],
-        train[1],
-        len(identities),
-        cfg.encoder,
-        steps=steps,
-        seed=cfg.seed,
-        augment=cfg.data.augment,
-        val=None,
-        progress=progress,
-    ).eval()
+    st.missing.append(f"no encoder at '{path}': metrics use an in-memory classifier trained on real train "
+                      f"for {steps} steps (train one with `dopplerdiff train-encoder`)")
+    return fit_classifier(train[0], train[1], len(identities), cfg.encoder, steps=steps, seed=cfg.seed,
+                          augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress,
+                          identities=identities, colormap=cfg.data.colormap).eval()
 
 
 def _load_pipeline(run: Path, identities: list[str], st: EvalState, device: torch.device) -> Any | None:
@@ -399,46 +385,25 @@ def _guidance_sweep(
     st.plots["guidance"] = plots.guidance_sweep_plot(rows, st.metrics["accuracy"]["real_test"]["overall"])
 
 
-def _augmentation(
-    pipe: Any, cfg: Config, train: Part, test: Part, k: int, progress: bool, st: EvalState
-) -> None:
+def _augmentation(pipe: Any, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
+                  progress: bool, st: EvalState) -> None:
     from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 
     ecfg = cfg.evaluate
-    sx, sy = _generate(
-        pipe,
-        k,
-        ecfg.augment_synthetic_per_identity,
-        ecfg,
-        ecfg.guidance,
-        ecfg.seed + AUGMENT_SEED_OFFSET,
-        progress,
-    )
+    seed = ecfg.seed + AUGMENT_SEED_OFFSET
+    sx, sy = _generate(pipe, k, ecfg.augment_synthetic_per_identity, ecfg, ecfg.guidance, seed, progress)
     res = run_augmentation_experiment(
-        (train.x, train.y),
-        (test.x, test.y),
-        (sx, sy),
-        k,
-        cfg.encoder,
-        steps=ecfg.augment_steps,
-        seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
-        augment=cfg.data.augment,
-        progress=progress,
-    )
-    res["synthetic_seed"] = ecfg.seed + AUGMENT_SEED_OFFSET
+        (train.x, train.y), (test.x, test.y), (sx, sy), k, cfg.encoder, steps=ecfg.augment_steps,
+        seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)], augment=cfg.data.augment,
+        val=val if len(val[1]) else None, progress=progress)
+    res["synthetic_seed"] = seed
     st.metrics["augmentation"] = res
     st.plots["augmentation"] = plots.augmentation_plot(res["arms"])
 
 
 def evaluate_run(
-    run: Path,
-    cfg: Config,
-    *,
-    data_root: Path | None = None,
-    out: Path | None = None,
-    overwrite: bool = False,
-    device: str | None = None,
-    progress: bool = True,
+    run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
+    overwrite: bool = False, device: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
     from dopplerdiff.data.run_data import prepare_run_data
@@ -453,31 +418,18 @@ def evaluate_run(
     cfg.data = _run_data_config(run, cfg.data)
     ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
     ids, k = list(ds.identities), len(ds.identities)
-    tr, te = ds.subset(split["train"]), ds.subset(split["test"])
+    tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
     check_sample_sizes(len(te), k, ecfg.num_per_identity)
-    st = EvalState(
-        metrics={
-            "run": str(run.resolve()),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "identities": ids,
-            "settings": {
-                "num_per_identity": ecfg.num_per_identity,
-                "steps": ecfg.steps,
-                "scheduler": ecfg.scheduler,
-                "guidance": ecfg.guidance,
-                "seed": ecfg.seed,
-                "bootstrap": ecfg.bootstrap,
-                "knn_k": ecfg.knn_k,
-                "data_size": cfg.data.size,
-                "channels": cfg.data.channels,
-                "device": str(dev),
-            },
-            "counts": {"train": len(tr), "val": len(split["val"]), "test": len(te)},
-            "accuracy": {},
-            "distribution": {},
-        }
-    )
-    encoder = _load_encoder(run, cfg, (tr.images, tr.labels), ids, st, progress).to(dev)
+    settings = {name: getattr(ecfg, name) for name in
+                ("num_per_identity", "steps", "scheduler", "guidance", "seed", "bootstrap", "knn_k")}
+    settings.update(data_size=cfg.data.size, channels=cfg.data.channels, device=str(dev))
+    st = EvalState(metrics={
+        "run": str(run.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identities": ids,
+        "settings": settings, "counts": {"train": len(tr), "val": len(va), "test": len(te)},
+        "accuracy": {}, "distribution": {},
+    })
+    encoder = _load_encoder(run, cfg, (tr.images, tr.labels), (va.images, va.labels), ids, st, progress)
+    encoder = encoder.to(dev)
     train = make_part(encoder, tr.images, tr.labels, tr.files)
     test = make_part(encoder, te.images, te.labels, te.files)
     acc, dist = st.metrics["accuracy"], st.metrics["distribution"]
@@ -490,9 +442,7 @@ def evaluate_run(
         st.missing.append(f"no autoencoder at '{run / 'autoencoder'}': no reconstruction floor")
     else:
         rec = make_part(encoder, reconstruct(vae, te.images), te.labels)
-        acc["reconstruction"] = identity_accuracy(
-            rec.logits, rec.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed
-        )
+        acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, k, ecfg.bootstrap, ecfg.seed)
         dist["recon_vs_test"] = _distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
         confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
         del vae
@@ -500,48 +450,29 @@ def evaluate_run(
     pipe = _load_pipeline(run, ids, st, dev)
     gen = None
     if pipe is not None:
-        pipe.set_scheduler(ecfg.scheduler)
         gen = _generated_metrics(pipe, encoder, cfg, train, test, ids, st, progress)
         confusions["generated"] = acc["generated"]["confusion"]
         _guidance_sweep(pipe, encoder, cfg, gen, test, k, progress, st)
         if ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0:
-            _augmentation(pipe, cfg, train, test, k, progress, st)
+            _augmentation(pipe, cfg, train, (va.images, va.labels), test, k, progress, st)
         else:
-            st.missing.append(
-                "augmentation experiment disabled (evaluate.augment_seeds or "
-                "evaluate.augment_synthetic_per_identity is 0)"
-            )
+            st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
+                              "evaluate.augment_synthetic_per_identity is 0)")
     st.plots["confusion"] = plots.confusion_plot(confusions, ids)
-    st.examples = _examples(
-        (test.x + 1) / 2,
-        test.y,
-        None if gen is None else (gen.x + 1) / 2,
-        None if gen is None else gen.y,
-        ids,
-    )
+    st.examples = _examples((test.x + 1) / 2, test.y, None if gen is None else (gen.x + 1) / 2,
+                            None if gen is None else gen.y, ids)
     st.metrics["missing"] = st.missing
     st.metrics["seconds"] = round(time.time() - t0, 1)
     metrics = _sanitize(st.metrics)
-    html_text = render_report(
-        metrics,
-        examples=st.examples,
-        memorisation_pairs=st.pairs,
-        plots=st.plots,
-        colormap=cfg.data.colormap if cfg.data.channels == 1 else "jet",
-    )
+    html_text = render_report(metrics, examples=st.examples, memorisation_pairs=st.pairs, plots=st.plots,
+                              colormap=cfg.data.colormap)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         write_json(tmp / "metrics.json", metrics)
         atomic_write_bytes(tmp / "report.html", html_text.encode("utf-8"))
         cfg.save(tmp / "config.yaml")
-        write_manifest(
-            tmp,
-            command="evaluate",
-            run=str(run.resolve()),
-            data_root=str(ds.meta.get("root", "")),
-            seed=ecfg.seed,
-            identities=ids,
-            missing=st.missing,
-        )
+        write_manifest(tmp, command="evaluate", run=str(run.resolve()),
+                       data_root=str(ds.meta.get("root", "")), seed=ecfg.seed, identities=ids,
+                       missing=st.missing)
     log.info("wrote %s and %s (%.0f s)", out / "metrics.json", out / "report.html", time.time() - t0)
     return metrics
 
