@@ -79,7 +79,10 @@ def _full_metrics() -> dict:
         },
         "distribution": {"gen_vs_test": dist, "train_vs_test": dist, "recon_vs_test": dist},
         "physics": {
-            "overall": {"torso_doppler": 0.1, "cadence_hz": 0.2},
+            "overall": {
+                "torso_doppler": {"wasserstein": 0.1, "real_mean": 0.25, "gen_mean": 0.375, "real_std": 0.5},
+                "cadence": 0.2,
+            },
             "per_identity": {n: {"torso_doppler": 0.1, "cadence_hz": 0.3} for n in IDS},
         },
         "memorisation": {
@@ -153,6 +156,7 @@ def test_full_report_has_every_section_and_embedded_images():
     assert "0.800" in text and "0.400" in text  # real vs generated accuracy both shown
     assert "floor" in text and "Nothing is missing" in text
     assert "+0.020" in text  # the augmentation gain, signed
+    assert "0.250 ± 0.500" in text and "0.375" in text  # physics: real and generated means side by side
 
 
 def test_partial_report_says_what_is_missing():

@@ -323,27 +323,31 @@ def _distribution(m: dict) -> str:
 
 
 def _physics(m: dict, plots: dict[str, bytes]) -> str:
+    """Overall: one row per statistic (real/generated mean ± std, Wasserstein); then W per identity."""
     phys = m.get("physics")
     if not phys:
         return _not_computed("no generated samples")
     overall = phys.get("overall", {})
     stats = list(overall)
     body = (
-        "<p class='note'>Wasserstein distance between real-test and generated distributions of each "
-        "statistic "
-        "(0 = identical; units of the statistic).</p>"
+        "<p class='note'>Per-image statistics of real test windows vs generated samples; W = Wasserstein "
+        "distance between the two distributions (0 = identical, units of the statistic), W/σ = W divided by "
+        "the real standard deviation.</p>"
     )
-    rows = [["overall"] + [overall.get(s) for s in stats]]
-    for name, d in (phys.get("per_identity") or {}).items():
-        rows.append([name] + [d.get(s) for s in stats])
-    body += _table(["identity"] + stats, rows)
-    if phys.get("real_mean") and phys.get("generated_mean"):
-        rm, gm = phys["real_mean"], phys["generated_mean"]
-        keys = [k for k in rm if k in gm]
-        body += _table(
-            ["mean of statistic"] + keys,
-            [["real test"] + [rm[k] for k in keys], ["generated"] + [gm[k] for k in keys]],
-        )
+    rows = []
+    for s in stats:
+        v = overall[s]
+        if isinstance(v, dict):
+            rows.append([s, _Raw(f"{_fmt(v.get('real_mean'))} ± {_fmt(v.get('real_std'))}"),
+                         _Raw(f"{_fmt(v.get('gen_mean'))} ± {_fmt(v.get('gen_std'))}"),
+                         v.get("wasserstein"), v.get("wasserstein_rel")])
+        else:
+            rows.append([s, None, None, v, None])
+    body += _table(["statistic", "real test", "generated", "W", "W/σ"], rows)
+    per = phys.get("per_identity") or {}
+    if per:
+        body += "<p class='note'>W per identity:</p>"
+        body += _table(["identity"] + stats, [[name] + [d.get(s) for s in stats] for name, d in per.items()])
     if "physics" in plots:
         body += f"<img src='{png_b64(plots['physics'])}' alt='physics histograms' style='max-width:100%'>"
     return body
