@@ -142,13 +142,20 @@ class EmbeddingIndex:
 
     # ------------------------------------------------------------------ IO
     def save(self, path: Path, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-        """Write the index to directory ``path`` atomically; ``extra`` files are JSON-written alongside."""
+        """Write the index to directory ``path`` atomically.
+
+        ``extra`` maps file names to contents written alongside (bytes as is, anything else as JSON), so
+        config.yaml and manifest.json appear in the same rename as the vectors.
+        """
         path = Path(path)
         with atomic_dir(path, overwrite=overwrite) as tmp:
             save_file({"vectors": np.ascontiguousarray(self.vectors)}, str(tmp / VECTORS_FILE))
             write_json(tmp / META_FILE, self._meta(_sha256(tmp / VECTORS_FILE)))
             for name, obj in (extra or {}).items():
-                write_json(tmp / name, obj)
+                if isinstance(obj, bytes):
+                    (tmp / name).write_bytes(obj)
+                else:
+                    write_json(tmp / name, obj)
         return path
 
     def _meta(self, digest: str) -> dict[str, Any]:
