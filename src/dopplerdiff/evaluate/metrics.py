@@ -20,6 +20,7 @@ biased upwards when a set has fewer samples than feature dimensions; compare val
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,7 +164,9 @@ def kid_images(
     m = min(subset_size, len(images_a), len(images_b))
     if m < MIN_SAMPLES_KID:
         raise DopplerDiffError(f"KID needs at least {MIN_SAMPLES_KID} images per set")
-    metric = KernelInceptionDistance(feature=EncoderFeatures(encoder), subsets=subsets, subset_size=m)
+    with warnings.catch_warnings():  # the "features are kept in a buffer" notice: we know, sets are small
+        warnings.simplefilter("ignore", UserWarning)
+        metric = KernelInceptionDistance(feature=EncoderFeatures(encoder), subsets=subsets, subset_size=m)
     for batch in _batches(images_a, batch_size):
         metric.update(batch, real=True)
     for batch in _batches(images_b, batch_size):
