@@ -1,0 +1,142 @@
+"""`evaluate` end to end on tiny runs: without diffusion (says what is missing) and with a tiny pipeline."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate.evaluate import check_sample_sizes, evaluate_run
+
+
+def _make_run(root: Path, data: Path, cfg) -> Path:
+    """RUN with data.json, config.yaml and a briefly trained encoder (real train split only)."""
+    from dopplerdiff.data.run_data import prepare_run_data
+    from dopplerdiff.train.encoder import fit_classifier
+
+    run = root / "run"
+    ds, split = prepare_run_data(run, data, cfg.data)
+    tr = split["train"]
+    enc = fit_classifier(ds.images[tr], ds.labels[tr], len(ds.identities), cfg.encoder, steps=4, seed=0,
+                         identities=list(ds.identities), colormap=cfg.data.colormap)
+    enc.save_pretrained(run / "encoder")
+    cfg.save(run / "config.yaml")
+    return run
+
+
+def _add_pipeline(run: Path, cfg, identities: list[str]) -> None:
+    """A tiny randomly initialised pipeline + autoencoder (sizes of the smoke profile)."""
+    from diffusers import AutoencoderKL
+
+    from dopplerdiff.models.condition import build_condition_encoder
+    from dopplerdiff.models.denoiser import build_denoiser
+    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.schedulers import make_scheduler, training_scheduler
+
+    torch.manual_seed(0)
+    k, ae = len(identities), cfg.autoencoder
+    vae = AutoencoderKL(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2,
+                        block_out_channels=tuple(ae.block_out_channels),
+                        latent_channels=ae.latent_channels, norm_num_groups=ae.norm_num_groups,
+                        sample_size=cfg.data.size, scaling_factor=1.0, shift_factor=0.0)
+    latent = cfg.data.size // ae.downsample_factor
+    pipe = DopplerDiffPipeline(vae, build_denoiser(cfg.diffusion, ae.latent_channels, latent, k),
+                               build_condition_encoder(cfg.diffusion, k, cfg.diffusion.backbone),
+                               make_scheduler("ddim", training_scheduler().config), identities=identities,
+                               colormap="jet", channels=1, native_size=32)
+    pipe.save_pretrained(run / "pipeline")
+    vae.save_pretrained(run / "autoencoder")
+
+
+@pytest.fixture(scope="module")
+def base_run(tmp_path_factory, sim_data, smoke_config) -> Path:
+    return _make_run(tmp_path_factory.mktemp("eval"), sim_data, smoke_config)
+
+
+def _report_ok(html: str) -> None:
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert not re.search(r"(src|href)\s*=\s*['\"]?https?:", html)
+    for sid in ("headline", "examples", "identity", "distribution", "missing"):
+        assert f'id="{sid}"' in html
+
+
+def test_run_without_diffusion_reports_what_is_missing(base_run, smoke_config, tmp_path):
+    out = tmp_path / "eval"
+    m = evaluate_run(base_run, smoke_config, out=out, progress=False)
+    assert (out / "metrics.json").is_file() and (out / "report.html").is_file()
+    assert (out / "config.yaml").is_file() and (out / "manifest.json").is_file()
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["identities"] == ["ID_1", "ID_2", "ID_3"]
+    real = saved["accuracy"]["real_test"]
+    assert 0.0 <= real["overall"] <= 1.0 and len(real["ci95"]) == 2 and len(real["confusion"]) == 3
+    assert saved["distribution"]["train_vs_test"]["fd"] >= 0.0
+    assert "generated" not in saved["accuracy"] and "gen_vs_test" not in saved["distribution"]
+    assert any("pipeline" in s for s in m["missing"]) and any("autoencoder" in s for s in m["missing"])
+    html = (out / "report.html").read_text()
+    _report_ok(html)
+    assert "What is missing" in html and "no diffusion pipeline" in html
+    # existing output is never overwritten silently
+    with pytest.raises(DopplerDiffError, match="already exists"):
+        evaluate_run(base_run, smoke_config, out=out, progress=False)
+
+
+def test_full_evaluation_with_a_tiny_pipeline(base_run, smoke_config, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    ids = json.loads((run / "data.json").read_text())["identities"]
+    _add_pipeline(run, smoke_config, ids)
+    ecfg = smoke_config.evaluate
+    m = evaluate_run(run, smoke_config, progress=False)
+    assert (run / "eval" / "report.html").is_file()
+    acc = m["accuracy"]
+    assert acc["generated"]["n"] == ecfg.num_per_identity * len(ids)
+    assert {"real_test", "reconstruction", "generated", "ratio"} <= set(acc)
+    assert {"gen_vs_test", "train_vs_test", "recon_vs_test"} <= set(m["distribution"])
+    assert m["memorisation"]["total"] == ecfg.num_per_identity * len(ids)
+    assert set(m["physics"]["overall"]) >= {"torso_doppler", "extent", "cadence"}
+    assert [r["guidance"] for r in m["guidance_sweep"]] == ecfg.guidance_sweep
+    assert all(r["num"] == ecfg.sweep_num_per_identity * len(ids) for r in m["guidance_sweep"])
+    arms = m["augmentation"]["arms"]
+    assert set(arms) == {"real", "real+synthetic", "synthetic"}
+    assert all(len(a["runs"]) == ecfg.augment_seeds for a in arms.values())
+    assert m["missing"] == []
+    html = (run / "eval" / "report.html").read_text()
+    _report_ok(html)
+    assert "Nothing is missing" in html and "Guidance sweep" in html
+
+
+def test_identity_mismatch_with_data_is_a_clear_error(base_run, smoke_config, sim_data, tmp_path):
+    other = tmp_path / "data"
+    shutil.copytree(sim_data, other)
+    shutil.rmtree(other / "ID_3")
+    with pytest.raises(DopplerDiffError, match="identities"):
+        evaluate_run(base_run, smoke_config, data_root=other, out=tmp_path / "e", progress=False)
+
+
+def test_too_few_samples_names_the_minimum():
+    with pytest.raises(DopplerDiffError, match="at least 2"):
+        check_sample_sizes(1, 3, 4)
+    with pytest.raises(DopplerDiffError, match="at least 2"):
+        check_sample_sizes(10, 1, 1)
+    check_sample_sizes(2, 2, 1)
+
+
+def test_cli_evaluate(base_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from dopplerdiff.cli import app
+
+    out = tmp_path / "cli_eval"
+    res = CliRunner().invoke(app, ["evaluate", "--run", str(base_run), "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "missing" in res.output and (out / "report.html").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["settings"]["data_size"] == 16
+    assert np.isfinite(metrics["accuracy"]["real_test"]["overall"])
