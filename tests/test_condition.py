@@ -91,6 +91,7 @@ def _tiny_pipe(smoke_config):
         latent_channels=4,
         norm_num_groups=4,
         sample_size=16,
+        scaling_factor=1.3,
     )
     den = build_denoiser(cfg, 4, 8, K)
     enc = build_condition_encoder(cfg, K)

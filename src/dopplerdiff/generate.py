@@ -159,11 +159,12 @@ def write_generated(
     return out
 
 
-def load_run_pipeline(run: Path) -> DopplerDiffPipeline:
-    """The trained pipeline of a run directory (RUN/pipeline), with a clear error if it is missing."""
+def load_run_pipeline(run: Path, device: str | None = None) -> DopplerDiffPipeline:
+    """The trained pipeline of a run directory (RUN/pipeline) on ``device`` (default: CUDA if present)."""
     path = Path(run) / "pipeline"
     if not path.is_dir():
         raise DopplerDiffError(
             f"run '{run}' has no trained pipeline ('{path}' missing); run `dopplerdiff train-diffusion` first"
         )
-    return DopplerDiffPipeline.from_pretrained(path)
+    pipe = DopplerDiffPipeline.from_pretrained(path)
+    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

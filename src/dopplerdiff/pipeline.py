@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, ImagePipelineOutput, VQModel
+from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
@@ -262,16 +262,10 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
 
 def load_autoencoder_any(path: Path):
-    """AutoencoderKL or VQModel from a save_pretrained directory."""
-    cfg_file = Path(path) / "config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"autoencoder directory '{path}' has no config.json (not a saved autoencoder)")
-    name = json.loads(cfg_file.read_text()).get("_class_name")
-    if name == "VQModel":
-        return VQModel.from_pretrained(path)
-    if name == "AutoencoderKL":
-        return AutoencoderKL.from_pretrained(path)
-    raise DopplerDiffError(f"autoencoder '{path}' has unsupported class {name!r}")
+    """AutoencoderKL or VQModel from a save_pretrained directory (the first stage's loader)."""
+    from dopplerdiff.models.autoencoder import load_autoencoder
+
+    return load_autoencoder(Path(path))
 
 
 def load_scheduler(path: Path):

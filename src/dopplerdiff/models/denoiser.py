@@ -105,13 +105,18 @@ def build_denoiser(cfg, latent_channels: int, latent_size: int, num_identities: 
 
 
 def denoise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-    """One denoiser forward: ``cond`` is (B,T,D) tokens for the UNet or (B,) ids for the DiT."""
+    """One denoiser forward: ``cond`` is (B,T,D) tokens for the UNet or (B,) ids for the DiT.
+
+    ``model`` may be wrapped (DDP): the backbone type is read from the inner module, the call goes
+    through the wrapper so gradients are synchronised.
+    """
+    inner = getattr(model, "module", model)
     if t.ndim == 0:
         t = t.expand(x.shape[0])
-    if isinstance(model, DiTTransformer2DModel):
+    if isinstance(inner, DiTTransformer2DModel):
         out = model(x, timestep=t, class_labels=cond, return_dict=False)[0]
         return out[:, : x.shape[1]]  # learn-sigma DiTs return twice the channels
-    class_labels = cond.mean(dim=1) if model.config.class_embed_type == "projection" else None
+    class_labels = cond.mean(dim=1) if inner.config.class_embed_type == "projection" else None
     return model(x, t, encoder_hidden_states=cond, class_labels=class_labels, return_dict=False)[0]
 
 

@@ -1,0 +1,92 @@
+"""`dopplerdiff train-diffusion` and `dopplerdiff generate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dopplerdiff.cli.app import app
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
+from dopplerdiff.config import Config, load_config
+from dopplerdiff.errors import DopplerDiffError
+
+
+def run_config(run: Path, config: str | None, overrides: list[str] | None) -> Config:
+    """``--config`` if given, else the run's own RUN/config.yaml, else the quick profile; then overrides."""
+    if config is None and (Path(run) / "config.yaml").is_file():
+        config = str(Path(run) / "config.yaml")
+    return load_config(config, list(overrides or []))
+
+
+@app.command("train-diffusion")
+def train_diffusion_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/."),
+    overrides: list[str] = OverridesArg,
+    config: str = ConfigOpt,
+    resume: str = typer.Option(None, "--resume", help="'latest' or a checkpoint directory to continue from."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Train the identity-conditional denoiser on RUN/latents; writes RUN/diffusion and RUN/pipeline."""
+    from dopplerdiff.train.diffusion import train_diffusion
+
+    setup_logging(quiet)
+    existing_dir(run, "--run")
+    cfg = run_config(run, config, overrides)
+    out = train_diffusion(run, cfg, resume=resume, progress=not quiet)
+    if not quiet:
+        typer.echo(f"pipeline: {out}")
+
+
+@app.command("generate")
+def generate_cmd(
+    run: Path = typer.Option(..., "--run", "-r", help="Trained run directory (uses RUN/pipeline)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (must not exist)."),
+    identity: list[str] = typer.Option(None, "--identity", "-i", help="Identity folder name; repeatable."),
+    all_ids: bool = typer.Option(False, "--all", help="Generate for every identity of the run."),
+    num: int = typer.Option(64, "--num", "-n", help="Samples per identity."),
+    steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config)."),
+    scheduler: str = typer.Option(
+        None, "--scheduler", help="ddpm, ddim, dpmpp, euler, euler_a, lms, heun or unipc."
+    ),
+    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance scale (1 = none)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed; sample i of identity k uses seed (seed, k, i)."),
+    fmt: str = typer.Option("png", "--format", help="png, jpg or npy."),
+    batch_size: int = typer.Option(
+        16, "--batch-size", help="Images per sampler batch (results do not depend on it)."
+    ),
+    overrides: list[str] = OverridesArg,
+    config: str = ConfigOpt,
+    quiet: bool = QuietOpt,
+) -> None:
+    """Generate spectrograms of chosen identities in the input data's layout, colormap and native size."""
+    from dopplerdiff.data.run_data import read_run_data
+    from dopplerdiff.generate import load_run_pipeline, write_generated
+
+    setup_logging(quiet)
+    existing_dir(run, "--run")
+    if bool(identity) == all_ids:
+        raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
+    cfg = run_config(run, config, overrides)
+    d = cfg.diffusion
+    pipe = load_run_pipeline(run)
+    meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
+    path = write_generated(
+        pipe,
+        out,
+        None if all_ids else list(identity),
+        num,
+        steps=steps if steps is not None else d.num_inference_steps,
+        guidance=guidance if guidance is not None else d.guidance_scale,
+        scheduler=scheduler or d.scheduler,
+        seed=seed,
+        fmt=fmt,
+        batch_size=batch_size,
+        colormap=meta.get("colormap"),
+        native_size=meta.get("native_size"),
+        progress=not quiet,
+        extra_manifest={"run": str(run)},
+        config=cfg,
+    )
+    if not quiet:
+        typer.echo(f"wrote {path}")

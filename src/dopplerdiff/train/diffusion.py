@@ -1,0 +1,290 @@
+"""Train the identity-conditional latent denoiser on a run's cached latents (the shared loop).
+
+Loss of one batch: latents ``z`` (already in model space: ``(z - shift) * scale``), ids dropped to the null
+identity K with probability ``condition.dropout`` per sample, uniform timesteps of the DDPM training
+schedule, MSE to the epsilon or v target, optionally weighted by min-SNR-gamma (Hang et al. 2023):
+``min(snr, gamma) / snr`` for epsilon, ``min(snr, gamma) / (snr + 1)`` for v-prediction.
+
+Validation (EMA weights, every ``val_every``): a fixed-noise denoising loss on up to 256 validation latents
+(comparable across steps and runs), and ``grid.png`` with, per identity (a fixed subset of up to
+``val_identities``), a row of real validation windows (decoded cached latents) above a row of generated
+samples with fixed seeds.
+
+At the end the EMA modules go to RUN/diffusion/{denoiser,condition_encoder} and the full pipeline to
+RUN/pipeline, each with config.yaml and manifest.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dopplerdiff.config import Config
+from dopplerdiff.config.diffusion import DiffusionConfig
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
+from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
+from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
+from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
+from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
+from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+
+log = logging.getLogger(__name__)
+VAL_LOSS_MAX = 256
+
+
+def diffusion_loss(
+    denoiser: nn.Module,
+    encoder: nn.Module,
+    noise_scheduler: Any,
+    z: Tensor,
+    ids: Tensor,
+    cfg: DiffusionConfig,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Per-batch training loss (``ids`` already dropped); ``generator`` makes noise/timesteps fixed."""
+    noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
+    t = torch.randint(0, cfg.num_train_timesteps, (z.shape[0],), generator=generator, device=z.device)
+    noisy = noise_scheduler.add_noise(z, noise, t)
+    target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(z, noise, t)
+    pred = denoise(denoiser, noisy, t, encoder(ids))
+    per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+    if cfg.snr_gamma > 0:
+        ac = noise_scheduler.alphas_cumprod.to(z.device)[t]
+        snr = ac / (1 - ac)
+        clipped = torch.clamp(snr, max=cfg.snr_gamma)
+        weight = clipped / snr if cfg.prediction_type == "epsilon" else clipped / (snr + 1)
+        per_sample = per_sample * weight
+    return per_sample.mean()
+
+
+class DiffusionStage(TrainStage):
+    """The shared loop's view of latent diffusion training."""
+
+    def __init__(
+        self,
+        cfg: DiffusionConfig,
+        denoiser: nn.Module,
+        encoder: IdentityConditionEncoder,
+        vae: nn.Module,
+        val_latents: Tensor,
+        val_labels: Tensor,
+        identities: list[str],
+        colormap: str,
+    ):
+        self.cfg = cfg
+        self.denoiser, self.encoder, self.vae = denoiser, encoder, vae.eval().requires_grad_(False)
+        self.noise_scheduler = training_scheduler(
+            cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type
+        )
+        self.val_latents, self.val_labels = val_latents, val_labels
+        self.identities, self.colormap = identities, colormap
+
+    def modules(self) -> dict[str, nn.Module]:
+        mods: dict[str, nn.Module] = {"denoiser": self.denoiser}
+        if any(True for _ in self.encoder.parameters()):  # the DiT's label encoder has no weights
+            mods["condition_encoder"] = self.encoder
+        return mods
+
+    def _encoder(self, prepared: bool) -> nn.Module:
+        if "condition_encoder" in self._prepared:
+            return self.model("condition_encoder") if prepared else self.unwrapped("condition_encoder")
+        return self.encoder
+
+    def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
+        z, labels = batch["latents"], batch["labels"].long()
+        ids = self.encoder.drop(labels, self.cfg.condition.dropout)
+        loss = diffusion_loss(
+            self.model("denoiser"), self._encoder(True), self.noise_scheduler, z, ids, self.cfg
+        )
+        return loss, {"null_frac": float((ids == self.encoder.null_id).float().mean())}
+
+    def pipeline(self) -> DopplerDiffPipeline:
+        """A pipeline over the live (unwrapped) modules, for validation."""
+        pipe = DopplerDiffPipeline(
+            self.vae,
+            self.unwrapped("denoiser"),
+            self._encoder(False),
+            make_scheduler(self.cfg.scheduler, self.noise_scheduler.config),
+            identities=self.identities,
+            colormap=self.colormap,
+        )
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def validate(self, step: int, out_dir: Path) -> dict[str, float]:
+        from dopplerdiff.data.contact import save_grid
+        from dopplerdiff.generate import generate_samples
+
+        device = self.device
+        self.vae.to(device)
+        z = self.val_latents[:VAL_LOSS_MAX].to(device)
+        ids = self.val_labels[:VAL_LOSS_MAX].to(device)
+        gen = torch.Generator(device=device).manual_seed(1234)
+        metrics = {
+            "val_loss": float(
+                diffusion_loss(
+                    self.unwrapped("denoiser"),
+                    self._encoder(False),
+                    self.noise_scheduler,
+                    z,
+                    ids,
+                    self.cfg,
+                    generator=gen,
+                )
+            )
+        }
+        pipe = self.pipeline()
+        shown = _val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
+        n = self.cfg.val_samples
+        images, labels = generate_samples(
+            pipe,
+            shown,
+            n,
+            steps=self.cfg.num_inference_steps,
+            guidance=self.cfg.guidance_scale,
+            scheduler=self.cfg.scheduler,
+            seed=0,
+            batch_size=32,
+            progress=False,
+        )
+        rows, names = [], []
+        for k in shown:
+            real_z = self.val_latents[self.val_labels == k][:n].to(device)
+            if len(real_z):
+                rows.append(((pipe.decode_latents(real_z).float() + 1) / 2).cpu().numpy())
+                names.append(f"{self.identities[k]} real")
+            rows.append(images[labels == k])
+            names.append(f"{self.identities[k]} generated")
+        save_grid(out_dir / "grid.png", rows, self.colormap, names)
+        return metrics
+
+
+def _val_identities(labels: Tensor, k: int, limit: int) -> list[int]:
+    """A fixed subset of up to ``limit`` identities spread over the label range (with val data first)."""
+    present = sorted(set(labels.tolist())) or list(range(k))
+    pick = np.unique(np.linspace(0, len(present) - 1, min(limit, len(present))).round().astype(int))
+    return [int(present[i]) for i in pick]
+
+
+def _load_latents(run: Path, split: str, sample: bool):
+    from dopplerdiff.data.latents import LatentDataset
+
+    return LatentDataset(run, split, sample=sample)
+
+
+def _stack(ds: Any) -> tuple[Tensor, Tensor]:
+    if len(ds) == 0:
+        return torch.zeros(0), torch.zeros(0, dtype=torch.long)
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([it["latents"] for it in items]), torch.stack(
+        [torch.as_tensor(it["labels"]) for it in items]
+    )
+
+
+def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+    """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline."""
+    import json
+
+    from dopplerdiff.data.run_data import read_run_data
+
+    run = Path(run)
+    cfg = config.diffusion
+    check_scheduler_name(cfg.scheduler)
+    info_path = run / "latents" / "info.json"
+    if not info_path.is_file():
+        raise DopplerDiffError(
+            f"'{info_path}' does not exist; run `dopplerdiff cache-latents --run {run}` first"
+        )
+    if not (run / "autoencoder").is_dir():
+        raise DopplerDiffError(f"run '{run}' has no autoencoder ('{run / 'autoencoder'}' missing)")
+    work = run / "train" / "diffusion"
+    if resume is None and (find_checkpoints(work) or (run / "pipeline").exists()):
+        raise DopplerDiffError(
+            f"run '{run}' already has diffusion training output; pass --resume latest to continue "
+            "or use a new run directory"
+        )
+    info = json.loads(info_path.read_text())
+    identities = list(info["identities"])
+    meta = read_run_data(run).get("meta", {})
+    train_ds = _load_latents(run, "train", cfg.sample_posterior)
+    val_z, val_y = _stack(_load_latents(run, "val", False))
+    c, h, w = (int(v) for v in info["latent_shape"][-3:])
+    if h != w:
+        raise DopplerDiffError(f"latents of '{run}' are {h}x{w}; the denoisers need square latents")
+    seed = cfg.train.seed if cfg.train.seed else config.seed
+    torch.manual_seed(seed)
+    denoiser = build_denoiser(cfg, c, h, len(identities))
+    encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
+    vae = load_autoencoder_any(run / "autoencoder")
+    colormap = str(meta.get("colormap", config.data.colormap))
+    stage = DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap)
+    params = {"denoiser": count_parameters(denoiser), "condition_encoder": count_parameters(encoder)}
+    log.info(
+        "diffusion: %s %.2fM params, %d train latents %s",
+        cfg.backbone,
+        params["denoiser"] / 1e6,
+        len(train_ds),
+        (c, h, w),
+    )
+    start = time.time()
+    result = train_loop(stage, train_ds, cfg.train, work, resume=resume, progress=progress, desc="diffusion")
+    acc = result.accelerator
+    if acc is not None and not acc.is_main_process:
+        return run / "pipeline"
+    den = result.modules["denoiser"]
+    enc = result.modules.get("condition_encoder", encoder)
+    overwrite = resume is not None
+    with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
+        den.save_pretrained(tmp / "denoiser")
+        enc.save_pretrained(tmp / "condition_encoder")
+        config.save(tmp / "config.yaml")
+        write_manifest(
+            tmp,
+            kind="diffusion",
+            run=str(run),
+            step=result.step,
+            label_map=identities,
+            params=params,
+            latent_shape=[c, h, w],
+        )
+    vae.to(den.device)
+    pipe = DopplerDiffPipeline(
+        vae,
+        den,
+        enc,
+        make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
+        identities=identities,
+        colormap=colormap,
+        channels=int(meta.get("channels", config.data.channels)),
+        native_size=meta.get("native_size"),
+    )
+    with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
+        pipe.save_pretrained(tmp)
+        config.save(tmp / "config.yaml")
+        write_manifest(
+            tmp,
+            kind="pipeline",
+            run=str(run),
+            step=result.step,
+            label_map=identities,
+            scheduler=cfg.scheduler,
+            weights="ema" if cfg.train.ema else "raw",
+        )
+    write_json(
+        work / "metrics.json",
+        {
+            "step": result.step,
+            "wall_s": round(time.time() - start, 1),
+            "params": params,
+            "val": result.val,
+            "final_loss": result.history[-1].get("loss") if result.history else None,
+        },
+    )
+    return run / "pipeline"
