@@ -25,15 +25,17 @@ def _active_parts(cfg: SplitConfig) -> list[tuple[str, float]]:
 
 
 def _block_counts(n_usable: int, fracs: list[float]) -> list[int]:
-    """Largest-remainder allocation of ``n_usable`` windows with at least one per part."""
-    k = len(fracs)
-    extra = n_usable - k
-    raw = [f * extra / sum(fracs) for f in fracs]
+    """Largest-remainder allocation of ``n_usable >= len(fracs)`` windows, at least one per part."""
+    raw = [f * n_usable / sum(fracs) for f in fracs]
     counts = [int(np.floor(r)) for r in raw]
-    order = sorted(range(k), key=lambda i: (-(raw[i] - counts[i]), i))
-    for i in order[: extra - sum(counts)]:
+    order = sorted(range(len(fracs)), key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n_usable - sum(counts)]:
         counts[i] += 1
-    return [c + 1 for c in counts]
+    for i in range(len(counts)):
+        if counts[i] == 0:  # a tiny part still gets one window, taken from the largest
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] = 1
+    return counts
 
 
 def _cut_recording(

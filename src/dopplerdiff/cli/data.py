@@ -1,0 +1,107 @@
+"""`dopplerdiff inspect DATA`: what a spectrogram folder contains and how it will be split."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+
+from dopplerdiff.cli.app import app
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
+from dopplerdiff.errors import DopplerDiffError
+
+
+def _counts(d: dict) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1])) or "-"
+
+
+@app.command("inspect")
+def inspect_cmd(
+    data: Path = typer.Argument(..., help="Data folder: DATA/<identity>/<images or arrays>."),
+    overrides: list[str] = OverridesArg,
+    config: str = ConfigOpt,
+    sheet: Path = typer.Option(
+        None, "--sheet",
+        help="Contact sheet PNG to write (default ./inspect_<dataname>.png; never inside DATA).",
+    ),
+    per_identity: int = typer.Option(4, "--per-identity", min=1, help="Windows per identity on the sheet."),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Summarise a spectrogram folder: identities, recordings, sizes, file types, the leak-free split."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from dopplerdiff.data.contact import identity_rows, save_grid
+    from dopplerdiff.data.images import load_spectrograms
+    from dopplerdiff.data.split import leak_free_split, split_summary
+
+    setup_logging(quiet)
+    cfg = resolve_config(config, overrides)
+    data_res = Path(data).resolve()
+    sheet = Path(sheet) if sheet is not None else Path.cwd() / f"inspect_{data_res.name or 'data'}.png"
+    if sheet.resolve().is_relative_to(data_res):
+        raise DopplerDiffError(
+            f"contact sheet '{sheet}' would be written inside DATA '{data}'; pass --sheet PATH elsewhere"
+        )
+    if sheet.suffix.lower() != ".png":
+        raise DopplerDiffError(f"--sheet '{sheet}' must be a .png file")
+
+    t0 = time.perf_counter()
+    ds = load_spectrograms(data, cfg.data, progress=not quiet)
+    load_s = time.perf_counter() - t0
+    split = leak_free_split(ds, cfg.data.split)
+    summary = split_summary(ds, split)
+    meta = ds.meta
+
+    console = Console(quiet=False)
+    table = Table(title=f"{data} — {len(ds)} windows, {len(ds.identities)} identities")
+    for col in ("identity", "files", "recordings", "windows", "train", "val", "test", "gap"):
+        table.add_column(col, justify="left" if col == "identity" else "right")
+    for lab, row in enumerate(summary["identities"]):
+        w = ds.windows[ds.labels == lab]
+        span = f"{w.min()}–{w.max()}" if len(w) else "-"
+        table.add_row(row["identity"], str(row["files"]), str(row["recordings"]), span,
+                      *(str(row[k]) for k in ("train", "val", "test", "gap")))
+    tot = summary["totals"]
+    table.add_row("total", str(len(ds)), str(len(set(ds.recordings))), "",
+                  *(str(tot[k]) for k in ("train", "val", "test", "gap")), style="bold")
+    console.print(table)
+
+    sp = cfg.data.split
+    lines = [
+        f"native sizes (HxW): {_counts(meta['native_sizes'])}"
+        + ("  [mixed sizes: all resized]" if len(meta["native_sizes"]) > 1 else ""),
+        f"resized to: {cfg.data.size}x{cfg.data.size}, channels {cfg.data.channels}, "
+        f"resample {cfg.data.resample}",
+        f"file types: {_counts(meta['exts'])}; image modes: {_counts(meta['modes'])}",
+        f"colormap: {meta['colormap']}"
+        + (f" (mean RGB distance to it {meta['colormap_residual']:.1f}/255)"
+           if meta["colormap_residual"] is not None else ""),
+        f"window index source: {meta['window_index_source']}"
+        + (f" (sorted file order used for: {', '.join(meta['sorted_identities'])})"
+           if meta["sorted_identities"] else ""),
+        f"split: train {sp.train:g} | gap {sp.gap_windows} | val {sp.val:g} | gap {sp.gap_windows} | "
+        f"test {sp.test:g} per recording; {tot['gap']} windows dropped in gaps",
+        f"loaded in {load_s:.2f} s",
+    ]
+    if meta["value_scaling"]:
+        lines.append(f"array value scaling: {_counts(meta['value_scaling'])}")
+    if meta["ignored_files"]:
+        lines.append(f"ignored {meta['ignored_files']} unsupported file(s)")
+    if meta["colormap_residual"] is not None and meta["colormap_residual"] > 40:
+        lines.append(f"[yellow]warning: colours are far from colormap '{meta['colormap']}'; "
+                     "is data.colormap right?[/yellow]")
+    if len(ds.identities) < 2:
+        lines.append(
+            "[yellow]note: a single identity loads fine, but identity conditioning needs >= 2[/yellow]"
+        )
+    missing = [r["identity"] for r in summary["identities"] if r["train"] == 0]
+    if missing:
+        lines.append(f"[yellow]warning: no training windows for {', '.join(missing)}[/yellow]")
+    for line in lines:
+        console.print(line)
+
+    rows, labels = identity_rows(ds, per_identity)
+    save_grid(sheet, rows, cfg.data.colormap, labels)
+    console.print(f"contact sheet: {sheet}")
