@@ -108,14 +108,11 @@ def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tu
 
 @torch.no_grad()
 def reconstruct(vae: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Test images through the first stage (posterior mode / quantised latents) -> [-1, 1]."""
-    dev = next(vae.parameters()).device
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[i : i + batch_size], dtype=torch.float32, device=dev)
-        enc = vae.encode(x)
-        z = enc.latent_dist.mode() if hasattr(enc, "latent_dist") else enc.latents
-        out.append(vae.decode(z).sample.clamp(-1, 1).float().cpu().numpy())
+    """Test images through the first stage (posterior mean / quantised latents) -> [-1, 1]."""
+    from dopplerdiff.models.autoencoder import reconstruct as ae_reconstruct
+
+    out = [ae_reconstruct(vae, torch.as_tensor(images[i : i + batch_size], dtype=torch.float32))
+           .clamp(-1, 1).float().cpu().numpy() for i in range(0, len(images), batch_size)]
     return np.concatenate(out) if out else images[:0]
 
 
@@ -215,7 +212,8 @@ def _load_pipeline(run: Path, identities: list[str], st: EvalState, device: torc
     return pipe.to(device)
 
 
-def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool):
+def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool,
+              data_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     from dopplerdiff.generate import generate_samples
 
     imgs01, labels = generate_samples(
@@ -228,7 +226,11 @@ def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, 
         seed=seed,
         progress=progress,
     )
-    return (np.asarray(imgs01, np.float32) * 2.0 - 1.0), np.asarray(labels, np.int64)
+    imgs = np.asarray(imgs01, np.float32) * 2.0 - 1.0
+    if imgs.shape[1:] != data_shape:
+        raise DopplerDiffError(f"the pipeline generates images of shape {imgs.shape[1:]} but the run's data "
+                               f"is {data_shape}; the pipeline does not belong to this run's data settings")
+    return imgs, np.asarray(labels, np.int64)
 
 
 def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalState) -> None:
@@ -322,14 +324,10 @@ def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
 
 
 def _load_vae(run: Path, device: torch.device) -> Any | None:
+    from dopplerdiff.models.autoencoder import load_autoencoder
+
     path = run / "autoencoder"
-    if not (path / "config.json").is_file():
-        return None
-    try:
-        from dopplerdiff.models.autoencoder import load_autoencoder
-    except ImportError:
-        from dopplerdiff.pipeline import load_autoencoder_any as load_autoencoder
-    return load_autoencoder(path).to(device).eval()
+    return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
 
 
 def _generated_metrics(
@@ -351,7 +349,8 @@ def _generated_metrics(
         ecfg.steps,
         ecfg.guidance,
     )
-    gx, gy = _generate(pipe, k, ecfg.num_per_identity, ecfg, ecfg.guidance, ecfg.seed, progress)
+    gx, gy = _generate(pipe, k, ecfg.num_per_identity, ecfg, ecfg.guidance, ecfg.seed, progress,
+                       test.x.shape[1:])
     gen = make_part(encoder, gx, gy)
     acc = st.metrics["accuracy"]
     acc["generated"] = identity_accuracy(gen.logits, gen.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
@@ -375,7 +374,7 @@ def _guidance_sweep(
             sel = np.concatenate([np.flatnonzero(gen.y == i)[:n] for i in range(k)])
             part = Part(gen.x[sel], gen.f[sel], gen.logits[sel], gen.y[sel], [])
         else:
-            x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress)
+            x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress, test.x.shape[1:])
             part = make_part(encoder, x, y)
         fd = frechet_distance(part.f, test.f) if len(part.f) >= MIN_SAMPLES_FD else None
         acc = float((part.logits.argmax(1) == part.y).mean())
@@ -391,7 +390,8 @@ def _augmentation(pipe: Any, cfg: Config, train: Part, val: Arrays, test: Part, 
 
     ecfg = cfg.evaluate
     seed = ecfg.seed + AUGMENT_SEED_OFFSET
-    sx, sy = _generate(pipe, k, ecfg.augment_synthetic_per_identity, ecfg, ecfg.guidance, seed, progress)
+    sx, sy = _generate(pipe, k, ecfg.augment_synthetic_per_identity, ecfg, ecfg.guidance, seed, progress,
+                       test.x.shape[1:])
     res = run_augmentation_experiment(
         (train.x, train.y), (test.x, test.y), (sx, sy), k, cfg.encoder, steps=ecfg.augment_steps,
         seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)], augment=cfg.data.augment,
