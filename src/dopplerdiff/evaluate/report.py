@@ -170,86 +170,56 @@ def _not_computed(reason: str = "") -> str:
 
 
 def _headline(m: dict) -> str:
-    acc = m.get("accuracy", {})
-    dist = m.get("distribution", {})
-    real = acc.get("real_test")
-    gen = acc.get("generated")
-    rec = acc.get("reconstruction")
-    rows: list[list[Any]] = []
-    classes: list[str] = []
-    rows.append(
-        [
-            "Identity accuracy (encoder, real test)",
-            _Raw(_fmt((real or {}).get("overall")) + _ci(real)),
-            "reference",
-        ]
-    )
-    classes.append("floor")
-    if rec:
-        rows.append(
-            [
-                "Identity accuracy of test reconstructions (autoencoder)",
-                _Raw(_fmt(rec.get("overall")) + _ci(rec)),
-                "first-stage ceiling",
-            ]
-        )
-        classes.append("floor")
-    rows.append(
-        [
-            "Identity accuracy of generated samples",
-            _Raw(_fmt((gen or {}).get("overall")) + _ci(gen)),
-            "ratio to real: " + _fmt(acc.get("ratio")),
-        ]
-    )
-    classes.append("")
-    labels = {
-        "gen_vs_test": ("generated vs real test", ""),
-        "train_vs_test": ("floor: real train vs real test", "floor"),
-        "recon_vs_test": ("floor: test reconstructions vs real test", "floor"),
-    }
-    for key, (label, cls) in labels.items():
-        d = dist.get(key)
-        if not d:
+    """One row per image set compared with real test; grey rows are the references and floors."""
+    acc, dist = m.get("accuracy", {}), m.get("distribution", {})
+    sets = [
+        ("real test windows (reference)", "real_test", None, "floor"),
+        ("floor: real train windows", None, "train_vs_test", "floor"),
+        ("floor: test windows through the autoencoder", "reconstruction", "recon_vs_test", "floor"),
+        ("generated samples", "generated", "gen_vs_test", ""),
+    ]
+    rows, classes = [], []
+    for label, akey, dkey, cls in sets:
+        a, d = acc.get(akey) if akey else None, dist.get(dkey) if dkey else None
+        if akey and not a and not d:
             continue
-        kid = _fmt(d.get("kid_mean"), 4) + (
-            f" ± {_fmt(d.get('kid_std'), 4)}" if d.get("kid_std") is not None else ""
-        )
-        rows.append(
-            [
-                f"Fréchet distance / KID / precision / recall: {label}",
-                _Raw(
-                    f"FD {_fmt(d.get('fd'))} · KID {kid} · "
-                    f"P {_fmt(d.get('precision'))} · R {_fmt(d.get('recall'))}"
-                ),
-                "",
-            ]
-        )
+        acc_cell = _Raw(_fmt(a.get("overall")) + _ci(a)) if a else None
+        if akey == "generated" and acc.get("ratio") is not None:
+            acc_cell = _Raw(f"{acc_cell} <span class='sub'>({_fmt(acc['ratio'], 2)} × real)</span>")
+        d = d or {}
+        kid_cell = _Raw(_fmt(d.get("kid_mean"), 4) + (f" ± {_fmt(d.get('kid_std'), 4)}" if d.get("kid_std")
+                                                      is not None else "")) if d else None
+        rows.append([label, acc_cell, d.get("fd"), kid_cell, d.get("precision"), d.get("recall")])
         classes.append(cls)
-    mem = m.get("memorisation")
-    if mem:
-        rows.append(
-            [
-                "Memorised-looking samples (flagged / generated)",
-                _Raw(f"{_fmt(mem.get('flagged'))} / {_fmt(mem.get('total'))} ({_fmt(mem.get('fraction'))})"),
-                "",
-            ]
-        )
-        classes.append("")
+    chance = 1.0 / len(m["identities"]) if m.get("identities") else None
+    body = _table(["image set", "identity accuracy [95% CI]", "Fréchet distance to real test", "KID",
+                   "precision", "recall"], rows, classes)
+    facts = []
+    if chance is not None:
+        facts.append(f"chance accuracy {chance:.3f} ({len(m['identities'])} identities)")
     aug = m.get("augmentation")
     if aug and aug.get("arms"):
-        parts = [f"{html.escape(k)}: {_fmt(v['mean'])} ± {_fmt(v['std'])}" for k, v in aug["arms"].items()]
+        arms = " · ".join(f"{html.escape(k)} {_fmt(v['mean'])} ± {_fmt(v['std'])}"
+                          for k, v in aug["arms"].items())
         gain = aug.get("gain")
         g = ""
         if gain:
             cls = "good" if gain["mean"] > 0 else "bad"
-            g = f" · gain <span class='{cls}'>{gain['mean']:+.3f}</span> ± {_fmt(gain.get('std'))}"
-        rows.append(["Augmentation (accuracy on real test)", _Raw(" · ".join(parts) + g), ""])
-        classes.append("")
-    return _table(["Metric", "Value", "Note"], rows, classes) + (
-        "<p class='note'>Grey rows are references: the real-data accuracy and the floors that generated "
-        "samples are compared against. Fréchet distance, KID and precision/recall use the project's encoder "
-        "feature space; "
-        "brackets are bootstrap 95% confidence intervals.</p>"
+            g = (f"; gain from synthetic data <span class='{cls}'>{gain['mean']:+.3f}</span> "
+                 f"± {_fmt(gain.get('std'))}")
+        facts.append(f"augmentation experiment (accuracy on real test): {arms}{g}")
+    mem = m.get("memorisation")
+    if mem:
+        facts.append(f"memorised-looking samples: {_fmt(mem.get('flagged'))} of {_fmt(mem.get('total'))} "
+                     f"({_fmt(mem.get('fraction'))}; about {_fmt(mem.get('expected_fraction'), 2)} "
+                     "expected by chance)")
+    if facts:
+        body += "<ul>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>"
+    return body + (
+        "<p class='note'>Grey rows are references: real test accuracy, and floors that generated samples "
+        "can at best reach (other real windows of the same people; test windows after the first stage "
+        "alone). Distances use the project's encoder feature space; brackets are bootstrap 95% confidence "
+        "intervals.</p>"
     )
 
 
