@@ -54,8 +54,9 @@ def inspect_cmd(
     summary = split_summary(ds, split)
     meta = ds.meta
 
-    console = Console(quiet=False)
-    table = Table(title=f"{data} — {len(ds)} windows, {len(ds.identities)} identities")
+    console = Console()
+    console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities")
+    table = Table()
     for col in ("identity", "files", "recordings", "windows", "train", "val", "test", "gap"):
         table.add_column(col, justify="left" if col == "identity" else "right")
     for lab, row in enumerate(summary["identities"]):
