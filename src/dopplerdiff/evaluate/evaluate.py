@@ -100,10 +100,8 @@ def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tu
         feats.append(f.float().cpu().numpy())
         logits.append(encoder.head(f).float().cpu().numpy())
     d, k = int(encoder.num_features), int(encoder.config.num_classes)
-    return (
-        np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
-        np.concatenate(logits) if logits else np.zeros((0, k), np.float32),
-    )
+    return (np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
+            np.concatenate(logits) if logits else np.zeros((0, k), np.float32))
 
 
 @torch.no_grad()
@@ -152,12 +150,8 @@ def _run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
         return cfg
     rec = from_dict(DataConfig, recorded, prefix="data.json:data_config.")
     if (rec.size, rec.channels, rec.colormap) != (cfg.size, cfg.channels, cfg.colormap):
-        log.warning(
-            "using the run's recorded data settings (size %d, channels %d, colormap %s)",
-            rec.size,
-            rec.channels,
-            rec.colormap,
-        )
+        log.warning("using the run's recorded data settings (size %d, channels %d, colormap %s)",
+                    rec.size, rec.channels, rec.colormap)
     return rec
 
 
@@ -216,16 +210,8 @@ def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, 
               data_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     from dopplerdiff.generate import generate_samples
 
-    imgs01, labels = generate_samples(
-        pipe,
-        list(range(k)),
-        n,
-        steps=ecfg.steps,
-        guidance=guidance,
-        scheduler=ecfg.scheduler,
-        seed=seed,
-        progress=progress,
-    )
+    imgs01, labels = generate_samples(pipe, list(range(k)), n, steps=ecfg.steps, guidance=guidance,
+                                      scheduler=ecfg.scheduler, seed=seed, progress=progress)
     imgs = np.asarray(imgs01, np.float32) * 2.0 - 1.0
     if imgs.shape[1:] != data_shape:
         raise DopplerDiffError(f"the pipeline generates images of shape {imgs.shape[1:]} but the run's data "
@@ -237,55 +223,24 @@ def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalSt
     """Nearest-training-window check in encoder-feature and pixel space; closest pairs for the report."""
     from dopplerdiff.evaluate.memorisation import memorisation
 
-    out: dict[str, Any] = {}
-    feat_res = None
-    for space, (g, tr, te) in {
-        "features": (gen.f, train.f, test.f),
-        "pixels": (gen.x, train.x, test.x),
-    }.items():
-        res = memorisation(g, tr, te)
-        out[space] = {
-            k: v
-            for k, v in res.items()
-            if k not in ("flags", "gen_nn_index", "gen_nn_distance", "test_nn_distance", "examples")
-        }
-        if space == "features":
-            feat_res = res
-    assert feat_res is not None
-    f = out["features"]
+    per_sample = ("flags", "gen_nn_index", "gen_nn_distance", "test_nn_distance", "examples")
+    res = {"features": memorisation(gen.f, train.f, test.f), "pixels": memorisation(gen.x, train.x, test.x)}
+    out = {space: {k: v for k, v in r.items() if k not in per_sample} for space, r in res.items()}
+    f, fr = out["features"], res["features"]
     st.metrics["memorisation"] = {
-        "rule": f"{feat_res['rule']} (encoder features; pixel space in 'pixels')",
-        "flagged": f["num_flagged"],
-        "total": len(gen.x),
-        "fraction": f["fraction_flagged"],
-        "expected_fraction": f["expected_fraction"],
-        "threshold": f["threshold"],
-        "pixels_flagged": out["pixels"]["num_flagged"],
-        **out,
+        "rule": f"{f['rule']} (encoder features; pixel space under 'pixels')", "flagged": f["num_flagged"],
+        "total": len(gen.x), "fraction": f["fraction_flagged"], "expected_fraction": f["expected_fraction"],
+        "threshold": f["threshold"], "pixels_flagged": out["pixels"]["num_flagged"], **out,
     }
-    st.plots["memorisation"] = plots.distance_hist_plot(
-        feat_res["gen_nn_distance"], feat_res["test_nn_distance"], feat_res["threshold"]
-    )
-    for gi, ti, d in feat_res["examples"][:MEMORISATION_PAIRS]:
-        st.pairs.append(
-            MemorisationPair(
-                (gen.x[gi] + 1) / 2,
-                (train.x[ti] + 1) / 2,
-                d,
-                ids[gen.y[gi]],
-                train.files[ti] if train.files else "",
-            )
-        )
+    st.plots["memorisation"] = plots.distance_hist_plot(fr["gen_nn_distance"], fr["test_nn_distance"],
+                                                        fr["threshold"])
+    for gi, ti, d in fr["examples"][:MEMORISATION_PAIRS]:
+        st.pairs.append(MemorisationPair((gen.x[gi] + 1) / 2, (train.x[ti] + 1) / 2, d, ids[gen.y[gi]],
+                                         train.files[ti] if train.files else ""))
 
 
-def _physics(
-    real01: np.ndarray,
-    real_y: np.ndarray,
-    gen01: np.ndarray,
-    gen_y: np.ndarray,
-    ids: list[str],
-    st: EvalState,
-) -> None:
+def _physics(real01: np.ndarray, real_y: np.ndarray, gen01: np.ndarray, gen_y: np.ndarray, ids: list[str],
+             st: EvalState) -> None:
     from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 
     per = {}
@@ -297,9 +252,8 @@ def _physics(
     st.plots["physics"] = plots.physics_plot(physics_stats(real01), physics_stats(gen01))
 
 
-def _examples(
-    test01: np.ndarray, test_y: np.ndarray, gen01: np.ndarray | None, gen_y: np.ndarray | None, ids: list[str]
-) -> list[ExampleRow]:
+def _examples(test01: np.ndarray, test_y: np.ndarray, gen01: np.ndarray | None, gen_y: np.ndarray | None,
+              ids: list[str]) -> list[ExampleRow]:
     rows = []
     n = EXAMPLES_PER_IDENTITY
     for k, name in enumerate(ids):
@@ -312,15 +266,12 @@ def _examples(
 def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
     """Fréchet distance needs a covariance: at least MIN_SAMPLES_FD windows in each set."""
     if n_test < MIN_SAMPLES_FD:
-        raise DopplerDiffError(
-            f"the run's real test split has {n_test} window(s); the Fréchet distance needs at "
-            f"least {MIN_SAMPLES_FD} (use more data or a larger data.split.test)"
-        )
+        raise DopplerDiffError(f"the run's real test split has {n_test} window(s); the Fréchet distance "
+                               f"needs at least {MIN_SAMPLES_FD} (use more data or a larger data.split.test)")
     if k * num_per_identity < MIN_SAMPLES_FD:
-        raise DopplerDiffError(
-            f"--num-per-identity {num_per_identity} x {k} identities gives fewer than "
-            f"{MIN_SAMPLES_FD} samples; the Fréchet distance needs at least {MIN_SAMPLES_FD}"
-        )
+        raise DopplerDiffError(f"--num-per-identity {num_per_identity} x {k} identities gives fewer than "
+                               f"{MIN_SAMPLES_FD} samples; the Fréchet distance needs at least "
+                               f"{MIN_SAMPLES_FD}")
 
 
 def _load_vae(run: Path, device: torch.device) -> Any | None:
@@ -330,25 +281,12 @@ def _load_vae(run: Path, device: torch.device) -> Any | None:
     return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
 
 
-def _generated_metrics(
-    pipe: Any,
-    encoder: Any,
-    cfg: Config,
-    train: Part,
-    test: Part,
-    ids: list[str],
-    st: EvalState,
-    progress: bool,
-) -> Part:
+def _generated_metrics(pipe: Any, encoder: Any, cfg: Config, train: Part, test: Part, ids: list[str],
+                       st: EvalState, progress: bool) -> Part:
     """Sample, then accuracy, distribution, physics, memorisation of the samples."""
     ecfg, k = cfg.evaluate, len(ids)
-    log.info(
-        "generating %d samples per identity (%s, %d steps, guidance %g)",
-        ecfg.num_per_identity,
-        ecfg.scheduler,
-        ecfg.steps,
-        ecfg.guidance,
-    )
+    log.info("generating %d samples per identity (%s, %d steps, guidance %g)", ecfg.num_per_identity,
+             ecfg.scheduler, ecfg.steps, ecfg.guidance)
     gx, gy = _generate(pipe, k, ecfg.num_per_identity, ecfg, ecfg.guidance, ecfg.seed, progress,
                        test.x.shape[1:])
     gen = make_part(encoder, gx, gy)
@@ -485,35 +423,24 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
 
     rows = []
     acc, dist = m.get("accuracy", {}), m.get("distribution", {})
-    for key, label in (
-        ("real_test", "accuracy real test"),
-        ("reconstruction", "accuracy test reconstructions"),
-        ("generated", "accuracy generated"),
-    ):
+    for key, label in (("real_test", "accuracy real test"), ("generated", "accuracy generated"),
+                       ("reconstruction", "accuracy test reconstructions")):
         if acc.get(key):
             lo, hi = acc[key]["ci95"]
             rows.append((label, f"{f(acc[key]['overall'])} [{f(lo)}, {f(hi)}]"))
     if acc.get("ratio") is not None:
         rows.append(("generated / real accuracy", f(acc["ratio"])))
-    for key, label in (
-        ("gen_vs_test", "generated vs test"),
-        ("train_vs_test", "floor train vs test"),
-        ("recon_vs_test", "floor recon vs test"),
-    ):
+    for key, label in (("gen_vs_test", "generated vs test"), ("train_vs_test", "floor train vs test"),
+                       ("recon_vs_test", "floor recon vs test")):
         if dist.get(key):
-            d = dist[key]
-            rows.append((f"FD / KID {label}", f"{f(d['fd'])} / {f(d['kid_mean'], 4)}"))
+            rows.append((f"FD / KID {label}", f"{f(dist[key]['fd'])} / {f(dist[key]['kid_mean'], 4)}"))
     if dist.get("gen_vs_test", {}).get("precision") is not None:
         d = dist["gen_vs_test"]
         rows.append(("precision / recall (generated)", f"{f(d['precision'])} / {f(d['recall'])}"))
     if m.get("memorisation"):
         mem = m["memorisation"]
-        rows.append(
-            (
-                "memorisation flagged",
-                f"{mem['flagged']} / {mem['total']} (chance ~{mem['expected_fraction']:.2f})",
-            )
-        )
+        rows.append(("memorisation flagged", f"{mem['flagged']} / {mem['total']} "
+                                             f"(chance ~{mem['expected_fraction']:.2f})"))
     if m.get("augmentation"):
         for arm, v in m["augmentation"]["arms"].items():
             rows.append((f"augmentation: {arm}", f"{f(v['mean'])} ± {f(v['std'])}"))
