@@ -332,17 +332,21 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
         recordings += recs
         windows += wins
 
-    def work(rel: str) -> tuple[np.ndarray, tuple[int, int], _Read] | str:
+    # Workers write straight into one preallocated array: peak memory stays ~1x the dataset.
+    images = np.empty((len(files), cfg.channels, cfg.size, cfg.size), dtype=np.float32)
+
+    def work(i: int) -> tuple[str, float | None, str, str] | str:
         try:
-            r = read_file(root / rel, cfg)
+            r = read_file(root / files[i], cfg)
         except Exception as exc:  # noqa: BLE001 - any decoder failure is reported per file
-            return f"{rel}: {type(exc).__name__}: {exc}".splitlines()[0][:200]
-        return resize(r.array, cfg.size, cfg.resample), (int(r.array.shape[1]), int(r.array.shape[2])), r
+            return f"{files[i]}: {type(exc).__name__}: {exc}".splitlines()[0][:200]
+        images[i] = from_unit(resize(r.array, cfg.size, cfg.resample))
+        return f"{r.array.shape[1]}x{r.array.shape[2]}", r.residual, r.mode, r.scaling
 
     # Decoding and numpy lookups release the GIL; more threads than cores only adds contention.
     workers = cfg.workers or max(1, min(4, os.cpu_count() or 1, len(files) // 32))
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        it = pool.map(work, files)
+        it = pool.map(work, range(len(files)))
         if progress:
             from tqdm import tqdm
 
@@ -353,10 +357,9 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
         listed = "; ".join(bad[:5]) + (f"; ... and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DataError(f"{len(bad)} unreadable file(s) under '{root}': {listed}")
     ok = [r for r in results if not isinstance(r, str)]
-    images = from_unit(np.stack([a for a, _, _ in ok])).astype(np.float32)
-    natives = Counter(f"{h}x{w}" for _, (h, w), _ in ok)
+    natives = Counter(native for native, _, _, _ in ok)
     h, w = (int(v) for v in natives.most_common(1)[0][0].split("x"))
-    residuals = [r.residual for _, _, r in ok if r.residual is not None]
+    residuals = [res for _, res, _, _ in ok if res is not None]
     exts = Counter(Path(f).suffix.lower() for f in files)
     ext = exts.most_common(1)[0][0]
     source = "filename" if not sorted_ids else ("sorted" if len(sorted_ids) == len(identities) else "mixed")
@@ -370,8 +373,8 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
         "ext": ext,
         "exts": dict(exts),
         "format": {".jpeg": "jpg"}.get(ext, ext.lstrip(".")),
-        "modes": dict(Counter(r.mode for _, _, r in ok)),
-        "value_scaling": dict(Counter(r.scaling for _, _, r in ok if r.mode in _NUMERIC_MODES)),
+        "modes": dict(Counter(mode for _, _, mode, _ in ok)),
+        "value_scaling": dict(Counter(sc for _, _, mode, sc in ok if mode in _NUMERIC_MODES)),
         "colormap_residual": float(np.mean(residuals)) if residuals else None,
         "window_index_source": source,
         "sorted_identities": sorted_ids,
