@@ -153,6 +153,16 @@ def test_cli_errors(setup, monkeypatch, capsys, tmp_path):
     assert code == 2 and "does not exist" in err
     code, _, err = run_cli(monkeypatch, capsys, *embed, "-q")
     assert code == 2 and "already exists" in err
+    code, _, err = run_cli(monkeypatch, capsys, *embed, "--overwrite", "--strangers", "ID_3", "-q")
+    assert code == 0, err
+    meta = json.loads((index / "meta.json").read_text())
+    assert {s for n, s in zip(meta["columns"]["identity"], meta["columns"]["split"], strict=True)
+            if n == "ID_3"} == {"stranger"}
+    assert meta["columns"]["identity"].count("ID_3") == N_WIN  # all windows, no guard gaps needed
+    cal = meta["calibration"]
+    assert cal["impostors"] == "strangers" and cal["impostors_seen_by_encoder"] == ["ID_3"]
+    code, _, err = run_cli(monkeypatch, capsys, *embed, "--overwrite", "--strangers", "ID_9", "-q")
+    assert code == 2 and "ID_9" in err
 
     # An index is tied to its encoder: another encoder's weights are refused.
     import torch

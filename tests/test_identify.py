@@ -152,3 +152,23 @@ def test_calibrate_fused_groups_and_errors():
     one = index.subset(np.array([i == "ID_1" for i in index.identity]))
     with pytest.raises(DopplerDiffError, match="at least 2 identities"):
         calibrate(one)
+
+
+def test_calibration_prefers_strangers_and_flags_seen_impostors():
+    index, _ = _clustered_index(n_people=10, per=40, seed=5)
+    index.encoder = {"identities": [f"ID_{i}" for i in range(1, 11)]}
+    loo = calibrate(index, target_far=0.1)
+    assert loo["impostors"] == "leave-one-identity-out" and len(loo["impostors_seen_by_encoder"]) == 10
+    # Mark two people as strangers: they leave the gallery and become the impostors.
+    split = ["stranger" if n in ("ID_9", "ID_10") else s
+             for n, s in zip(index.identity, index.split, strict=True)]
+    with_strangers = EmbeddingIndex(index.vectors, index.identity, index.file, index.recording, index.window,
+                                    split, {"identities": [f"ID_{i}" for i in range(1, 9)]})
+    assert "ID_9" not in Gallery.from_index(with_strangers).identities
+    cal = calibrate(with_strangers, target_far=0.1)
+    assert cal["impostors"] == "strangers" and cal["impostors_seen_by_encoder"] == []
+    assert cal["n_impostor"] == 80 and cal["n_genuine"] == 8 * 10 and cal["far"] <= 0.1
+    # Its threshold sits at the strangers' score quantile.
+    g = Gallery.from_index(with_strangers)
+    best = g.scores(with_strangers.vectors[with_strangers.mask(("stranger",))]).max(axis=1)
+    assert np.mean(best >= cal["threshold"]) == pytest.approx(cal["far"])

@@ -61,6 +61,11 @@ def embed_cmd(
     ),
     split: str = typer.Option("all", "--split", help="all | none | train | val | test (comma-separated)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index."),
+    strangers: str = typer.Option(
+        None, "--strangers",
+        help="Comma-separated identities kept out of the gallery as calibration impostors "
+        "(best: people the encoder never trained on).",
+    ),
     config: str = ConfigOpt,
     overrides: list[str] = OverridesArg,
     quiet: bool = QuietOpt,
@@ -77,7 +82,9 @@ def embed_cmd(
         data = recorded_data_root(encoder)
         if data is None:
             raise DopplerDiffError(f"encoder '{encoder}' belongs to no run with data.json; pass --data")
-    out = create_index(encoder, data, index, cfg, split=split, overwrite=overwrite, progress=not quiet)
+    names = [n.strip() for n in strangers.split(",") if n.strip()] if strangers else None
+    out = create_index(encoder, data, index, cfg, split=split, overwrite=overwrite, strangers=names,
+                       progress=not quiet)
     if quiet:
         return
     con = Console()
@@ -88,7 +95,12 @@ def embed_cmd(
     cal = out["calibration"]
     if cal:
         con.print(f"threshold {cal['threshold']:.3f} at FAR {cal['far']:.3f} (target {cal['target_far']}), "
-                  f"FRR {cal['frr']:.3f}, EER {cal['eer']:.3f} on val ({cal['method']})")
+                  f"FRR {cal['frr']:.3f}, EER {cal['eer']:.3f} on val ({cal['method']}; impostors: "
+                  f"{cal['impostors']})")
+        if cal["impostors_seen_by_encoder"]:
+            con.print("[yellow]note: the calibration impostors were encoder training identities; the "
+                      "false-accept rate for new people is likely above the target (use --strangers with "
+                      "people the encoder never saw)[/yellow]")
 
 
 @app.command("search")

@@ -32,7 +32,7 @@ from dopplerdiff.data.images import (
     resize,
 )
 from dopplerdiff.data.split import PARTS, leak_free_split
-from dopplerdiff.embed.index import EmbeddingIndex, fingerprint_dir
+from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, fingerprint_dir
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, load_encoder
 
@@ -143,9 +143,13 @@ def recorded_data_root(encoder_path: Path) -> Path | None:
 
 def build_index(
     encoder_path: Path, data_root: Path, cfg: Config, *, split: str = "all", batch_size: int = 256,
-    progress: bool = False,
+    strangers: list[str] | None = None, progress: bool = False,
 ) -> tuple[EmbeddingIndex, dict[str, Any]]:
-    """Embed a data folder into a new index; returns it with a summary (counts per split, data meta)."""
+    """Embed a data folder into a new index; returns it with a summary (counts per split, data meta).
+
+    ``strangers``: identities whose windows are all indexed as ``stranger`` rows (never gallery), the
+    impostors of threshold calibration; best if the encoder was trained without them.
+    """
     parts = [s.strip() for s in split.split(",")]
     bad = [p for p in parts if p not in SPLIT_CHOICES]
     if bad:
@@ -163,7 +167,16 @@ def build_index(
         names = np.array([""] * len(ds), dtype=object)
         for part in PARTS:
             names[parts_idx[part]] = part
+    strangers = list(strangers or [])
+    unknown = [n for n in strangers if n not in ds.identities]
+    if unknown:
+        raise DopplerDiffError(f"--strangers: '{unknown[0]}' is not an identity folder of '{data_root}'")
+    if strangers and len(strangers) >= len(ds.identities):
+        raise DopplerDiffError("--strangers leaves no identity to enroll")
+    is_stranger = np.isin(np.asarray(ds.identities, dtype=object)[ds.labels], strangers)
+    names[is_stranger] = STRANGER  # every window: strangers share no recording with the gallery
     wanted = set(PARTS) if "all" in parts else set(parts) | ({"gallery"} if "none" in parts else set())
+    wanted.add(STRANGER)
     rows = np.flatnonzero(np.isin(names, list(wanted)))
     if len(rows) == 0:
         raise DopplerDiffError(f"no windows of '{data_root}' fall in split '{split}'")
@@ -179,7 +192,7 @@ def build_index(
     )
     counts = {p: int(np.sum(names[rows] == p)) for p in sorted(set(names[rows]))}
     summary = {"data_root": str(Path(data_root).resolve()), "split": split, "split_source": source,
-               "counts": counts, "skipped_gap": int(np.sum(names == "")) if "none" not in parts else 0,
+               "counts": counts, "skipped_gap": int(np.sum(names == "")),
                "data_meta": ds.meta}
     return index, summary
 

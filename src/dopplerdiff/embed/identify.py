@@ -8,11 +8,15 @@ Scores. Every query gets one score per enrolled identity (a row of a (Q, K) matr
 The decision is the arg-max identity, or ``unknown`` when its score is below the threshold.
 Sequence fusion (``fuse``) treats several windows as one walk: the score rows are averaged first.
 
-Threshold calibration (``calibrate``), done on the held-out ``val`` rows of the index so it never sees the
-gallery it is tested against:
-- genuine score of a val window = its score for its own identity with the full gallery;
-- impostor score = its best score when its own identity is removed from the gallery
-  (leave-one-identity-out: every val window plays a stranger once, against everyone else);
+Threshold calibration (``calibrate``), done on held-out rows of the index, never on the gallery itself:
+- genuine score of a ``val`` window = its score for its own identity with the full gallery;
+- impostor score, preferred: the best score of a window of a *stranger* (rows with split ``stranger``:
+  people kept out of the gallery, and ideally out of encoder training — ``embed --strangers``);
+- impostor score, fallback: the best score of a ``val`` window when its own identity is removed from the
+  gallery (leave-one-identity-out: every val window plays a stranger once, against everyone else).
+  Caveat, measured in bench/identify.py: if the encoder was trained on these identities it has learned to
+  push them apart, so these impostor scores are lower than a real stranger's and the false-accept rate for
+  new people comes out above the target; the result lists such ``impostors_seen_by_encoder``;
 - threshold = the lowest value whose false-accept rate on the impostor scores is <= ``target_far``
   (openset.threshold_at_far); FRR and EER are reported alongside.
 With fusion of n windows the same is done on sliding groups of n consecutive val windows of one recording,
@@ -26,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from dopplerdiff.embed.index import EmbeddingIndex, normalize
+from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, normalize
 from dopplerdiff.embed.openset import summarize, threshold_at_far
 from dopplerdiff.embed.search import SearchBackend, make_backend
 from dopplerdiff.errors import DopplerDiffError
@@ -131,7 +135,7 @@ def identify(
     return decide(gallery, scores, threshold, [[f] for f in files])
 
 
-def _groups(index: EmbeddingIndex, rows: np.ndarray, size: int) -> list[np.ndarray]:
+def window_groups(index: EmbeddingIndex, rows: np.ndarray, size: int) -> list[np.ndarray]:
     """Sliding groups of ``size`` consecutive windows within each (identity, recording) among ``rows``."""
     if size <= 1:
         return [np.array([r]) for r in rows]
@@ -168,7 +172,7 @@ def loo_scores(
         loo[sel, lab] = -np.inf
     pos = {int(r): i for i, r in enumerate(rows)}
     genuine, impostor = [], []
-    for grp in _groups(index, rows, group_size):
+    for grp in window_groups(index, rows, group_size):
         ids = [pos[int(r)] for r in grp]
         lab = labels[ids[0]]
         genuine.append(full[ids, lab].mean())
@@ -176,25 +180,50 @@ def loo_scores(
     return np.asarray(genuine, np.float64), np.asarray(impostor, np.float64)
 
 
+def stranger_scores(
+    index: EmbeddingIndex, gallery: Gallery, rows: np.ndarray, method: Method, k: int, group_size: int = 1
+) -> np.ndarray:
+    """Best gallery score of each (group of) ``rows`` of people who are not enrolled."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    scores = gallery.scores(index.vectors[rows], method, k)
+    pos = {int(r): i for i, r in enumerate(rows)}
+    return np.asarray([scores[[pos[int(r)] for r in g]].mean(axis=0).max()
+                       for g in window_groups(index, rows, group_size)], np.float64)
+
+
 def calibrate(
     index: EmbeddingIndex, *, method: Method = "centroid", k: int = 10, target_far: float = 0.05,
     backend: str = "auto", split: str = "val", group_size: int = 1,
 ) -> dict[str, Any]:
-    """Calibrate the open-set threshold on ``split`` rows of the index (see module docstring)."""
+    """Calibrate the open-set threshold on held-out rows of the index (see module docstring).
+
+    Impostors are the ``stranger`` rows when the index has any (people never enrolled, ideally never
+    seen by the encoder either), else leave-one-identity-out over the ``split`` rows. The result says
+    whether the impostor identities were in the encoder's training label map: an encoder learns to push
+    its training identities apart, so such impostors score lower than true strangers and the real
+    false-accept rate for new people is then higher than ``target_far``.
+    """
     gallery = Gallery.from_index(index, backend)
-    if len(gallery.identities) < 2:
+    strangers = np.flatnonzero(index.mask((STRANGER,)))
+    if len(gallery.identities) < (1 if len(strangers) else 2):
         raise DopplerDiffError("threshold calibration needs at least 2 identities in the gallery")
     rows = np.flatnonzero(index.mask((split,)))
     genuine, impostor = loo_scores(index, gallery, rows, method, k, group_size)
+    source, imp_ids = "leave-one-identity-out", {index.identity[r] for r in rows}
+    if len(strangers):
+        impostor = stranger_scores(index, gallery, strangers, method, k, group_size)
+        source, imp_ids = "strangers", {index.identity[r] for r in strangers}
     if len(impostor) == 0:
         raise DopplerDiffError(
             f"the index has no '{split}' vectors of enrolled identities to calibrate on "
             f"(embed with --split all, or pass a number to --threshold)"
             if group_size <= 1 else
-            f"no recording has {group_size} consecutive '{split}' windows to calibrate fusion of "
+            f"no recording has {group_size} consecutive held-out windows to calibrate fusion of "
             f"{group_size} files; pass a number to --threshold"
         )
     threshold = threshold_at_far(impostor, target_far)
     stats = summarize(genuine, impostor, threshold)
+    seen = sorted(imp_ids & set((index.encoder or {}).get("identities") or []))
     return {"method": method, "k": k, "target_far": target_far, "split": split, "group_size": group_size,
-            "rule": "leave-one-identity-out impostors", **stats}
+            "impostors": source, "impostors_seen_by_encoder": seen, **stats}

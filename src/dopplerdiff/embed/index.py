@@ -9,8 +9,8 @@ Layout of an index directory ``INDEX/``::
     config.yaml, manifest.json   written by the CLI
 
 ``vectors_sha256`` ties meta.json to its vectors file, so a truncated or swapped file is detected on load.
-Rows whose split is ``val`` or ``test`` are held out: they calibrate and evaluate identification but are
-never part of the gallery that queries are matched against.
+Rows whose split is ``val``, ``test`` or ``stranger`` are held out: they calibrate and evaluate
+identification but are never part of the gallery that queries are matched against.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ VERSION = 1
 VECTORS_FILE = "vectors.safetensors"
 META_FILE = "meta.json"
 COLUMNS = ("identity", "file", "recording", "window", "split")
-HELD_OUT_SPLITS = ("val", "test")
+STRANGER = "stranger"  # rows of people kept out of the gallery: impostors for threshold calibration
+HELD_OUT_SPLITS = ("val", "test", STRANGER)
 
 
 class IndexFormatError(DopplerDiffError):
@@ -99,7 +100,7 @@ class EmbeddingIndex:
         return m
 
     def gallery_mask(self) -> np.ndarray:
-        """Rows that queries are matched against: everything except held-out val/test rows."""
+        """Rows that queries are matched against: everything except held-out val/test/stranger rows."""
         return self.mask(exclude=HELD_OUT_SPLITS)
 
     def subset(self, rows: np.ndarray) -> EmbeddingIndex:

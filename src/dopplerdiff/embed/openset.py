@@ -24,7 +24,12 @@ def threshold_at_far(impostor: np.ndarray, target_far: float) -> float:
     if not 0.0 <= target_far < 1.0:
         raise DopplerDiffError(f"target false-accept rate must be in [0, 1), got {target_far}")
     m = int(np.floor(target_far * len(imp) + 1e-9))
-    return float(np.nextafter(imp[m], np.inf))
+    # The next float32 above s_m: scores are float32, and numpy compares float32 arrays with a Python
+    # float in float32, where a float64 "just above" would round back down to s_m.
+    t = np.nextafter(np.float32(imp[m]), np.float32(np.inf))
+    if float(t) <= imp[m]:
+        t = np.nextafter(t, np.float32(np.inf))
+    return float(t)
 
 
 def far_frr(genuine: np.ndarray, impostor: np.ndarray, threshold: float) -> tuple[float, float]:

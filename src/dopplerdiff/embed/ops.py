@@ -58,17 +58,18 @@ def try_calibrate(index: EmbeddingIndex, cfg: Config, group_size: int = 1) -> di
 
 def create_index(
     encoder: Path, data: Path, out: Path, cfg: Config, *, split: str = "all", overwrite: bool = False,
-    progress: bool = False,
+    strangers: list[str] | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """``dopplerdiff embed``: embed a data folder, calibrate if it has val rows, write the index."""
     if Path(out).exists() and not overwrite and any(Path(out).iterdir()):
         raise DopplerDiffError(f"index '{out}' already exists; choose another path or pass --overwrite")
     index, summary = build_index(encoder, data, cfg, split=split, batch_size=cfg.embed.batch_size,
-                                 progress=progress)
+                                 strangers=strangers, progress=progress)
     index.calibration = try_calibrate(index, cfg)
     manifest = _manifest(None, {"op": "embed", "rows": len(index)}, {
         "encoder": index.encoder, "data_root": summary["data_root"], "split": split,
-        "split_source": summary["split_source"], "seed": cfg.seed, "label_map": index.identities,
+        "split_source": summary["split_source"], "strangers": list(strangers or []), "seed": cfg.seed,
+        "label_map": index.identities,
     })
     _save(index, Path(out), cfg, manifest, overwrite)
     return {"index": str(out), "rows": len(index), "dim": index.dim, "identities": index.identities,
