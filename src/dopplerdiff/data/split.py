@@ -4,7 +4,8 @@ Neighbouring windows overlap in time (3 s windows at a 1 s hop share 2 s), so a 
 near-copies of test windows in training. Here each identity's recordings are ordered by window index
 and cut into contiguous blocks ``train | gap | val | gap | test``; windows within ``gap_windows`` of a
 block boundary are dropped. A recording too short for every part goes whole to one part instead.
-Every identity keeps at least one training window. The split is a pure function of the data and config.
+Every identity keeps at least one training window. The split is a pure function of the data and config
+(``seed`` only orders the whole-recording assignment); file order on disk does not matter.
 """
 
 from __future__ import annotations
