@@ -18,6 +18,7 @@ class AutoencoderLossConfig:
     adversarial_start: int = 2000
     feature: float = 0.0  # perceptual-style loss in the project's encoder feature space
     vq_commitment: float = 0.25
+    vq_codebook: float = 1.0  # codebook (embedding) loss weight
 
 
 @dataclass
@@ -28,6 +29,11 @@ class AutoencoderConfig:
     latent_channels: int = 4
     num_vq_embeddings: int = 256  # VQ codebook size
     norm_num_groups: int = 16
+    # VQ: codes whose running usage falls below 3% of uniform are re-seeded from encoder outputs every
+    # this many steps (until 90% of training); 0 disables.
+    vq_restart_every: int = 100
+    disc_channels: int = 64  # PatchGAN width (used when loss.adversarial > 0)
+    val_max: int = 256  # validation images reconstructed at each val step (the final metrics use all)
     loss: AutoencoderLossConfig = field(default_factory=AutoencoderLossConfig)
     train: LoopConfig = field(default_factory=LoopConfig)
 

@@ -220,6 +220,18 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 
 
 @contextlib.contextmanager
+def _quiet_accelerate() -> Iterator[None]:
+    """accelerate logs every file of save_state/load_state at INFO; keep our logs readable."""
+    logger = logging.getLogger("accelerate")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
 def _isolated_rng() -> Iterator[None]:
     """Restore python/numpy/torch RNG states afterwards, so validation cannot shift training randomness."""
     py, npy = random.getstate(), np.random.get_state()
@@ -316,7 +328,8 @@ def train_loop(
     ckpt = resolve_resume(resume, work_dir)
     start = 0
     if ckpt is not None:
-        acc.load_state(str(ckpt))
+        with _quiet_accelerate():
+            acc.load_state(str(ckpt))
         start = int(json.loads((ckpt / "loop_state.json").read_text())["step"])
         log.info("resumed from %s (step %d)", ckpt, start)
     else:
@@ -447,7 +460,8 @@ def _save_checkpoint(acc: Accelerator, work_dir: Path, step: int, epoch: int, li
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)  # before the others write their RNG states into it
     acc.wait_for_everyone()
-    acc.save_state(str(tmp))
+    with _quiet_accelerate():
+        acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
         (tmp / "loop_state.json").write_text(json.dumps({"step": step, "epoch": epoch}))

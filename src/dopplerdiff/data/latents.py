@@ -1,0 +1,92 @@
+"""Cached first-stage latents: RUN/latents/{train,val,test}.safetensors + info.json, and LatentDataset.
+
+Each split file holds ``mean`` (N, C, h, w) float32 posterior means, ``std`` (N, C, h, w) float32 posterior
+stds (zeros for VQ) and ``labels`` (N,) int64. ``info.json``: ``{"files": {split: [...]}, "identities",
+"scaling_factor", "shift_factor", "kind", "latent_shape"}``. The cache is unscaled; the scale/shift are
+applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
+(Encoding needs the model, so the cache is *written* by ``train.autoencoder.cache_latents``.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import Dataset
+
+from dopplerdiff.errors import DataError
+from dopplerdiff.utils.io import atomic_dir, write_json
+
+SPLITS = ("train", "val", "test")
+INFO = "info.json"
+
+
+def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], info: dict[str, Any],
+                       overwrite: bool = False) -> Path:
+    """Write the cache directory ``out`` atomically (an existing cache only with ``overwrite``)."""
+    for part, t in tensors.items():
+        missing = {"mean", "std", "labels"} - set(t)
+        if missing:
+            raise ValueError(f"latent split '{part}' lacks {sorted(missing)}")
+        if not (len(t["mean"]) == len(t["std"]) == len(t["labels"])):
+            raise ValueError(f"latent split '{part}': mean/std/labels lengths differ")
+    with atomic_dir(Path(out), overwrite=overwrite) as tmp:
+        for part, t in tensors.items():
+            save_file({
+                "mean": t["mean"].float().contiguous(), "std": t["std"].float().contiguous(),
+                "labels": t["labels"].long().contiguous(),
+            }, str(tmp / f"{part}.safetensors"))
+        write_json(tmp / INFO, info)
+    return Path(out)
+
+
+def read_latent_info(run: Path) -> dict[str, Any]:
+    """RUN/latents/info.json (DataError if the cache was not built)."""
+    path = Path(run) / "latents" / INFO
+    if not path.is_file():
+        raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"'{path}' is not valid JSON: {exc}") from exc
+
+
+def load_latents(run: Path, split: str) -> dict[str, torch.Tensor]:
+    """The unscaled tensors of one split: ``mean``, ``std``, ``labels``."""
+    if split not in SPLITS:
+        raise DataError(f"unknown latent split '{split}' (expected one of {', '.join(SPLITS)})")
+    path = Path(run) / "latents" / f"{split}.safetensors"
+    if not path.is_file():
+        raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
+    return load_file(str(path))
+
+
+class LatentDataset(Dataset):
+    """Items ``{"latents": FloatTensor (C, h, w) in model space, "labels": LongTensor ()}``.
+
+    ``sample=True`` draws ``mean + std * eps`` with the global torch RNG (a fresh posterior sample each
+    time, as the autoencoder's KL training intends); ``sample=False`` uses the posterior mean.
+    """
+
+    def __init__(self, run: Path, split: str = "train", sample: bool = True):
+        self.info = read_latent_info(run)
+        t = load_latents(run, split)
+        self.mean, self.std, self.labels = t["mean"], t["std"], t["labels"]
+        self.sample = sample
+        self.scale = float(self.info["scaling_factor"])
+        self.shift = float(self.info["shift_factor"])
+        self.identities: list[str] = list(self.info["identities"])
+        self.latent_shape: list[int] = list(self.info["latent_shape"])
+        self.files: list[str] = list(self.info.get("files", {}).get(split, []))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        z = self.mean[i]
+        if self.sample:
+            z = z + self.std[i] * torch.randn_like(z)
+        return {"latents": (z - self.shift) * self.scale, "labels": self.labels[i]}
