@@ -42,3 +42,4 @@ class DiffusionConfig:
     scheduler: str = "dpmpp"
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
+    samples_per_identity: int = 16  # images per identity written by `run` into RUN/samples

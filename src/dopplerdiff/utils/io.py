@@ -90,3 +90,11 @@ def write_manifest(out_dir: Path, **fields: Any) -> dict[str, Any]:
     manifest = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": versions(), **fields}
     write_json(Path(out_dir) / "manifest.json", manifest)
     return manifest
+
+
+def read_json_if_exists(path: Path) -> Any:
+    """Parsed JSON at ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,191 @@
+"""The end-to-end job behind ``dopplerdiff run``: every stage in order, skipped once its output is complete.
+
+Stages write their outputs atomically, so "complete" is simply "the final file exists"; an interrupted stage
+leaves only checkpoints under RUN/train/<stage>, which the next invocation resumes from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dopplerdiff.config import Config, config_from_dict, load_config
+from dopplerdiff.config.base import apply_overrides, to_dict
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.io import read_json_if_exists
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stage:
+    """One step of the job: its name, the file that proves it finished, and what runs it."""
+
+    name: str
+    marker: str  # path relative to RUN that exists only once the stage completed
+    run: Callable[[RunContext], Any]
+    summary: Callable[[RunContext], str] = lambda ctx: ""
+
+
+@dataclass
+class RunContext:
+    run: Path
+    cfg: Config
+    data_root: Path | None
+    progress: bool
+
+
+def _has_checkpoint(work: Path) -> bool:
+    return any(work.glob("checkpoint-*"))
+
+
+def _resume_arg(ctx: RunContext, stage: str) -> str | None:
+    return "latest" if _has_checkpoint(ctx.run / "train" / stage) else None
+
+
+def _data_root(ctx: RunContext) -> Path:
+    return ctx.data_root if ctx.data_root is not None else ctx.run / "data"
+
+
+def _simulate(ctx: RunContext) -> None:
+    from dopplerdiff.data.simulate import simulate_dataset
+
+    simulate_dataset(ctx.cfg.simulate, ctx.run / "data", progress=ctx.progress)
+
+
+def _prepare(ctx: RunContext) -> None:
+    from dopplerdiff.data.run_data import prepare_run_data
+
+    prepare_run_data(ctx.run, _data_root(ctx), ctx.cfg.data, progress=ctx.progress)
+
+
+def _data_summary(ctx: RunContext) -> str:
+    data = read_json_if_exists(ctx.run / "data.json") or {}
+    split = data.get("split", {})
+    sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
+    return f"{len(data.get('identities', []))} identities; split {sizes}"
+
+
+def _autoencoder(ctx: RunContext) -> None:
+    from dopplerdiff.train.autoencoder import train_autoencoder
+
+    train_autoencoder(ctx.cfg, ctx.run, _data_root(ctx), resume=_resume_arg(ctx, "autoencoder"),
+                      progress=ctx.progress)
+
+
+def _autoencoder_summary(ctx: RunContext) -> str:
+    m = read_json_if_exists(ctx.run / "train" / "autoencoder" / "metrics.json") or {}
+    val, lat = m.get("val", {}), m.get("latent", {})
+    if not val.get("count"):
+        return ""
+    return (f"val PSNR {val['psnr']:.2f} dB, SSIM {val['ssim']:.3f}; "
+            f"latent scale {lat.get('scaling_factor', float('nan')):.3f}")
+
+
+def _latents(ctx: RunContext) -> None:
+    from dopplerdiff.train.autoencoder import cache_latents
+
+    cache_latents(ctx.run, _data_root(ctx), overwrite=True, progress=ctx.progress)
+
+
+def _diffusion(ctx: RunContext) -> None:
+    from dopplerdiff.train.diffusion import train_diffusion
+
+    train_diffusion(ctx.run, ctx.cfg, resume=_resume_arg(ctx, "diffusion"), progress=ctx.progress)
+
+
+def _encoder(ctx: RunContext) -> None:
+    from dopplerdiff.train.encoder import train_encoder
+
+    resume = _resume_arg(ctx, "encoder")
+    train_encoder(_data_root(ctx), ctx.run / "encoder", ctx.cfg, resume=resume, progress=ctx.progress)
+
+
+def _encoder_summary(ctx: RunContext) -> str:
+    m = read_json_if_exists(ctx.run / "encoder" / "metrics.json") or {}
+    acc = m.get("test_accuracy")
+    return f"real-test identity accuracy {acc:.3f}" if isinstance(acc, float) else ""
+
+
+def _generate(ctx: RunContext) -> None:
+    from dopplerdiff.generate import load_run_pipeline, write_generated
+
+    d = ctx.cfg.diffusion
+    pipe = load_run_pipeline(ctx.run)
+    write_generated(pipe, ctx.run / "samples", None, d.samples_per_identity, steps=d.num_inference_steps,
+                    guidance=d.guidance_scale, scheduler=d.scheduler, seed=ctx.cfg.seed,
+                    progress=ctx.progress, config=ctx.cfg)
+
+
+def _evaluate(ctx: RunContext) -> None:
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+
+    evaluate_run(ctx.run, ctx.cfg, data_root=ctx.data_root, overwrite=True, progress=ctx.progress)
+
+
+def _evaluate_summary(ctx: RunContext) -> str:
+    return f"report {ctx.run / 'eval' / 'report.html'}"
+
+
+def stages(simulated: bool) -> list[Stage]:
+    """The job's stages in order (simulation only when no data folder was given)."""
+    out = [Stage("simulate", "data/metadata.json", _simulate)] if simulated else []
+    out += [
+        Stage("prepare data", "data.json", _prepare, _data_summary),
+        Stage("train autoencoder", "autoencoder/config.json", _autoencoder, _autoencoder_summary),
+        Stage("cache latents", "latents/info.json", _latents),
+        Stage("train diffusion", "pipeline/model_index.json", _diffusion),
+        Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary),
+        Stage("generate", "samples/manifest.json", _generate),
+        Stage("evaluate", "eval/metrics.json", _evaluate, _evaluate_summary),
+    ]
+    return out
+
+
+def resolve_run_config(run: Path, config: str | None, overrides: list[str], resume: bool) -> Config:
+    """New run: profile/file + overrides. Resumed run: its stored config + overrides."""
+    stored = run / "config.yaml"
+    if resume and stored.is_file():
+        data = to_dict(config_from_dict(yaml.safe_load(stored.read_text())))
+        if config is not None and load_config(config).profile != data.get("profile"):
+            raise DopplerDiffError(
+                f"run '{run}' was made with profile '{data.get('profile')}', not '{config}'; "
+                "resume it without --profile/--config or choose a new --out"
+            )
+        return config_from_dict(apply_overrides(data, overrides))
+    return load_config(config, overrides)
+
+
+def check_run_dir(run: Path, resume: bool) -> None:
+    if run.exists() and not run.is_dir():
+        raise DopplerDiffError(f"--out '{run}' exists and is not a directory")
+    if run.is_dir() and any(run.iterdir()) and not resume:
+        raise DopplerDiffError(f"run directory '{run}' already exists; pass --resume to continue it "
+                               "(completed stages are skipped) or choose a new --out")
+
+
+def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = True,
+            on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
+    """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
+    run.mkdir(parents=True, exist_ok=True)
+    ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
+    if not (run / "config.yaml").is_file():
+        cfg.save(run / "config.yaml")
+    todo = stages(simulated=data_root is None)
+    rows = []
+    for i, stage in enumerate(todo, 1):
+        done = (run / stage.marker).exists()
+        if on_stage:
+            on_stage(i, len(todo), stage, "skip" if done else "start")
+        t0 = time.time()
+        if not done:
+            stage.run(ctx)
+        rows.append({"stage": stage.name, "status": "done before" if done else "ran",
+                     "seconds": 0.0 if done else time.time() - t0, "summary": stage.summary(ctx)})
+    return rows
