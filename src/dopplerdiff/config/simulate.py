@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from dopplerdiff.errors import ConfigError
+
+MIN_SIZE = 16
+
 
 @dataclass
 class SimulateConfig:
@@ -15,10 +19,81 @@ class SimulateConfig:
     recordings_per_identity: int = 2  # each recording is one continuous walk cut into windows
     size: int = 128
     carrier_ghz: float = 77.0
-    prf_hz: float = 2000.0  # slow-time sampling rate of the simulated returns
+    prf_hz: float = 3500.0  # slow-time sampling rate; the image shows Doppler in [-prf/2, prf/2)
     window_s: float = 3.0  # spectrogram window length (like the measured data)
     hop_s: float = 1.0  # windows overlap by window_s - hop_s
-    dynamic_range_db: float = 40.0
+    dynamic_range_db: float = 35.0
     format: Literal["png", "npy"] = "png"
     colormap: str = "jet"
     seed: int = 0
+    # --- scene and signal processing ---
+    scene: Literal["treadmill", "overground"] = "treadmill"  # treadmill: torso near zero Doppler
+    stft_window_s: float = 0.1  # STFT analysis window (Doppler resolution ~ 1 / stft_window_s)
+    stft_taper: Literal["hann", "blackman"] = "hann"
+    scatterers_per_segment: int = 6  # point-like ellipsoids along each body segment (fills the envelope)
+    kinematics_upsample: int = 8  # body motion evaluated every N slow-time samples, cubic-upsampled
+    fading: float = 0.5  # std of the log-amplitude scintillation of each scatterer (0 = constant RCS)
+    fading_hz: float = 25.0  # bandwidth of that scintillation
+    time_bins: int = 120  # STFT columns per window before resizing to `size` (hop_s must be a multiple)
+    clutter_filter: Literal["none", "mean", "highpass"] = "none"
+    clutter_db: float = -6.0  # static clutter power relative to the torso return
+    snr_db: tuple[float, float] = (18.0, 30.0)  # per-recording SNR (per slow-time sample) range
+    normalize: Literal["window", "recording"] = "window"  # dB reference: each window's or recording's peak
+    ref_quantile: float = 0.999  # quantile of the power used as 0 dB (robust peak)
+    burst_prob: float = 0.15  # chance a recording has broadband interference bursts (vertical stripes)
+    # --- population: identity spread vs per-recording variation (tune difficulty here) ---
+    speed_mean: float = 0.85  # m/s
+    speed_std: float = 0.15
+    height_mean: float = 1.72  # m
+    height_std: float = 0.08
+    identity_spread: float = 1.0  # scales the spread of every per-person gait parameter
+    recording_jitter: float = 1.0  # scales per-recording variation (speed jitter, aspect, SNR, drift)
+    aspect_deg_std: float = 12.0  # walking direction vs radar line of sight, per recording
+    range_m: tuple[float, float] = (2.0, 4.0)
+    workers: int = 0  # processes; 0 = automatic (serial for small runs)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.identities >= 1, f"simulate.identities must be >= 1, got {self.identities}"),
+            (self.recordings_per_identity >= 1,
+             f"simulate.recordings_per_identity must be >= 1, got {self.recordings_per_identity}"),
+            (self.per_identity >= self.recordings_per_identity,
+             f"simulate.per_identity ({self.per_identity}) must be >= recordings_per_identity "
+             f"({self.recordings_per_identity}): every recording needs at least one window"),
+            (self.size >= MIN_SIZE, f"simulate.size must be >= {MIN_SIZE}, got {self.size}"),
+            (self.carrier_ghz > 0, f"simulate.carrier_ghz must be > 0, got {self.carrier_ghz}"),
+            (self.prf_hz >= 100, f"simulate.prf_hz must be >= 100, got {self.prf_hz}"),
+            (self.window_s > 0 and self.hop_s > 0, "simulate.window_s and simulate.hop_s must be > 0"),
+            (0 < self.stft_window_s < self.window_s,
+             f"simulate.stft_window_s must be in (0, window_s), got {self.stft_window_s}"),
+            (self.scatterers_per_segment >= 1,
+             f"simulate.scatterers_per_segment must be >= 1, got {self.scatterers_per_segment}"),
+            (self.fading >= 0 and self.fading_hz > 0, "simulate.fading must be >= 0 and fading_hz > 0"),
+            (self.kinematics_upsample >= 1,
+             f"simulate.kinematics_upsample must be >= 1, got {self.kinematics_upsample}"),
+            (self.time_bins >= 8, f"simulate.time_bins must be >= 8, got {self.time_bins}"),
+            (self.dynamic_range_db > 0,
+             f"simulate.dynamic_range_db must be > 0, got {self.dynamic_range_db}"),
+            (0.5 <= self.ref_quantile <= 1.0,
+             f"simulate.ref_quantile must be in [0.5, 1], got {self.ref_quantile}"),
+            (len(self.snr_db) == 2 and self.snr_db[0] <= self.snr_db[1],
+             f"simulate.snr_db must be [low, high], got {list(self.snr_db)}"),
+            (len(self.range_m) == 2 and 0 < self.range_m[0] <= self.range_m[1],
+             f"simulate.range_m must be [low, high] > 0, got {list(self.range_m)}"),
+            (0 <= self.burst_prob <= 1, f"simulate.burst_prob must be in [0, 1], got {self.burst_prob}"),
+            (self.speed_mean > 0 and self.height_mean > 0, "simulate.speed_mean and height_mean must be > 0"),
+            (min(self.speed_std, self.height_std, self.identity_spread, self.recording_jitter,
+                 self.aspect_deg_std) >= 0,
+             "simulate spreads (*_std, identity_spread, recording_jitter) must be >= 0"),
+            (self.workers >= 0, f"simulate.workers must be >= 0, got {self.workers}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+        # Windows are cut on the STFT column grid; a fractional hop would make overlaps inexact.
+        cols = self.hop_s * self.time_bins / self.window_s
+        if abs(cols - round(cols)) > 1e-6:
+            raise ConfigError(
+                f"simulate.hop_s * time_bins / window_s must be an integer number of columns, got {cols:g} "
+                f"(e.g. time_bins=120 for 3 s windows with 1 s hop)"
+            )
