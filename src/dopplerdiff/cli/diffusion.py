@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -34,7 +35,7 @@ def train_diffusion_cmd(
     existing_dir(run, "--run")
     cfg = run_config(run, config, overrides)
     out = train_diffusion(run, cfg, resume=resume, progress=not quiet)
-    if not quiet:
+    if not quiet and os.environ.get("RANK", "0") == "0":
         typer.echo(f"pipeline: {out}")
 
 
