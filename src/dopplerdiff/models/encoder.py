@@ -61,8 +61,8 @@ class _CNNBackbone(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         cin = in_channels
-        for i, w in enumerate(widths):
-            blocks.append(_ConvBlock(cin, w, stride=1 if i == 0 else 2))
+        for w in widths:
+            blocks.append(_ConvBlock(cin, w, stride=2))  # every block halves H and W: CPU-cheap
             cin = w
         self.blocks = nn.Sequential(*blocks)
         self.doppler_bins = doppler_bins
