@@ -1,0 +1,5 @@
+"""``python -m dopplerdiff``."""
+
+from dopplerdiff.cli import main
+
+main()

@@ -1,0 +1,5 @@
+"""``python -m dopplerdiff.cli`` (used by torchrun / accelerate launch)."""
+
+from dopplerdiff.cli import main
+
+main()
