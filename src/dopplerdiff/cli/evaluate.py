@@ -63,13 +63,12 @@ def evaluate_cmd(
 
     console = Console()
     target = out if out is not None else run / "eval"
-    if not quiet:
-        table = Table(title=f"evaluation of {run}")
-        table.add_column("metric", justify="left")
-        table.add_column("value", justify="right")
-        for label, value in summary_rows(metrics):
-            table.add_row(label, value)
-        console.print(table)
+    table = Table(title=f"evaluation of {run}")  # the result itself, so printed even with --quiet
+    table.add_column("metric", justify="left")
+    table.add_column("value", justify="right")
+    for label, value in summary_rows(metrics):
+        table.add_row(label, value)
+    console.print(table)
     for item in metrics.get("missing", []):
         console.print(f"[yellow]missing:[/yellow] {item}")
     console.print(f"wrote {target / 'metrics.json'} and {target / 'report.html'}")
