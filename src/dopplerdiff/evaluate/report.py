@@ -239,18 +239,26 @@ def _examples(rows: Sequence[ExampleRow] | None, colormap: str) -> str:
 
 
 def _identity(m: dict, plots: dict[str, bytes]) -> str:
+    """Per-identity accuracy (with bootstrap CI and n where known) for real test, reconstructions, samples."""
     ids = m.get("identities", [])
     acc = m.get("accuracy", {})
-    cols = [
-        (k, _per_identity(acc.get(k), ids))
-        for k in ("real_test", "reconstruction", "generated")
-        if acc.get(k)
-    ]
-    if not cols:
+    keys = [k for k in ("real_test", "reconstruction", "generated") if acc.get(k)]
+    if not keys:
         return _not_computed("no encoder predictions")
-    header = ["Identity"] + [k.replace("_", " ") for k, _ in cols]
-    rows = [[name] + [c.get(name) for _, c in cols] for name in ids]
-    rows.append(["overall"] + [acc[k].get("overall") for k, _ in cols])
+
+    def cell(a: dict, i: int, name: str) -> Any:
+        value = _per_identity(a, ids).get(name)
+        cis, ns = a.get("per_identity_ci95"), a.get("per_identity_n")
+        extra = ""
+        if isinstance(cis, list) and i < len(cis) and cis[i]:
+            extra += f" <span class='sub'>[{_fmt(cis[i][0])}, {_fmt(cis[i][1])}]</span>"
+        if isinstance(ns, list) and i < len(ns):
+            extra += f" <span class='sub'>n={ns[i]}</span>"
+        return _Raw(_fmt(value) + extra) if extra else value
+
+    header = ["Identity"] + [k.replace("_", " ") for k in keys]
+    rows = [[name] + [cell(acc[k], i, name) for k in keys] for i, name in enumerate(ids)]
+    rows.append(["overall"] + [_Raw(_fmt(acc[k].get("overall")) + _ci(acc[k])) for k in keys])
     body = _table(header, rows)
     if "confusion" in plots:
         body += f"<img src='{png_b64(plots['confusion'])}' alt='confusion matrices' style='max-width:100%'>"
