@@ -177,7 +177,11 @@ def identify_cmd(
         second = r["ranking"][1] if len(r["ranking"]) > 1 else None
         table.add_row(files_s, r["identity"], f"{r['score']:.3f}", r["best"],
                       f"{second['identity']} {second['score']:.3f}" if second else "-")
-    Console().print(table)
+    con = Console()
+    con.print(table)
+    if cal and cal["impostors_seen_by_encoder"]:
+        con.print("[yellow]note: the threshold was calibrated on impostors the encoder trained on; for new "
+                  "people the false-accept rate is likely above the target (embed with --strangers)[/yellow]")
 
 
 @app.command("enroll")

@@ -88,6 +88,9 @@ class FaissSearch:
     name = "faiss"
 
     def __init__(self, vectors: np.ndarray) -> None:
+        import logging
+
+        logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its CPU-feature probing is noise
         import faiss
 
         self.vectors = _as_f32(vectors)
