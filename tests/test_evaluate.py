@@ -140,3 +140,12 @@ def test_cli_evaluate(base_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["settings"]["data_size"] == 16
     assert np.isfinite(metrics["accuracy"]["real_test"]["overall"])
+
+
+def test_run_without_encoder_uses_an_in_memory_classifier_and_says_so(base_run, smoke_config, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run, ignore=shutil.ignore_patterns("encoder"))
+    m = evaluate_run(run, smoke_config, progress=False)
+    assert any("no encoder" in s and "in-memory classifier" in s for s in m["missing"])
+    assert 0.0 <= m["accuracy"]["real_test"]["overall"] <= 1.0
+    assert not (run / "encoder").exists()  # evaluation never writes into the run's stage folders
