@@ -166,3 +166,24 @@ def test_train_encoder_command_run_layout_resume_and_errors(sim_data, tmp_path, 
     code, _, err = run_cli(monkeypatch, capsys, "train-encoder", "--data", tmp_path / "nope",
                            "--out", tmp_path / "x" / "encoder", *common)
     assert code == 2 and "nope" in err
+
+
+def test_stale_best_weights_are_forgotten_unless_resuming_their_trajectory(tmp_path):
+    from dopplerdiff.train.encoder import EncoderStage
+    from dopplerdiff.utils.io import write_json
+
+    cfg = load_config("smoke").encoder
+    enc = SpectrogramEncoder(num_classes=2, image_size=16, embed_dim=8, cnn_channels=[4])
+    val = (np.zeros((0, 1, 16, 16), np.float32), np.zeros(0, np.int64))
+    best = tmp_path / "best"
+    enc.save_pretrained(best)
+    write_json(best / "best.json", {"val_accuracy": 0.7, "step": 4})
+    stage = EncoderStage(enc, cfg, None, val, tmp_path)
+    stage.restore_best(6)  # resuming at step 6: the best from step 4 belongs to this trajectory
+    assert stage.best_acc == 0.7 and best.is_dir()
+    stage.restore_best(2)  # resuming before it: it came from a later, discarded part
+    assert stage.best_acc == -1.0 and not best.exists()
+    enc.save_pretrained(best)
+    write_json(best / "best.json", {"val_accuracy": 0.7, "step": 4})
+    stage.restore_best(None)  # fresh start
+    assert not best.exists()

@@ -189,8 +189,16 @@ class EncoderStage(TrainStage):
     ) -> None:
         self.net, self.cfg, self.augment, self.val, self.work_dir = model, cfg, augment, val, work_dir
         self.best_path = work_dir / "best"
+        self.best_acc = -1.0
+
+    def restore_best(self, resumed_step: int | None) -> None:
+        """Keep the best-so-far weights of the trajectory being resumed; forget those of any other run."""
         best = _read_json(self.best_path / "best.json")
-        self.best_acc = float(best["val_accuracy"]) if best else -1.0
+        if best is not None and resumed_step is not None and int(best["step"]) <= resumed_step:
+            self.best_acc = float(best["val_accuracy"])
+        else:
+            shutil.rmtree(self.best_path, ignore_errors=True)
+            self.best_acc = -1.0
 
     def modules(self) -> dict[str, nn.Module]:
         return {"encoder": self.net}
@@ -240,7 +248,7 @@ def train_encoder(
 ) -> dict[str, Any]:
     """The ``train-encoder`` command (see the module docstring); returns the metrics written."""
     from dopplerdiff.data.dataset import ImageDataset
-    from dopplerdiff.train.loop import train_loop
+    from dopplerdiff.train.loop import resolve_resume, train_loop
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
@@ -265,6 +273,8 @@ def train_encoder(
     augment = cfg.data.augment if ecfg.augment else None
     val = (ds.images[va], ds.labels[va])
     stage = EncoderStage(model, ecfg, augment, val, work_dir)
+    ckpt = resolve_resume(resume, work_dir)
+    stage.restore_best(_read_json(ckpt / "loop_state.json")["step"] if ckpt is not None else None)
     t0 = time.perf_counter()
     result = train_loop(
         stage, ImageDataset(ds, tr), ecfg.train, work_dir, resume=resume, progress=progress, desc="encoder"
