@@ -9,10 +9,12 @@ output does not depend on the order or the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -95,7 +97,7 @@ def draw_recording(cfg: SimulateConfig, person: Person, k: int, r: int) -> Recor
     lo, hi = cfg.snr_db
     mid, half = (lo + hi) / 2, (hi - lo) / 2
     drift = tuple(
-        (float(rng.normal(0.0, 0.012 * j)), float(rng.uniform(0.02, 0.2)), float(rng.uniform(0, 2 * np.pi)))
+        (float(rng.normal(0.0, 0.025 * j)), float(rng.uniform(0.02, 0.2)), float(rng.uniform(0, 2 * np.pi)))
         for _ in range(3)
     )
     return Recording(
@@ -209,6 +211,23 @@ def _run_recording(cfg: SimulateConfig, k: int, r: int, n_windows: int, out: Pat
     return n_windows
 
 
+@contextlib.contextmanager
+def _single_threaded_children() -> Iterator[None]:
+    """Spawned workers start with one BLAS/OpenMP thread each: one process per core already fills the
+    machine, and oversubscribed OpenBLAS threads spin (about 4x the CPU time on a busy 2-core machine)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update({k: "1" for k in names})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _auto_workers(cfg: SimulateConfig, jobs: int) -> int:
     if cfg.workers:
         return min(cfg.workers, jobs)
@@ -305,7 +324,9 @@ def simulate_dataset(cfg: SimulateConfig, out: Path, progress: bool = True) -> P
             for k, r, n in jobs:
                 bar.update(_run_recording(cfg, k, r, n, tmp))
         else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            with _single_threaded_children(), ProcessPoolExecutor(
+                max_workers=workers, mp_context=get_context("spawn")
+            ) as pool:
                 futures = [pool.submit(_run_recording, cfg, k, r, n, tmp) for k, r, n in jobs]
                 for fut in as_completed(futures):
                     bar.update(fut.result())
