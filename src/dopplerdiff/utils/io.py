@@ -82,13 +82,14 @@ def _json_default(obj: Any) -> Any:
 
 
 def versions() -> dict[str, str]:
-    """Versions of the libraries that determine results."""
+    """Versions of the libraries that determine results (read from package metadata, no imports)."""
+    from importlib.metadata import PackageNotFoundError, version
+
     out = {"python": sys.version.split()[0], "platform": platform.platform()}
     for name in ("dopplerdiff", "torch", "diffusers", "accelerate", "numpy", "scipy", "torchmetrics"):
         try:
-            mod = __import__(name)
-            out[name] = getattr(mod, "__version__", "?")
-        except ImportError:
+            out[name] = version(name)
+        except PackageNotFoundError:
             continue
     return out
 
