@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -45,8 +46,16 @@ def test_torchrun_two_processes_train_diffusion(tmp_path, sim_data):
         "diffusion.train.batch_size=4",
         "diffusion.train.val_every=3",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=170)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # Own process group: on a hang, the workers die with torchrun instead of outliving the test.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=170)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail("torchrun did not finish in 170 s:\n" + stdout[-2000:] + stderr[-2000:])
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     log = [json.loads(line) for line in (run / "train/diffusion/log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in log if r.get("kind") != "val"]
     assert steps == [1, 2, 3]  # written once (main process only), global batch split over 2 processes
