@@ -229,3 +229,49 @@ def test_sim_data_fixture_layout(sim_data):
     idents = sorted(p.name for p in sim_data.iterdir() if p.is_dir())
     assert idents == ["ID_1", "ID_2", "ID_3"]
     assert all(len(list((sim_data / i).glob("*.png"))) == 12 for i in idents)
+
+
+def test_random_walk_is_stationary_with_the_requested_std_and_correlation_time():
+    t = np.arange(0.0, 4000.0, 0.5)
+    x = simulate.random_walk(np.random.default_rng(0), t, tau=5.0, std=2.0)
+    assert x.std() == pytest.approx(2.0, rel=0.1)
+    assert abs(x.mean()) < 0.3
+    lag = 10  # 5 s = one correlation time: correlation exp(-1)
+    assert np.corrcoef(x[:-lag], x[lag:])[0, 1] == pytest.approx(np.exp(-1), abs=0.06)
+    assert not simulate.random_walk(np.random.default_rng(0), t, 5.0, 0.0).any()
+
+
+def test_time_varying_swing_gains_scale_limb_excursions():
+    from dopplerdiff.data.kinematics import body_points, trajectory_tables
+
+    walker, tables = Walker(), trajectory_tables(1.0)
+    phase = np.linspace(0, 4, 400)
+    base = body_points(walker, tables, phase)
+    same = body_points(walker, tables, phase, arm_mod=np.ones_like(phase), leg_mod=np.ones_like(phase))
+    np.testing.assert_allclose(same["hand_r"], base["hand_r"], atol=1e-12)
+    big = body_points(walker, tables, phase, arm_mod=1.5)
+    forward = base["hand_r"][:, 0] - base["shoulder_r"][:, 0]
+    forward_big = big["hand_r"][:, 0] - big["shoulder_r"][:, 0]
+    assert np.ptp(forward_big) > 1.3 * np.ptp(forward)
+    np.testing.assert_allclose(big["ankle_r"], base["ankle_r"], atol=1e-12)  # legs untouched
+
+
+def test_conditions_drift_within_a_recording():
+    # Overground, far away: the torso Doppler follows v cos(aspect); an aspect walk makes it wander.
+    cfg = _physics_cfg(scene="overground", time_bins=60, window_s=3.0)
+    person, rec = _walk(1.0, 45.0, range_m=200.0)
+    steady = simulate.simulate_recording(cfg, person, rec, 6)
+    drifting = simulate.simulate_recording(
+        dataclasses.replace(cfg, drift_tau_s=1.0), person, dataclasses.replace(rec, aspect_walk_deg=20.0), 6
+    )
+    freqs = _row_freqs(cfg)
+
+    def torso(imgs: np.ndarray) -> np.ndarray:
+        return np.array([np.median(freqs[np.argmax(im, axis=0)]) for im in imgs])
+
+    assert np.ptp(torso(steady)) < 30.0
+    assert np.ptp(torso(drifting)) > 60.0
+    # Defaults draw non-zero walks for every recording.
+    rec0 = simulate.draw_recording(SimulateConfig(), simulate.draw_person(SimulateConfig(), 0), 0, 0)
+    assert min(rec0.aspect_walk_deg, rec0.speed_walk, rec0.snr_walk_db, rec0.cadence_jitter,
+               rec0.swing_jitter) > 0

@@ -48,7 +48,17 @@ class SimulateConfig:
     height_std: float = 0.08
     identity_spread: float = 0.25  # scales the spread of every per-person gait parameter
     recording_jitter: float = 1.0  # scales per-recording variation (speed jitter, aspect, SNR, drift)
-    aspect_deg_std: float = 12.0  # walking direction vs radar line of sight, per recording
+    aspect_deg_std: float = 6.0  # walking direction vs radar line of sight: per-recording mean
+    # --- within-recording drift: slow random walks (Ornstein-Uhlenbeck) of the recording's conditions, so
+    # that a stretch of a recording is not recognisable from its fixed conditions alone ---
+    drift_tau_s: float = 8.0  # correlation time of the condition walks
+    aspect_walk_deg: float = 12.0  # stationary std of the aspect-angle walk
+    speed_walk: float = 0.06  # relative std of the walking-speed walk
+    snr_walk_db: float = 4.0  # std of the SNR walk
+    # --- stride-to-stride gait variability (a few percent in healthy adults) ---
+    stride_tau_s: float = 1.0  # correlation time of the stride jitter
+    cadence_jitter: float = 0.03  # relative std of the step rate
+    swing_jitter: float = 0.12  # relative std of arm / leg swing amplitude
     range_m: tuple[float, float] = (2.0, 4.0)
     workers: int = 0  # processes; 0 = automatic (serial for small runs)
 
@@ -83,8 +93,11 @@ class SimulateConfig:
             (0 <= self.burst_prob <= 1, f"simulate.burst_prob must be in [0, 1], got {self.burst_prob}"),
             (self.speed_mean > 0 and self.height_mean > 0, "simulate.speed_mean and height_mean must be > 0"),
             (min(self.speed_std, self.height_std, self.identity_spread, self.recording_jitter,
-                 self.aspect_deg_std) >= 0,
-             "simulate spreads (*_std, identity_spread, recording_jitter) must be >= 0"),
+                 self.aspect_deg_std, self.aspect_walk_deg, self.speed_walk, self.snr_walk_db,
+                 self.cadence_jitter, self.swing_jitter) >= 0,
+             "simulate spreads (*_std, *_walk*, *_jitter, identity_spread, recording_jitter) must be >= 0"),
+            (self.drift_tau_s > 0 and self.stride_tau_s > 0,
+             "simulate.drift_tau_s and simulate.stride_tau_s must be > 0"),
             (self.workers >= 0, f"simulate.workers must be >= 0, got {self.workers}"),
         ]
         for ok, message in checks:

@@ -154,12 +154,6 @@ def _lookup(table: np.ndarray, phase: np.ndarray) -> np.ndarray:
     return table[i0] * (1 - frac) + table[(i0 + 1) % n] * frac
 
 
-def _swing(values: np.ndarray, gain: float) -> np.ndarray:
-    """Scale a trajectory's excursion about its cycle mean (keeps the mean posture)."""
-    mean = values.mean()
-    return mean + gain * (values - mean)
-
-
 def _sagittal(angle_deg: np.ndarray, down: bool = True) -> np.ndarray:
     """Unit vectors in the x-z plane: ``down`` rotates -z towards +x; otherwise +x towards +z."""
     a = np.deg2rad(angle_deg)
@@ -187,15 +181,27 @@ def _rot_y(deg: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.concatenate([c * v[:, :1] + s * v[:, 2:], v[:, 1:2], -s * v[:, :1] + c * v[:, 2:]], axis=1)
 
 
-def body_points(walker: Walker, tables: dict[str, np.ndarray], phase: np.ndarray) -> dict[str, np.ndarray]:
-    """Joint positions (T, 3) in the body frame for gait phases ``phase`` (T,) in cycles."""
+def body_points(
+    walker: Walker,
+    tables: dict[str, np.ndarray],
+    phase: np.ndarray,
+    arm_mod: np.ndarray | float = 1.0,
+    leg_mod: np.ndarray | float = 1.0,
+) -> dict[str, np.ndarray]:
+    """Joint positions (T, 3) in the body frame for gait phases ``phase`` (T,) in cycles.
+
+    ``arm_mod`` / ``leg_mod`` (scalars or (T,) arrays) scale the arm / leg swing excursions over time on top
+    of the walker's own gains: nobody swings their limbs identically on every stride.
+    """
     h, ht = walker.height, walker.leg_length
     thigh, shin = THIGH * h * walker.leg_scale, SHIN * h * walker.leg_scale
     upper, fore = UPPER_ARM * h * walker.arm_scale, FOREARM * h * walker.arm_scale
     g = walker.bounce_gain
 
-    def look(name: str, ph: np.ndarray, gain: float = 1.0) -> np.ndarray:
-        return _lookup(_swing(tables[name], gain), ph)
+    def look(name: str, ph: np.ndarray, gain: float | np.ndarray = 1.0) -> np.ndarray:
+        # Scaling the excursion about the cycle mean commutes with the lookup, so gains may vary in time.
+        mean = tables[name].mean()
+        return mean + gain * (_lookup(tables[name], ph) - mean)
 
     ones = np.ones_like(phase)
     spine = ht * np.stack(
@@ -214,8 +220,8 @@ def body_points(walker: Walker, tables: dict[str, np.ndarray], phase: np.ndarray
     sides = {"r": (phase, -1.0, 1.0), "l": (phase - 0.5 - walker.lr_phase, 1.0, 1.0 + walker.asymmetry)}
     for side, (ph, sign, amp) in sides.items():
         hip_pos = spine + pelvis(np.outer(ones, [0.0, sign * HIP_W * h / 2, 0.0]))
-        hip = look("hip", ph, walker.hip_gain * amp)
-        knee = look("knee", ph, walker.knee_gain)
+        hip = look("hip", ph, walker.hip_gain * amp * leg_mod)
+        knee = look("knee", ph, walker.knee_gain * leg_mod)
         ankle = look("ankle", ph)
         shin_angle = hip - knee
         knee_pos = hip_pos + thigh * _rot_z(tor, _sagittal(hip))
@@ -223,8 +229,8 @@ def body_points(walker: Walker, tables: dict[str, np.ndarray], phase: np.ndarray
         toe_pos = ankle_pos + FOOT * h * _rot_z(tor, _sagittal(shin_angle + ankle, down=False))
         # The arm swings opposite to the leg on the same side.
         sh_pos = neck + _rot_z(thorax, np.outer(ones, [0.0, sign * SHOULDER_W * h / 2, -0.03 * h]))
-        sh = look("shoulder", ph, walker.arm_gain * amp)
-        el = look("elbow", ph, walker.elbow_gain)
+        sh = look("shoulder", ph, walker.arm_gain * amp * arm_mod)
+        el = look("elbow", ph, walker.elbow_gain * arm_mod)
         elbow_pos = sh_pos + upper * _rot_z(thorax, _sagittal(sh))
         hand_pos = elbow_pos + fore * _rot_z(thorax, _sagittal(sh + el))
         pts.update({f"hip_{side}": hip_pos, f"knee_{side}": knee_pos, f"ankle_{side}": ankle_pos,

@@ -36,8 +36,9 @@ def ellipsoid_rcs(
     return np.pi * a**2 * b**2 * c**2 / den**2
 
 
-def body_to_world(points: np.ndarray, yaw_rad: float, offset: np.ndarray) -> np.ndarray:
-    """Rotate body-frame points (..., 3) about z by ``yaw_rad`` and add ``offset`` (broadcast (..., 3))."""
+def body_to_world(points: np.ndarray, yaw_rad: float | np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Rotate body-frame points (..., 3) about z by ``yaw_rad`` (scalar or per point (...,)) and add
+    ``offset`` (broadcast (..., 3))."""
     c, s = np.cos(yaw_rad), np.sin(yaw_rad)
     x, y = points[..., 0], points[..., 1]
     return np.stack([c * x - s * y, s * x + c * y, points[..., 2]], axis=-1) + offset
@@ -120,16 +121,20 @@ def segment_returns(
 def add_noise_clutter(
     signal: np.ndarray,
     rng: np.random.Generator,
-    snr_db: float,
+    snr_db: float | np.ndarray,
     clutter_db: float,
     ref_power: float,
     fs: float,
     burst_rate_hz: float = 0.0,
+    burst_active: np.ndarray | None = None,
+    burst_segment_s: float = 10.0,
 ) -> np.ndarray:
-    """Add complex white noise (SNR vs ``ref_power``), a static clutter phasor and broadband bursts."""
+    """Add complex white noise (SNR vs ``ref_power``; ``snr_db`` may vary per sample), a static clutter
+    phasor and broadband bursts. ``burst_active`` (one flag per ``burst_segment_s``) limits the bursts to
+    episodes, so interference comes and goes within a recording."""
     n = signal.shape[0]
-    noise_power = ref_power / 10 ** (snr_db / 10)
-    scale = np.sqrt(noise_power / 2)
+    noise_power = ref_power / 10 ** (np.asarray(snr_db, dtype=np.float64) / 10)
+    scale = np.sqrt(noise_power / 2).astype(np.float32)
     noise = (rng.standard_normal(n, dtype=np.float32) + 1j * rng.standard_normal(n, dtype=np.float32)) * scale
     out = signal + noise.astype(np.complex64)
     # Static clutter (walls, the treadmill frame) with a slow amplitude wobble: a line at zero Doppler.
@@ -138,11 +143,16 @@ def add_noise_clutter(
     out = out + (clutter_amp * wobble * np.exp(1j * rng.uniform(0, 2 * np.pi))).astype(np.complex64)
     if burst_rate_hz > 0:
         # Short broadband interference (vertical stripes in real spectrograms).
+        mean_noise = float(np.mean(noise_power))
         count = rng.poisson(burst_rate_hz * n / fs)
         for _ in range(count):
             length = int(rng.uniform(0.01, 0.05) * fs)
             start = int(rng.integers(0, max(1, n - length)))
-            level = np.sqrt(noise_power * 10 ** (rng.uniform(1.5, 3.0)) / 2)
+            level = np.sqrt(mean_noise * 10 ** (rng.uniform(1.5, 3.0)) / 2)
             burst = rng.standard_normal(length) + 1j * rng.standard_normal(length)
+            if burst_active is not None:
+                seg = min(int(start / fs / burst_segment_s), len(burst_active) - 1)
+                if not burst_active[seg]:
+                    continue
             out[start : start + length] += (level * burst).astype(np.complex64)
     return out

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.signal import lfilter
 
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.simulate import SimulateConfig
@@ -32,7 +33,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
 log = logging.getLogger(__name__)
-VERSION = 1
+VERSION = 2
 RADAR_HEIGHT_M = 1.0
 
 
@@ -59,6 +60,12 @@ class Recording:
     snr_db: float
     burst_rate_hz: float
     drift: tuple[tuple[float, float, float], ...]  # (amplitude, frequency Hz, phase) of slow speed drift
+    # Stationary stds of the random walks within the recording (0 = fixed conditions).
+    aspect_walk_deg: float = 0.0
+    speed_walk: float = 0.0
+    snr_walk_db: float = 0.0
+    cadence_jitter: float = 0.0
+    swing_jitter: float = 0.0
 
 
 def draw_person(cfg: SimulateConfig, k: int) -> Person:
@@ -107,9 +114,34 @@ def draw_recording(cfg: SimulateConfig, person: Person, k: int, r: int) -> Recor
         aspect_deg=float(np.clip(rng.normal(0.0, cfg.aspect_deg_std * j), -60, 60)),
         range_m=float(rng.uniform(*cfg.range_m)),
         snr_db=float(mid + half * min(j, 1.0) * rng.uniform(-1.0, 1.0)),
-        burst_rate_hz=float(rng.uniform(0.2, 1.0)) if rng.uniform() < cfg.burst_prob else 0.0,
+        # Interference comes in episodes (burst_prob of the time), drawn along the recording.
+        burst_rate_hz=float(rng.uniform(0.2, 1.0)) if cfg.burst_prob > 0 else 0.0,
         drift=drift,
+        aspect_walk_deg=cfg.aspect_walk_deg * j,
+        speed_walk=cfg.speed_walk * j,
+        snr_walk_db=cfg.snr_walk_db * j,
+        cadence_jitter=cfg.cadence_jitter * j,
+        swing_jitter=cfg.swing_jitter * j,
     )
+
+
+def random_walk(rng: np.random.Generator, t: np.ndarray, tau: float, std: float) -> np.ndarray:
+    """Stationary Ornstein-Uhlenbeck process (std ``std``, correlation time ``tau``) sampled at times ``t``.
+
+    Drawn on a coarse grid (tau / 8) and interpolated: the walks are slow next to the sample rate."""
+    if std <= 0:
+        return np.zeros_like(t)
+    step = tau / 8
+    grid = t[0] + step * np.arange(int(np.ceil((t[-1] - t[0]) / step)) + 2)
+    a = np.exp(-step / tau)
+    e = rng.standard_normal(grid.size)
+    x, _ = lfilter([np.sqrt(1 - a * a)], [1.0, -a], e[1:], zi=[a * e[0]])
+    return std * np.interp(t, grid, np.concatenate([e[:1], x]))
+
+
+def _cumint(x: np.ndarray, dt: float) -> np.ndarray:
+    """Running integral from the first sample (0 there)."""
+    return np.concatenate([np.zeros_like(x[:1]), np.cumsum(0.5 * (x[1:] + x[:-1]), axis=0) * dt])
 
 
 def windows_per_recording(cfg: SimulateConfig) -> list[int]:
@@ -140,19 +172,28 @@ def simulate_recording(
     walker = person.walker
     rv = rec.speed / walker.leg_length
     step_rate = rec.cadence / float(cycle_duration(rv))
-    drift_int = np.zeros_like(t)  # integral of the relative speed drift
+    walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
+    dt = float(t[1] - t[0]) if t.size > 1 else 1.0 / fs
+    speed_dev = random_walk(walk_rng, t, cfg.drift_tau_s, rec.speed_walk)  # relative speed deviation
     for amp, freq, ph in rec.drift:
-        drift_int += amp * (np.sin(2 * np.pi * freq * t + ph) - np.sin(ph)) / (2 * np.pi * freq)
-    phase = rec.start_phase + step_rate * (t + drift_int)
-    points = body_points(walker, trajectory_tables(rv), phase)
+        speed_dev += amp * np.cos(2 * np.pi * freq * t + ph)
+    drift_int = _cumint(speed_dev, dt)  # integral of the relative speed drift
+    stride_dev = random_walk(walk_rng, t, cfg.stride_tau_s, rec.cadence_jitter)
+    phase = rec.start_phase + step_rate * (t + drift_int + _cumint(stride_dev, dt))
+    # Swing amplitude wanders stride to stride and grows with the momentary speed.
+    arm_mod = np.maximum(1 + random_walk(walk_rng, t, cfg.stride_tau_s, rec.swing_jitter) + speed_dev, 0.1)
+    leg_mod = np.maximum(
+        1 + random_walk(walk_rng, t, cfg.stride_tau_s, 0.5 * rec.swing_jitter) + 0.5 * speed_dev, 0.1
+    )
+    points = body_points(walker, trajectory_tables(rv), phase, arm_mod=arm_mod, leg_mod=leg_mod)
 
-    aspect = np.deg2rad(rec.aspect_deg)
-    heading = np.array([-np.cos(aspect), -np.sin(aspect), 0.0])  # facing the radar at the origin
+    aspect = np.deg2rad(rec.aspect_deg + random_walk(walk_rng, t, cfg.drift_tau_s, rec.aspect_walk_deg))
+    heading = np.stack([-np.cos(aspect), -np.sin(aspect), np.zeros_like(aspect)], axis=1)  # facing the radar
     end = np.array([rec.range_m, 0.0, 0.0])
     if cfg.scene == "overground":
-        # Walks towards the radar and ends at range_m; position follows the (drifting) speed.
-        travelled = rec.speed * (t[-1] - t + drift_int[-1] - drift_int)
-        offset = end[None, :] - heading[None, :] * travelled[:, None]
+        # Walks towards the radar along the (turning) heading at the (drifting) speed and ends at range_m.
+        vel = rec.speed * (1 + speed_dev)[:, None] * heading
+        offset = end[None, :] - (_cumint(vel[::-1], dt)[::-1])
     else:
         offset = end  # treadmill: the body stays in place, the belt carries the stance foot backwards
     world = {name: radar.body_to_world(p, np.pi + aspect, offset) for name, p in points.items()}
@@ -166,8 +207,11 @@ def simulate_recording(
     )
     ref_power = float(np.mean(np.abs(sig) ** 2))
     sig = sig * np.float32(np.sqrt(person.rcs_scale))
+    t_out = (np.arange(length) - nperseg / 2) / fs
+    snr = rec.snr_db + random_walk(walk_rng, t_out, cfg.drift_tau_s, rec.snr_walk_db)
+    burst_active = walk_rng.uniform(size=int(t_out[-1] // 10.0) + 1) < cfg.burst_prob
     sig = radar.add_noise_clutter(
-        sig, noise_rng, rec.snr_db, cfg.clutter_db, ref_power, fs, rec.burst_rate_hz
+        sig, noise_rng, snr, cfg.clutter_db, ref_power, fs, rec.burst_rate_hz, burst_active, 10.0
     )
     sig = spectrogram.clutter_filter(sig, cfg.clutter_filter, fs)
 
