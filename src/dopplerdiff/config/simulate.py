@@ -46,7 +46,7 @@ class SimulateConfig:
     speed_std: float = 0.15
     height_mean: float = 1.72  # m
     height_std: float = 0.08
-    identity_spread: float = 0.25  # scales the spread of every per-person gait parameter
+    identity_spread: float = 0.35  # scales the spread of every per-person gait parameter
     recording_jitter: float = 1.0  # scales per-recording variation (speed jitter, aspect, SNR, drift)
     aspect_deg_std: float = 6.0  # walking direction vs radar line of sight: per-recording mean
     # --- within-recording drift: slow random walks (Ornstein-Uhlenbeck) of the recording's conditions, so

@@ -1,7 +1,9 @@
 """Walking-human micro-Doppler simulator: a seeded population of people, continuous recordings, windows.
 
 Each identity is a stable set of anatomy / gait-style parameters; each recording adds its own speed jitter,
-start phase, aspect angle, range, SNR and interference, and is simulated once as a continuous slow-time
+start phase, aspect angle, range, SNR and interference, which then drift along the recording (slow random
+walks; stride-to-stride cadence and swing jitter on top), so a stretch of a recording cannot be recognised
+from its fixed conditions alone. Each recording is simulated once as a continuous slow-time
 signal whose spectrogram is cut into overlapping windows (window_s long, every hop_s). Every identity and
 recording draws from its own ``np.random.Generator`` derived from the seed with ``SeedSequence``, so the
 output does not depend on the order or the number of worker processes.
