@@ -54,8 +54,6 @@ import json
 import logging
 import math
 import random
-import re
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -75,10 +73,20 @@ from tqdm.auto import tqdm
 
 from dopplerdiff.config.loop import LoopConfig
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loop's public helpers
+    CHECKPOINT_RE,
+    find_checkpoints,
+    resolve_resume,
+)
+from dopplerdiff.train.checkpoints import (
+    quiet_accelerate as _quiet_accelerate,
+)
+from dopplerdiff.train.checkpoints import (
+    save_checkpoint as _save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainStage:
@@ -161,32 +169,6 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     )
 
 
-def find_checkpoints(work_dir: Path) -> list[Path]:
-    """Complete checkpoints in ``work_dir`` sorted by step."""
-    work_dir = Path(work_dir)
-    if not work_dir.is_dir():
-        return []
-    found = [
-        (int(m.group(1)), p)
-        for p in work_dir.iterdir()
-        if (m := CHECKPOINT_RE.match(p.name)) and (p / "loop_state.json").is_file()
-    ]
-    return [p for _, p in sorted(found)]
-
-
-def resolve_resume(resume: str | Path | None, work_dir: Path) -> Path | None:
-    """``None`` / ``"latest"`` / a path -> checkpoint directory to load (or None for a fresh start)."""
-    if resume is None:
-        return None
-    if str(resume) == "latest":
-        ckpts = find_checkpoints(work_dir)
-        return ckpts[-1] if ckpts else None
-    path = Path(resume)
-    if not (path / "loop_state.json").is_file():
-        raise DopplerDiffError(f"--resume '{resume}' is not a checkpoint directory (no loop_state.json)")
-    return path
-
-
 class _EpochBatchSampler:
     """Endless batch sampler: per-epoch seeded permutations, this process's share of each global batch."""
 
@@ -217,18 +199,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list | tuple):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
-
-
-@contextlib.contextmanager
-def _quiet_accelerate() -> Iterator[None]:
-    """accelerate logs every file of save_state/load_state at INFO; keep our logs readable."""
-    logger = logging.getLogger("accelerate")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -449,30 +419,6 @@ def _fail(step: int, what: str, last: Path | None) -> None:
         f"training diverged at step {step + 1}: {what}; nothing was saved for this step ({keep}). "
         "Lower the learning rate or use --resume with a smaller lr."
     )
-
-
-def _save_checkpoint(acc: Accelerator, work_dir: Path, step: int, epoch: int, limit: int) -> Path:
-    """``accelerator.save_state`` into a temp dir on all processes, then rename + prune on the main one."""
-    final = work_dir / f"checkpoint-{step}"
-    tmp = work_dir / f".checkpoint-{step}.tmp"
-    if acc.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)  # before the others write their RNG states into it
-    acc.wait_for_everyone()
-    with _quiet_accelerate():
-        acc.save_state(str(tmp))
-    acc.wait_for_everyone()
-    if acc.is_main_process:
-        (tmp / "loop_state.json").write_text(json.dumps({"step": step, "epoch": epoch}))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-        if limit > 0:
-            for old in find_checkpoints(work_dir)[:-limit]:
-                shutil.rmtree(old, ignore_errors=True)
-    acc.wait_for_everyone()
-    return final
 
 
 def _run_validation(
