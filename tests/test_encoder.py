@@ -187,3 +187,19 @@ def test_stale_best_weights_are_forgotten_unless_resuming_their_trajectory(tmp_p
     write_json(best / "best.json", {"val_accuracy": 0.7, "step": 4})
     stage.restore_best(None)  # fresh start
     assert not best.exists()
+
+
+def test_encoder_of_another_architecture_version_is_refused(tmp_path):
+    import json
+
+    from dopplerdiff.errors import DopplerDiffError
+    from dopplerdiff.models.encoder import ARCH_VERSION, SpectrogramEncoder, load_encoder
+
+    enc = SpectrogramEncoder(num_classes=2, image_size=16, cnn_channels=[4, 8], embed_dim=8)
+    enc.save_pretrained(tmp_path)
+    assert load_encoder(tmp_path).config.arch_version == ARCH_VERSION
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["arch_version"] = ARCH_VERSION - 1
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DopplerDiffError, match="architecture version"):
+        load_encoder(tmp_path)

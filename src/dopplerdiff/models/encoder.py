@@ -32,6 +32,9 @@ from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.errors import DopplerDiffError
 
 ENCODER_CLASS = "SpectrogramEncoder"
+# Bumped whenever a change alters what saved weights mean without changing their shapes (e.g. strides):
+# such weights would load silently and score worse, so loading refuses other versions.
+ARCH_VERSION = 2
 
 
 class _ConvBlock(nn.Module):
@@ -147,6 +150,7 @@ class SpectrogramEncoder(ModelMixin, ConfigMixin):
         data_size: int | None = None,
         channels: int | None = None,
         colormap: str = "jet",
+        arch_version: int = ARCH_VERSION,
     ) -> None:
         super().__init__()
         if kind not in ("cnn", "vit"):
@@ -243,5 +247,10 @@ def load_encoder(path: Path | str, device: str | torch.device = "cpu") -> Spectr
         )
     if not any(path.glob("*.safetensors")):
         raise DopplerDiffError(f"encoder directory '{path}' has no weights (*.safetensors)")
+    if meta.get("arch_version", 1) != ARCH_VERSION:
+        raise DopplerDiffError(
+            f"encoder '{path}' was saved with architecture version {meta.get('arch_version', 1)}; this "
+            f"dopplerdiff uses version {ARCH_VERSION}: retrain it with `train-encoder`"
+        )
     model = SpectrogramEncoder.from_pretrained(path)
     return model.to(device).eval()
