@@ -27,3 +27,42 @@ def sim_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("sim") / "data"
     simulate_dataset(cfg, out, progress=False)
     return out
+
+
+def build_tiny_pipeline(smoke_config, *, backbone: str = "unet", identities: int = 3,
+                        scaling_factor: float = 1.7, shift_factor: float = 0.0,
+                        prediction_type: str = "epsilon", names: list[str] | None = None,
+                        native_size: int | None = None):
+    """An untrained, seeded DopplerDiffPipeline at smoke sizes (16x16 images, 4x8x8 latents)."""
+    import dataclasses
+
+    import torch
+    from diffusers import AutoencoderKL
+
+    from dopplerdiff.models.condition import build_condition_encoder
+    from dopplerdiff.models.denoiser import build_denoiser
+    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.schedulers import make_scheduler, training_scheduler
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(smoke_config.diffusion, backbone=backbone)
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16), latent_channels=4,
+        norm_num_groups=4, sample_size=16, scaling_factor=scaling_factor, shift_factor=shift_factor,
+    )
+    pipe = DopplerDiffPipeline(
+        vae,
+        build_denoiser(cfg, 4, 8, identities),
+        build_condition_encoder(cfg, identities, backbone),
+        make_scheduler("ddim", training_scheduler(prediction_type=prediction_type).config),
+        identities=names, colormap="jet", channels=1, native_size=native_size,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline_factory(smoke_config):
+    """``factory(**kwargs)`` -> a fresh tiny pipeline (see ``build_tiny_pipeline``)."""
+    return lambda **kwargs: build_tiny_pipeline(smoke_config, **kwargs)

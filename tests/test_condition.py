@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from diffusers import AutoencoderKL
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
+from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.denoiser import build_denoiser
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.schedulers import make_scheduler, training_scheduler
 
 K = 3
 
@@ -80,29 +77,9 @@ def test_dit_null_label_trained_only_by_our_dropout(smoke_config):
     assert all(float(tb.weight.grad[K].abs().sum()) > 0.0 for tb in tables)
 
 
-def _tiny_pipe(smoke_config):
-    cfg = smoke_config.diffusion
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=1.3,
-    )
-    den = build_denoiser(cfg, 4, 8, K)
-    enc = build_condition_encoder(cfg, K)
-    pipe = DopplerDiffPipeline(vae, den, enc, make_scheduler("ddim", training_scheduler().config))
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
 @pytest.mark.parametrize("guidance", [0.0, 1.0, 2.5])
-def test_guidance_uses_null_row_in_one_batched_forward(smoke_config, guidance, monkeypatch):
-    pipe = _tiny_pipe(smoke_config)
+def test_guidance_uses_null_row_in_one_batched_forward(tiny_pipeline_factory, guidance, monkeypatch):
+    pipe = tiny_pipeline_factory(identities=K, scaling_factor=1.3)
     enc, den = pipe.condition_encoder, pipe.denoiser
     seen_ids: list[list[int]] = []
     batch_sizes: list[int] = []

@@ -6,45 +6,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from diffusers import AutoencoderKL
 from PIL import Image
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import generate_samples, output_name, sample_seed, write_generated
-from dopplerdiff.models.condition import build_condition_encoder
-from dopplerdiff.models.denoiser import build_denoiser
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.schedulers import make_scheduler, training_scheduler
 
 NAMES = ["ID_1", "ID_2", "ID_3"]
 
 
 @pytest.fixture(scope="module")
-def pipe(smoke_config):
-    torch.manual_seed(0)
-    cfg = smoke_config.diffusion
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=1.5,
-    )
-    p = DopplerDiffPipeline(
-        vae,
-        build_denoiser(cfg, 4, 8, 3),
-        build_condition_encoder(cfg, 3),
-        make_scheduler("ddim", training_scheduler().config),
-        identities=NAMES,
-        native_size=32,
-    )
-    p.set_progress_bar_config(disable=True)
-    return p
+def pipe(tiny_pipeline_factory):
+    return tiny_pipeline_factory(scaling_factor=1.5, names=NAMES, native_size=32)
 
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler_a"])  # deterministic and stochastic samplers

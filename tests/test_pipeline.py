@@ -8,45 +8,18 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from conftest import build_tiny_pipeline
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.models.condition import build_condition_encoder
-from dopplerdiff.models.denoiser import build_denoiser
 from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.schedulers import SCHEDULER_NAMES, make_scheduler, training_scheduler
+from dopplerdiff.schedulers import SCHEDULER_NAMES
 
 NAMES = ["ID_1", "ID_2", "ID_10"]
 
 
 def tiny_pipeline(smoke_config, backbone: str = "unet") -> DopplerDiffPipeline:
-    torch.manual_seed(0)
-    cfg = smoke_config.diffusion
-    cfg = type(cfg)(**{**cfg.__dict__, "backbone": backbone})
-    vae = AutoencoderKL(
-        in_channels=1,
-        out_channels=1,
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 16),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-        scaling_factor=1.7,
-        shift_factor=0.3,
-    )
-    pipe = DopplerDiffPipeline(
-        vae,
-        build_denoiser(cfg, 4, 8, 3),
-        build_condition_encoder(cfg, 3, backbone),
-        make_scheduler("ddim", training_scheduler(prediction_type="v_prediction").config),
-        identities=NAMES,
-        colormap="jet",
-        channels=1,
-        native_size=32,
-    )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return build_tiny_pipeline(smoke_config, backbone=backbone, scaling_factor=1.7, shift_factor=0.3,
+                               prediction_type="v_prediction", names=NAMES, native_size=32)
 
 
 @pytest.fixture(scope="module")
