@@ -67,3 +67,14 @@ def test_bad_sizes_are_config_errors(smoke_config):
 def test_load_denoiser_missing_dir(tmp_path):
     with pytest.raises(DopplerDiffError, match="config.json"):
         load_denoiser(tmp_path)
+
+
+def test_attention_levels_choose_where_attention_blocks_go(smoke_config):
+    cfg = dataclasses.replace(smoke_config.diffusion, attention_levels=[False, True])
+    unet = build_denoiser(cfg, 4, 8, 3)
+    assert unet.config.down_block_types == ("DownBlock2D", "CrossAttnDownBlock2D")
+    assert unet.config.up_block_types == ("CrossAttnUpBlock2D", "UpBlock2D")
+    default = build_denoiser(smoke_config.diffusion, 4, 8, 3)
+    assert default.config.down_block_types == ("CrossAttnDownBlock2D", "DownBlock2D")
+    with pytest.raises(ConfigError, match="attention_levels"):
+        build_denoiser(dataclasses.replace(cfg, attention_levels=[True]), 4, 8, 3)

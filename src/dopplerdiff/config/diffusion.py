@@ -23,6 +23,8 @@ class DiffusionConfig:
     cross_attention_dim: int = 128
     attention_head_dim: int = 8  # channels per attention head
     # Also feed the mean identity token into the timestep embedding (every ResNet block sees the identity).
+    # per level of block_out_channels: cross/self-attention blocks there (None: all but the deepest)
+    attention_levels: list[bool] | None = None
     time_conditioning: bool = True
     # DiT sizes (backbone: dit)
     dit_layers: int = 6

@@ -40,8 +40,15 @@ def build_unet(cfg, latent_channels: int, latent_size: int) -> UNet2DConditionMo
             f"latent size {latent_size} is not divisible by 2^{levels - 1} "
             f"(diffusion.block_out_channels has {levels} levels)"
         )
-    down = ["CrossAttnDownBlock2D"] * (levels - 1) + ["DownBlock2D"]
-    up = ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * (levels - 1)
+    # Stable Diffusion's layout (attention on every level but the deepest) unless configured: on small
+    # latents the full-resolution self-attention is the costliest part of a step on a CPU.
+    attn = cfg.attention_levels if cfg.attention_levels is not None else [True] * (levels - 1) + [False]
+    if len(attn) != levels:
+        raise ConfigError(
+            f"diffusion.attention_levels has {len(attn)} entries but block_out_channels has {levels} levels"
+        )
+    down = ["CrossAttnDownBlock2D" if a else "DownBlock2D" for a in attn]
+    up = ["CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attn)]
     groups = min(32, *[c for c in cfg.block_out_channels])
     while any(c % groups for c in cfg.block_out_channels):
         groups //= 2
