@@ -66,3 +66,20 @@ def build_tiny_pipeline(smoke_config, *, backbone: str = "unet", identities: int
 def tiny_pipeline_factory(smoke_config):
     """``factory(**kwargs)`` -> a fresh tiny pipeline (see ``build_tiny_pipeline``)."""
     return lambda **kwargs: build_tiny_pipeline(smoke_config, **kwargs)
+
+
+def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """Run ``dopplerdiff ARGS`` through the real entry point; return (exit code, stdout, stderr)."""
+    import sys
+
+    from dopplerdiff.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dopplerdiff", *map(str, args)])
+    monkeypatch.setenv("COLUMNS", "200")  # rich tables unwrapped, so tests can match their rows
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

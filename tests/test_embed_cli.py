@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from dopplerdiff.data.images import write_image
 
@@ -53,20 +53,6 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     alice = root / "alice"
     return {"root": root, "data": data, "encoder": root / "run" / "encoder",
             "alice_enroll": alice / "enroll", "alice_walk": alice / "walk"}
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from dopplerdiff.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dopplerdiff", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 def test_cli_session(setup, monkeypatch, capsys, tmp_path):
     index = tmp_path / "index"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import DopplerDiffError
@@ -106,20 +106,6 @@ def test_fit_classifier_learns_and_is_deterministic():
     assert not np.allclose(predict(c, xv)[0], logits)
     with pytest.raises(DopplerDiffError, match="labels"):
         fit_classifier(x, y + 5, 3, cfg, steps=1, seed=0)
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from dopplerdiff.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dopplerdiff", *map(str, args)])
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
 
 def test_train_encoder_command_run_layout_resume_and_errors(sim_data, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"

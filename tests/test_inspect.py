@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
 from dopplerdiff.data.images import write_image
 
 
 def _run(args: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    """Run the CLI entry point in-process; returns (exit code, stdout, stderr)."""
-    from dopplerdiff.cli import main
-    from dopplerdiff.cli.app import app
-
-    # A typer app with a single command takes no command name; with several it does.
-    prefix = ["inspect"] if len(app.registered_commands) > 1 else []
-    monkeypatch.setattr(sys, "argv", ["dopplerdiff", *prefix, *args])
-    monkeypatch.setenv("COLUMNS", "200")
-    code = 0
-    try:
-        main()
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return run_cli(monkeypatch, capsys, "inspect", *args)
 
 
 def _tree(root: Path, ids: dict[str, int]) -> None:
