@@ -21,7 +21,7 @@ $(BIN)/.installed: pyproject.toml
 setup: $(BIN)/.installed
 
 demo: setup
-	$(BIN)/dopplerdiff run --profile $(PROFILE) --out $(OUT)
+	$(BIN)/dopplerdiff run --profile $(PROFILE) --out $(OUT) --resume
 
 test: setup
 	$(BIN)/python -m pytest tests
