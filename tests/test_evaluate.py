@@ -112,6 +112,47 @@ def test_full_evaluation_with_a_tiny_pipeline(base_run, smoke_config, tmp_path):
     assert "Nothing is missing" in html and "Guidance sweep" in html
 
 
+def test_samples_are_drawn_once_and_shared_by_scoring_sweep_and_augmentation(
+    base_run, smoke_config, tmp_path, monkeypatch
+):
+    import copy
+
+    from dopplerdiff.evaluate import evaluate as ev
+
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    ids = json.loads((run / "data.json").read_text())["identities"]
+    _add_pipeline(run, smoke_config, ids)
+    cfg = copy.deepcopy(smoke_config)
+    cfg.evaluate.num_per_identity, cfg.evaluate.augment_synthetic_per_identity = 4, 6
+    cfg.evaluate.guidance_sweep, cfg.evaluate.sweep_num_per_identity = [0.0, 2.0], 3
+    cfg.evaluate.augment_channels = [8, 8]
+    calls: list[tuple[int, float]] = []
+    real_generate = ev._generate
+
+    def counting(pipe, k, n, ecfg, guidance, seed, progress, shape):
+        calls.append((n, guidance))
+        return real_generate(pipe, k, n, ecfg, guidance, seed, progress, shape)
+
+    monkeypatch.setattr(ev, "_generate", counting)
+    m = evaluate_run(run, cfg, progress=False)
+    # one pool of max(4, 6) per identity at the evaluation guidance; only guidance 0 is sampled again
+    assert calls == [(6, 2.0), (3, 0.0)]
+    assert m["accuracy"]["generated"]["n"] == 4 * len(ids)
+    assert m["augmentation"]["n_synthetic"] == 6 * len(ids)
+    assert m["augmentation"]["classifier_channels"] == [8, 8]
+    assert [r["num"] for r in m["guidance_sweep"]] == [3 * len(ids)] * 2
+
+
+def test_first_per_identity_keeps_generation_order():
+    from dopplerdiff.evaluate.evaluate import Part, _first_per_identity
+
+    y = np.array([0, 0, 0, 1, 1, 1])
+    x = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)
+    part = _first_per_identity(Part(x, x[:, 0, 0], x[:, 0, 0], y, []), 2, 2)
+    assert part.x.ravel().tolist() == [0, 1, 3, 4] and part.y.tolist() == [0, 0, 1, 1]
+
+
 def test_identity_mismatch_with_data_is_a_clear_error(base_run, smoke_config, sim_data, tmp_path):
     other = tmp_path / "data"
     shutil.copytree(sim_data, other)

@@ -18,4 +18,14 @@ class EvaluateConfig:
     augment_seeds: int = 3
     augment_synthetic_per_identity: int = 50
     augment_steps: int = 300  # classifier training steps per augmentation run
+    # CNN widths of the augmentation experiment's classifiers (None: encoder.channels); a lighter one keeps
+    # the nine trainings affordable on a CPU, and every arm uses the same
+    augment_channels: list[int] | None = None
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.augment_channels is not None and (
+            not self.augment_channels or any(c < 1 for c in self.augment_channels)
+        ):
+            raise ValueError(f"evaluate.augment_channels must be positive CNN widths or null, "
+                             f"got {self.augment_channels}")

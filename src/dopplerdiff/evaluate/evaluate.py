@@ -10,10 +10,11 @@ What is measured (all in the feature space of the run's spectrogram encoder, tra
 - k-NN precision/recall (and density/coverage), physical statistics (per identity and overall),
   memorisation (nearest training window), the augmentation experiment and a guidance sweep.
 
-Seeds: evaluation samples use ``evaluate.seed``; the guidance sweep reuses the same seed (generation is
-seed-indexed, so at the evaluation guidance its samples are the first ones of the evaluation set and are
-not regenerated); the augmentation experiment's synthetic windows use ``evaluate.seed + AUGMENT_SEED_OFFSET``
-so they never coincide with the scored samples.
+Sampling is done once: generation is seed-indexed (sample i of an identity depends only on the seed and i),
+so one pool of max(num_per_identity, augment_synthetic_per_identity) samples per identity at the evaluation
+guidance serves every use: the first ``num_per_identity`` are scored, the first
+``augment_synthetic_per_identity`` train the augmentation arms (no real test window influences them, so the
+reuse leaks nothing), and the guidance sweep takes its samples at that guidance from the same pool.
 
 ``metrics.json`` schema (top level): run, created, identities, settings, counts, missing (list of what
 could not be evaluated and why), accuracy {real_test, reconstruction, generated: identity_accuracy dicts,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -51,7 +52,6 @@ from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, write_json, wri
 
 log = logging.getLogger(__name__)
 
-AUGMENT_SEED_OFFSET = 100_003  # synthetic windows for the augmentation experiment: disjoint from eval seeds
 EXAMPLES_PER_IDENTITY = 6
 MEMORISATION_PAIRS = 8
 
@@ -281,15 +281,25 @@ def _load_vae(run: Path, device: torch.device) -> Any | None:
     return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
 
 
-def _generated_metrics(pipe: Any, encoder: Any, cfg: Config, train: Part, test: Part, ids: list[str],
-                       st: EvalState, progress: bool) -> Part:
-    """Sample, then accuracy, distribution, physics, memorisation of the samples."""
+def _first_per_identity(part: Part, n: int, k: int) -> Part:
+    """The first n samples of each identity (seed-indexed generation: the same as generating n)."""
+    sel = np.concatenate([np.flatnonzero(part.y == i)[:n] for i in range(k)])
+    return Part(part.x[sel], part.f[sel], part.logits[sel], part.y[sel], [])
+
+
+def _sample_pool(pipe: Any, encoder: Any, cfg: Config, k: int, n: int, shape: tuple[int, ...],
+                 progress: bool) -> Part:
+    ecfg = cfg.evaluate
+    log.info("generating %d samples per identity (%s, %d steps, guidance %g)", n, ecfg.scheduler, ecfg.steps,
+             ecfg.guidance)
+    gx, gy = _generate(pipe, k, n, ecfg, ecfg.guidance, ecfg.seed, progress, shape)
+    return make_part(encoder, gx, gy)
+
+
+def _generated_metrics(gen: Part, cfg: Config, train: Part, test: Part, ids: list[str],
+                       st: EvalState) -> None:
+    """Accuracy, distribution, physics and memorisation of the scored samples."""
     ecfg, k = cfg.evaluate, len(ids)
-    log.info("generating %d samples per identity (%s, %d steps, guidance %g)", ecfg.num_per_identity,
-             ecfg.scheduler, ecfg.steps, ecfg.guidance)
-    gx, gy = _generate(pipe, k, ecfg.num_per_identity, ecfg, ecfg.guidance, ecfg.seed, progress,
-                       test.x.shape[1:])
-    gen = make_part(encoder, gx, gy)
     acc = st.metrics["accuracy"]
     acc["generated"] = identity_accuracy(gen.logits, gen.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
     real = acc["real_test"]["overall"]
@@ -297,20 +307,17 @@ def _generated_metrics(pipe: Any, encoder: Any, cfg: Config, train: Part, test: 
     st.metrics["distribution"]["gen_vs_test"] = _distribution(gen.f, test.f, ecfg.knn_k, ecfg.seed)
     _physics((test.x + 1) / 2, test.y, (gen.x + 1) / 2, gen.y, ids, st)
     _memorisation(gen, train, test, ids, st)
-    return gen
 
 
 def _guidance_sweep(
-    pipe: Any, encoder: Any, cfg: Config, gen: Part, test: Part, k: int, progress: bool, st: EvalState
+    pipe: Any, encoder: Any, cfg: Config, pool: Part, test: Part, k: int, progress: bool, st: EvalState
 ) -> None:
     ecfg = cfg.evaluate
     n = ecfg.sweep_num_per_identity
     rows = []
     for g in ecfg.guidance_sweep:
-        if g == ecfg.guidance and n <= ecfg.num_per_identity:
-            # seed-indexed generation: the first n samples per identity ARE the sweep samples at this scale
-            sel = np.concatenate([np.flatnonzero(gen.y == i)[:n] for i in range(k)])
-            part = Part(gen.x[sel], gen.f[sel], gen.logits[sel], gen.y[sel], [])
+        if g == ecfg.guidance and n <= np.bincount(pool.y, minlength=k).min():
+            part = _first_per_identity(pool, n, k)  # already generated: same seeds, same guidance
         else:
             x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress, test.x.shape[1:])
             part = make_part(encoder, x, y)
@@ -322,19 +329,20 @@ def _guidance_sweep(
     st.plots["guidance"] = plots.guidance_sweep_plot(rows, st.metrics["accuracy"]["real_test"]["overall"])
 
 
-def _augmentation(pipe: Any, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
+def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
                   progress: bool, st: EvalState) -> None:
     from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 
     ecfg = cfg.evaluate
-    seed = ecfg.seed + AUGMENT_SEED_OFFSET
-    sx, sy = _generate(pipe, k, ecfg.augment_synthetic_per_identity, ecfg, ecfg.guidance, seed, progress,
-                       test.x.shape[1:])
+    enc_cfg = cfg.encoder
+    if ecfg.augment_channels:  # a lighter classifier for every arm alike: the experiment is a comparison
+        enc_cfg = replace(enc_cfg, channels=list(ecfg.augment_channels))
     res = run_augmentation_experiment(
-        (train.x, train.y), (test.x, test.y), (sx, sy), k, cfg.encoder, steps=ecfg.augment_steps,
-        seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)], augment=cfg.data.augment,
-        val=val if len(val[1]) else None, progress=progress)
-    res["synthetic_seed"] = seed
+        (train.x, train.y), (test.x, test.y), (synthetic.x, synthetic.y), k, enc_cfg,
+        steps=ecfg.augment_steps, seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
+        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress)
+    res["synthetic_seed"] = ecfg.seed
+    res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
     st.plots["augmentation"] = plots.augmentation_plot(res["arms"])
 
@@ -388,11 +396,16 @@ def evaluate_run(
     pipe = _load_pipeline(run, ids, st, dev)
     gen = None
     if pipe is not None:
-        gen = _generated_metrics(pipe, encoder, cfg, train, test, ids, st, progress)
+        augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
+        n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
+        pool = _sample_pool(pipe, encoder, cfg, k, n_pool, test.x.shape[1:], progress)
+        gen = _first_per_identity(pool, ecfg.num_per_identity, k)
+        _generated_metrics(gen, cfg, train, test, ids, st)
         confusions["generated"] = acc["generated"]["confusion"]
-        _guidance_sweep(pipe, encoder, cfg, gen, test, k, progress, st)
-        if ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0:
-            _augmentation(pipe, cfg, train, (va.images, va.labels), test, k, progress, st)
+        _guidance_sweep(pipe, encoder, cfg, pool, test, k, progress, st)
+        if augment_on:
+            synthetic = _first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
+            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st)
         else:
             st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                               "evaluate.augment_synthetic_per_identity is 0)")
