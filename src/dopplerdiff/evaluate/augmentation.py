@@ -9,8 +9,8 @@ seeds, all scored on the real TEST split:
 
 Every arm is repeated for each seed; the result gives mean ± std over seeds and the paired gain
 (``real+synthetic`` minus ``real`` with the same seed), which cancels most of the seed-to-seed variance.
-The synthetic images must be generated with seeds disjoint from the evaluation samples (the caller's job;
-``dopplerdiff.evaluate.evaluate`` does it) so the experiment never reuses what was already scored.
+The synthetic images may be the scored evaluation samples (``dopplerdiff.evaluate.evaluate`` reuses its
+pool): generation after training sees no real test window, so nothing leaks into the test score.
 
 All images are (N, C, H, W) float32 in [-1, 1]. The classifier functions default to
 ``dopplerdiff.train.encoder.fit_classifier`` / ``predict`` and can be injected (tests, other models).

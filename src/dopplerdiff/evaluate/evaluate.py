@@ -30,7 +30,7 @@ import math
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,13 +40,8 @@ from dopplerdiff.config.base import from_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
-from dopplerdiff.evaluate.metrics import (
-    MIN_SAMPLES_FD,
-    frechet_distance,
-    identity_accuracy,
-    kid,
-    precision_recall,
-)
+from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
+from dopplerdiff.evaluate.parts import Part, distribution, first_per_identity, make_part, reconstruct
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, write_json, write_manifest
 
@@ -54,21 +49,6 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_PER_IDENTITY = 6
 MEMORISATION_PAIRS = 8
-
-
-class Part(NamedTuple):
-    """One image set with its encoder outputs: images (N,C,H,W) in [-1,1], features, logits, labels."""
-
-    x: np.ndarray
-    f: np.ndarray
-    logits: np.ndarray
-    y: np.ndarray
-    files: list[str]
-
-
-def make_part(encoder: Any, x: np.ndarray, y: np.ndarray, files: list[str] | None = None) -> Part:
-    f, logits = encode_images(encoder, x)
-    return Part(x, f, logits, np.asarray(y, np.int64), list(files or []))
 
 
 @dataclass
@@ -87,41 +67,6 @@ def _device(name: str | None) -> torch.device:
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-@torch.no_grad()
-def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
-    """(features, logits) of images (N, C, H, W) in [-1, 1]; one backbone pass per batch."""
-    dev = next(encoder.parameters()).device
-    feats, logits = [], []
-    for i in range(0, len(images), batch_size):
-        x = torch.as_tensor(images[i : i + batch_size], dtype=torch.float32, device=dev)
-        f = encoder.features(x)
-        feats.append(f.float().cpu().numpy())
-        logits.append(encoder.head(f).float().cpu().numpy())
-    d, k = int(encoder.num_features), int(encoder.config.num_classes)
-    return (np.concatenate(feats) if feats else np.zeros((0, d), np.float32),
-            np.concatenate(logits) if logits else np.zeros((0, k), np.float32))
-
-
-@torch.no_grad()
-def reconstruct(vae: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Test images through the first stage (posterior mean / quantised latents) -> [-1, 1]."""
-    from dopplerdiff.models.autoencoder import reconstruct as ae_reconstruct
-
-    out = [ae_reconstruct(vae, torch.as_tensor(images[i : i + batch_size], dtype=torch.float32))
-           .clamp(-1, 1).float().cpu().numpy() for i in range(0, len(images), batch_size)]
-    return np.concatenate(out) if out else images[:0]
-
-
-def _distribution(a: np.ndarray, b: np.ndarray, k: int, seed: int) -> dict[str, Any]:
-    """FD, KID and k-NN precision/recall of feature sets a (samples) vs b (reference, real test)."""
-    res: dict[str, Any] = {"fd": frechet_distance(a, b), "n_a": len(a), "n_b": len(b)}
-    res["kid_mean"], res["kid_std"] = kid(a, b, subset_size=min(len(a), len(b), 1000), subsets=100, seed=seed)
-    k_eff = min(k, len(a) - 1, len(b) - 1)
-    if k_eff >= 1:  # tiny sets: shrink k rather than fail (the k used is recorded)
-        res.update(precision_recall(b, a, k=k_eff))
-    return res
 
 
 def _sanitize(obj: Any) -> Any:
@@ -281,12 +226,6 @@ def _load_vae(run: Path, device: torch.device) -> Any | None:
     return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
 
 
-def _first_per_identity(part: Part, n: int, k: int) -> Part:
-    """The first n samples of each identity (seed-indexed generation: the same as generating n)."""
-    sel = np.concatenate([np.flatnonzero(part.y == i)[:n] for i in range(k)])
-    return Part(part.x[sel], part.f[sel], part.logits[sel], part.y[sel], [])
-
-
 def _sample_pool(pipe: Any, encoder: Any, cfg: Config, k: int, n: int, shape: tuple[int, ...],
                  progress: bool) -> Part:
     ecfg = cfg.evaluate
@@ -304,7 +243,7 @@ def _generated_metrics(gen: Part, cfg: Config, train: Part, test: Part, ids: lis
     acc["generated"] = identity_accuracy(gen.logits, gen.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
     real = acc["real_test"]["overall"]
     acc["ratio"] = acc["generated"]["overall"] / real if real > 0 else None
-    st.metrics["distribution"]["gen_vs_test"] = _distribution(gen.f, test.f, ecfg.knn_k, ecfg.seed)
+    st.metrics["distribution"]["gen_vs_test"] = distribution(gen.f, test.f, ecfg.knn_k, ecfg.seed)
     _physics((test.x + 1) / 2, test.y, (gen.x + 1) / 2, gen.y, ids, st)
     _memorisation(gen, train, test, ids, st)
 
@@ -317,7 +256,7 @@ def _guidance_sweep(
     rows = []
     for g in ecfg.guidance_sweep:
         if g == ecfg.guidance and n <= np.bincount(pool.y, minlength=k).min():
-            part = _first_per_identity(pool, n, k)  # already generated: same seeds, same guidance
+            part = first_per_identity(pool, n, k)  # already generated: same seeds, same guidance
         else:
             x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress, test.x.shape[1:])
             part = make_part(encoder, x, y)
@@ -380,7 +319,7 @@ def evaluate_run(
     test = make_part(encoder, te.images, te.labels, te.files)
     acc, dist = st.metrics["accuracy"], st.metrics["distribution"]
     acc["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
-    dist["train_vs_test"] = _distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
+    dist["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
     confusions = {"real test": acc["real_test"]["confusion"]}
 
     vae = _load_vae(run, dev)
@@ -389,7 +328,7 @@ def evaluate_run(
     else:
         rec = make_part(encoder, reconstruct(vae, te.images), te.labels)
         acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, k, ecfg.bootstrap, ecfg.seed)
-        dist["recon_vs_test"] = _distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
+        dist["recon_vs_test"] = distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
         confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
         del vae
 
@@ -399,12 +338,12 @@ def evaluate_run(
         augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
         n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
         pool = _sample_pool(pipe, encoder, cfg, k, n_pool, test.x.shape[1:], progress)
-        gen = _first_per_identity(pool, ecfg.num_per_identity, k)
+        gen = first_per_identity(pool, ecfg.num_per_identity, k)
         _generated_metrics(gen, cfg, train, test, ids, st)
         confusions["generated"] = acc["generated"]["confusion"]
         _guidance_sweep(pipe, encoder, cfg, pool, test, k, progress, st)
         if augment_on:
-            synthetic = _first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
+            synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
             _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st)
         else:
             st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
