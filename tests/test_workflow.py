@@ -46,6 +46,12 @@ def test_rerun_with_resume_skips_completed_stages_and_redoes_a_removed_one(smoke
     assert res.exit_code == 0, res.output
     assert res.output.count("already complete, skipped") == len(stages(simulated=False)) - 1
     assert (smoke_run / "samples" / "manifest.json").is_file()
+    timings = json.loads((smoke_run / "timings.json").read_text())["invocations"]
+    assert len(timings) == 2  # the refused invocation ran nothing and recorded nothing
+    first, second = ({r["stage"]: r for r in t["stages"]} for t in timings)
+    assert list(first) == [s.name for s in stages(simulated=False)]
+    assert all(r["status"] == "ran" and r["seconds"] > 0 for r in first.values())
+    assert {n for n, r in second.items() if r["status"] == "ran"} == {"generate"}
 
 
 def test_existing_run_without_resume_is_refused(smoke_run):

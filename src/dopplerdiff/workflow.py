@@ -18,7 +18,7 @@ import yaml
 from dopplerdiff.config import Config, config_from_dict, load_config
 from dopplerdiff.config.base import apply_overrides, to_dict
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import read_json_if_exists
+from dopplerdiff.utils.io import read_json_if_exists, write_json
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,8 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
     if not (run / "config.yaml").is_file():
         cfg.save(run / "config.yaml")
     todo = stages(simulated=data_root is None)
-    rows = []
+    previous = (read_json_if_exists(run / "timings.json") or {}).get("invocations", [])
+    started, rows = time.strftime("%Y-%m-%dT%H:%M:%S%z"), []
     for i, stage in enumerate(todo, 1):
         done = (run / stage.marker).exists()
         if on_stage:
@@ -188,4 +189,12 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
             stage.run(ctx)
         rows.append({"stage": stage.name, "status": "done before" if done else "ran",
                      "seconds": 0.0 if done else time.time() - t0, "summary": stage.summary(ctx)})
+        _write_timings(run, previous, started, rows)
     return rows
+
+
+def _write_timings(run: Path, previous: list[dict[str, Any]], started: str,
+                   rows: list[dict[str, Any]]) -> None:
+    """RUN/timings.json: wall seconds per stage for every invocation (a resumed run adds an entry)."""
+    entry = {"started": started, "stages": rows, "total_seconds": round(sum(r["seconds"] for r in rows), 1)}
+    write_json(run / "timings.json", {"invocations": [*previous, entry]})
