@@ -3,8 +3,8 @@
     python bench/all.py [--quick] [--only simulate,diffusion] [--run-profile quick]
 
 ``--run-profile P`` also times the whole ``dopplerdiff run --profile P`` on the simulated default and records
-its wall time and peak resident memory (bench/results/run_<P>.json); it is off by default because the quick
-profile takes about half an hour on 2 cores.
+its wall time, peak resident memory and minutes per stage (bench/results/run_<P>.json); it is off by default
+because the quick profile takes over 20 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -43,11 +43,13 @@ def time_run(profile: str) -> dict:
     proc = subprocess.run([str(cli), "run", "--profile", profile, "--out", str(out), "--quiet"])
     wall = time.time() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    metrics = {}
-    if (out / "eval" / "metrics.json").is_file():
-        metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    def read(rel: str) -> dict:
+        return json.loads((out / rel).read_text()) if (out / rel).is_file() else {}
+
+    stages = (read("timings.json").get("invocations") or [{}])[-1].get("stages", [])
     result = {"profile": profile, "ok": proc.returncode == 0, "wall_min": wall / 60, "peak_rss_mb": peak_mb,
-              "eval": metrics, "date": time.strftime("%Y-%m-%d")}
+              "stage_min": {r["stage"]: round(r["seconds"] / 60, 2) for r in stages},
+              "eval": read("eval/metrics.json"), "date": time.strftime("%Y-%m-%d")}
     (RESULTS / f"run_{profile}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
     shutil.rmtree(out.parent, ignore_errors=True)
     return result
