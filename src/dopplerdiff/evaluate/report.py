@@ -358,6 +358,10 @@ def _memorisation(
     return body
 
 
+def _widths(channels: list[int] | None) -> str:
+    return f" (CNN widths {channels})" if channels else ""
+
+
 def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
     aug = m.get("augmentation")
     if not aug or not aug.get("arms"):
@@ -368,10 +372,10 @@ def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
     ]
     body = _table(["training data", "real-test accuracy (mean)", "std", "per seed"], rows)
     body += (
-        f"<p class='note'>Same classifier, {_fmt(aug.get('steps'))} steps, seeds {aug.get('seeds')}; "
-        f"{_fmt(aug.get('synthetic_per_identity'))} synthetic windows per identity, generated with "
-        "seeds disjoint from the evaluation samples. 'synthetic only' is train-on-synthetic, "
-        "test-on-real (TSTR).</p>"
+        f"<p class='note'>Same classifier{_widths(aug.get('classifier_channels'))} for every arm, "
+        f"{_fmt(aug.get('steps'))} steps, seeds {aug.get('seeds')}; "
+        f"{_fmt(aug.get('synthetic_per_identity'))} synthetic windows per identity (the first samples of the "
+        "evaluation pool). 'synthetic only' is train-on-synthetic, test-on-real (TSTR).</p>"
     )
     if "augmentation" in plots:
         body += f"<img src='{png_b64(plots['augmentation'])}' alt='augmentation experiment'>"
