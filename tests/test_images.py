@@ -10,10 +10,10 @@ import torch
 from scipy.io import savemat
 
 from dopplerdiff.config import load_config
+from dopplerdiff.data.colormap import apply_colormap
 from dopplerdiff.data.contact import identity_rows, save_grid
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import (
-    apply_colormap,
     from_unit,
     load_spectrograms,
     parse_name,

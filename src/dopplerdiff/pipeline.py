@@ -220,7 +220,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
         from PIL import Image
 
-        from dopplerdiff.data.images import apply_colormap
+        from dopplerdiff.data.colormap import apply_colormap
 
         out = []
         cmap = self.config.colormap

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dopplerdiff.data.images import SpectrogramSet, apply_colormap, to_unit
+from dopplerdiff.data.colormap import apply_colormap
+from dopplerdiff.data.images import SpectrogramSet, to_unit
 from dopplerdiff.utils.io import atomic_write_bytes
 
 _PAD = 2

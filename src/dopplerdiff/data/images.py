@@ -15,7 +15,6 @@ from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +22,13 @@ import numpy as np
 from PIL import Image
 
 from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.colormap import apply_colormap, colormap_lut, inverse_table, invert_colormap
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_write_bytes
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 ARRAY_EXTS = (".npy", ".mat")
 SUPPORTED_EXTS = IMAGE_EXTS + ARRAY_EXTS
-_BITS = 6  # quantisation of the RGB -> LUT-index table: 64^3 cells, 4 levels each (below JPEG noise)
 _NUMERIC_MODES = ("npy", "mat", "gray16", "F")
 _GRAY_TOL = 10  # max |R-G|, |G-B| for an RGB file to count as grayscale (JPEG chroma noise)
 
@@ -76,55 +75,6 @@ def from_unit(x: Any) -> Any:
 def natural_key(text: str) -> list[Any]:
     """Sort key that orders embedded integers numerically (ID_2 before ID_10)."""
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
-
-
-# ---------------------------------------------------------------- colormaps
-@lru_cache(maxsize=16)
-def colormap_lut(name: str) -> np.ndarray:
-    """The colormap's 256-entry LUT as uint8 (256, 3); unknown names are a DataError."""
-    import matplotlib
-
-    try:
-        cmap = matplotlib.colormaps[name]
-    except KeyError:
-        raise DataError(
-            f"unknown colormap '{name}'; set data.colormap to a matplotlib colormap name "
-            "(e.g. data.colormap=jet, viridis, turbo, gray) matching how the images were rendered"
-        ) from None
-    rgb = cmap(np.linspace(0.0, 1.0, 256))[:, :3]
-    return np.round(rgb * 255.0).astype(np.uint8)
-
-
-@lru_cache(maxsize=16)
-def _inverse_table(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Quantised RGB cube -> (LUT index as float32 in [0,1], distance to the colormap in RGB units)."""
-    from scipy.spatial import cKDTree
-
-    lut = colormap_lut(name).astype(np.float64)
-    # Colours repeated in the LUT (jet's flat blue top) map to the mean of their indices.
-    uniq, inverse = np.unique(lut, axis=0, return_inverse=True)
-    mean_idx = np.bincount(inverse.ravel(), weights=np.arange(256)) / np.bincount(inverse.ravel())
-    n = 1 << _BITS
-    centres = (np.arange(n) + 0.5) * (256 / n)
-    grid = np.stack(np.meshgrid(centres, centres, centres, indexing="ij"), -1).reshape(-1, 3)
-    dist, nearest = cKDTree(uniq).query(grid, workers=1)
-    value = (mean_idx[nearest] / 255.0).astype(np.float32).reshape(n, n, n)
-    return value, np.minimum(dist, 255).astype(np.uint8).reshape(n, n, n)
-
-
-def invert_colormap(rgb: np.ndarray, name: str) -> tuple[np.ndarray, float]:
-    """uint8 (H, W, 3) colour image -> (float32 (H, W) intensity in [0, 1], mean RGB distance to the LUT)."""
-    value, dist = _inverse_table(name)
-    q = (rgb >> (8 - _BITS)).astype(np.int32)
-    flat = (q[..., 0] << (2 * _BITS)) | (q[..., 1] << _BITS) | q[..., 2]
-    # The residual is a diagnostic: a strided subsample estimates it at a fraction of the cost.
-    return value.ravel()[flat], float(dist.ravel()[flat[::4, ::4]].mean())
-
-
-def apply_colormap(img01: np.ndarray, name: str) -> np.ndarray:
-    """float (H, W) in [0, 1] -> uint8 (H, W, 3) via the colormap LUT."""
-    idx = np.clip(np.round(np.asarray(img01, dtype=np.float64) * 255.0), 0, 255).astype(np.int64)
-    return colormap_lut(name)[idx]
 
 
 # ---------------------------------------------------------------- reading single files
@@ -320,7 +270,7 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
     if cfg.colormap != "gray":
         colormap_lut(cfg.colormap)  # fail fast on an unknown colormap
         if cfg.channels == 1:
-            _inverse_table(cfg.colormap)  # build once here, not concurrently in every worker thread
+            inverse_table(cfg.colormap)  # build once here, not concurrently in every worker thread
     identities, per_id, ignored = scan_tree(root)
     files, labels, recordings, windows, sorted_ids = [], [], [], [], []
     for label, ident in enumerate(identities):
