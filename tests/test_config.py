@@ -53,6 +53,8 @@ def test_overrides_are_typed():
         ("data.channels=2", "must be one of"),
         ("data.split.train=0.9", "sum to 1"),
         ("autoencoder.train.ema=maybe", "true/false"),
+        ("evaluate.augment_channels=[16,0]", "augment_channels must be positive"),
+        ("evaluate.augment_channels=[]", "augment_channels must be positive"),
         ("steps", "key=value"),
     ],
 )
