@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from dopplerdiff.evaluate import plots
-from dopplerdiff.evaluate.report import SECTIONS, ExampleRow, MemorisationPair, image_b64, render_report
+from dopplerdiff.evaluate.report import SECTIONS, ExampleRow, MemorisationPair, render_report
+from dopplerdiff.evaluate.report_html import image_b64
 
 IDS = ["ID_1", "ID_2", "ID_3"]
 VOID = {"meta", "img", "br", "hr", "input", "link", "col"}

@@ -8,16 +8,23 @@ any section that is absent is shown as "not computed" and explained in the "What
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+
+from dopplerdiff.evaluate.report_html import (
+    Raw,
+    ci,
+    fmt,
+    img_tag,
+    not_computed,
+    png_b64,
+    section,
+    table,
+)
 
 SECTIONS = (
     "headline",
@@ -71,80 +78,6 @@ class MemorisationPair:
     train_file: str = ""
 
 
-def _colorize(img01: np.ndarray, colormap: str) -> np.ndarray:
-    """(C,H,W) or (H,W) in [0,1] -> (H,W,3) uint8; one channel goes through the data's colormap."""
-    arr = np.asarray(img01, dtype=np.float32)
-    if arr.ndim == 3 and arr.shape[0] == 1:
-        arr = arr[0]
-    arr = np.clip(np.nan_to_num(arr), 0.0, 1.0)
-    if arr.ndim == 2:
-        if colormap in ("gray", "grey", "greys_r"):
-            rgb = np.repeat(arr[..., None], 3, axis=-1)
-        else:
-            import matplotlib
-
-            rgb = matplotlib.colormaps[colormap](arr)[..., :3]
-    else:
-        rgb = np.transpose(arr[:3], (1, 2, 0))
-    return (rgb * 255.0 + 0.5).astype(np.uint8)
-
-
-def png_b64(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def image_b64(img01: np.ndarray, colormap: str = "jet") -> str:
-    """Encode one image as a ``data:image/png;base64,...`` URI."""
-    buf = io.BytesIO()
-    Image.fromarray(_colorize(img01, colormap)).save(buf, format="PNG")
-    return png_b64(buf.getvalue())
-
-
-def _img_tag(img01: np.ndarray, colormap: str, px: int = 80, title: str = "") -> str:
-    t = f' title="{html.escape(title)}"' if title else ""
-    return f'<img class="px" src="{image_b64(img01, colormap)}" width="{px}" height="{px}" alt=""{t}>'
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int | np.integer):
-        return str(int(v))
-    if isinstance(v, float | np.floating):
-        if not math.isfinite(float(v)):
-            return "—"
-        return f"{float(v):.{digits}f}"
-    return html.escape(str(v))
-
-
-def _ci(d: dict | None) -> str:
-    if not d or d.get("ci95") is None:
-        return ""
-    lo, hi = d["ci95"]
-    return f" <span class='sub'>[{_fmt(lo)}, {_fmt(hi)}]</span>"
-
-
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[Any]], row_classes: Sequence[str] | None = None
-) -> str:
-    head = "".join(f"<th{' class=l' if i == 0 else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
-    body = []
-    for r, row in enumerate(rows):
-        cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
-        cells = "".join(
-            f"<td{' class=l' if i == 0 else ''}>{c if isinstance(c, _Raw) else _fmt(c)}</td>"
-            for i, c in enumerate(row)
-        )
-        body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
-
-
-class _Raw(str):
-    """A table cell that is already HTML."""
-
-
 def _per_identity(acc: dict | None, identities: Sequence[str]) -> dict[str, float]:
     """Accept per-identity accuracies as a dict (name or index -> value) or a list in label order."""
     if not acc:
@@ -161,14 +94,6 @@ def _per_identity(acc: dict | None, identities: Sequence[str]) -> dict[str, floa
     return {identities[i]: v for i, v in enumerate(per) if i < len(identities)}
 
 
-def _section(sid: str, title: str, body: str) -> str:
-    return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
-
-
-def _not_computed(reason: str = "") -> str:
-    return f"<p class='note'>Not computed{': ' + html.escape(reason) if reason else '.'}</p>"
-
-
 def _headline(m: dict) -> str:
     """One row per image set compared with real test; grey rows are the references and floors."""
     acc, dist = m.get("accuracy", {}), m.get("distribution", {})
@@ -183,35 +108,35 @@ def _headline(m: dict) -> str:
         a, d = acc.get(akey) if akey else None, dist.get(dkey) if dkey else None
         if akey and not a and not d:
             continue
-        acc_cell = _Raw(_fmt(a.get("overall")) + _ci(a)) if a else None
+        acc_cell = Raw(fmt(a.get("overall")) + ci(a)) if a else None
         if akey == "generated" and acc.get("ratio") is not None:
-            acc_cell = _Raw(f"{acc_cell} <span class='sub'>({_fmt(acc['ratio'], 2)} × real)</span>")
+            acc_cell = Raw(f"{acc_cell} <span class='sub'>({fmt(acc['ratio'], 2)} × real)</span>")
         d = d or {}
-        kid_cell = _Raw(_fmt(d.get("kid_mean"), 4) + (f" ± {_fmt(d.get('kid_std'), 4)}" if d.get("kid_std")
+        kid_cell = Raw(fmt(d.get("kid_mean"), 4) + (f" ± {fmt(d.get('kid_std'), 4)}" if d.get("kid_std")
                                                       is not None else "")) if d else None
         rows.append([label, acc_cell, d.get("fd"), kid_cell, d.get("precision"), d.get("recall")])
         classes.append(cls)
     chance = 1.0 / len(m["identities"]) if m.get("identities") else None
-    body = _table(["image set", "identity accuracy [95% CI]", "Fréchet distance to real test", "KID",
+    body = table(["image set", "identity accuracy [95% CI]", "Fréchet distance to real test", "KID",
                    "precision", "recall"], rows, classes)
     facts = []
     if chance is not None:
         facts.append(f"chance accuracy {chance:.3f} ({len(m['identities'])} identities)")
     aug = m.get("augmentation")
     if aug and aug.get("arms"):
-        arms = " · ".join(f"{html.escape(k)} {_fmt(v['mean'])} ± {_fmt(v['std'])}"
+        arms = " · ".join(f"{html.escape(k)} {fmt(v['mean'])} ± {fmt(v['std'])}"
                           for k, v in aug["arms"].items())
         gain = aug.get("gain")
         g = ""
         if gain:
             cls = "good" if gain["mean"] > 0 else "bad"
             g = (f"; gain from synthetic data <span class='{cls}'>{gain['mean']:+.3f}</span> "
-                 f"± {_fmt(gain.get('std'))}")
+                 f"± {fmt(gain.get('std'))}")
         facts.append(f"augmentation experiment (accuracy on real test): {arms}{g}")
     mem = m.get("memorisation")
     if mem:
-        facts.append(f"memorised-looking samples: {_fmt(mem.get('flagged'))} of {_fmt(mem.get('total'))} "
-                     f"({_fmt(mem.get('fraction'))}; about {_fmt(mem.get('expected_fraction'), 2)} "
+        facts.append(f"memorised-looking samples: {fmt(mem.get('flagged'))} of {fmt(mem.get('total'))} "
+                     f"({fmt(mem.get('fraction'))}; about {fmt(mem.get('expected_fraction'), 2)} "
                      "expected by chance)")
     if facts:
         body += "<ul>" + "".join(f"<li>{f}</li>" for f in facts) + "</ul>"
@@ -225,14 +150,14 @@ def _headline(m: dict) -> str:
 
 def _examples(rows: Sequence[ExampleRow] | None, colormap: str) -> str:
     if not rows:
-        return _not_computed("no example images")
+        return not_computed("no example images")
     out = ["<table class='grid'>"]
     for row in rows:
         for kind, imgs in (("real", row.real), ("generated", row.generated)):
             if imgs is None or len(imgs) == 0:
                 cells = "<td class='note'>no generated samples</td>" if kind == "generated" else ""
             else:
-                cells = "".join(f"<td>{_img_tag(im, colormap)}</td>" for im in imgs)
+                cells = "".join(f"<td>{img_tag(im, colormap)}</td>" for im in imgs)
             out.append(f"<tr><th>{html.escape(row.identity)} · {kind}</th>{cells}</tr>")
     out.append("</table>")
     return "".join(out)
@@ -244,22 +169,22 @@ def _identity(m: dict, plots: dict[str, bytes]) -> str:
     acc = m.get("accuracy", {})
     keys = [k for k in ("real_test", "reconstruction", "generated") if acc.get(k)]
     if not keys:
-        return _not_computed("no encoder predictions")
+        return not_computed("no encoder predictions")
 
     def cell(a: dict, i: int, name: str) -> Any:
         value = _per_identity(a, ids).get(name)
         cis, ns = a.get("per_identity_ci95"), a.get("per_identity_n")
         extra = ""
         if isinstance(cis, list) and i < len(cis) and cis[i]:
-            extra += f" <span class='sub'>[{_fmt(cis[i][0])}, {_fmt(cis[i][1])}]</span>"
+            extra += f" <span class='sub'>[{fmt(cis[i][0])}, {fmt(cis[i][1])}]</span>"
         if isinstance(ns, list) and i < len(ns):
             extra += f" <span class='sub'>n={ns[i]}</span>"
-        return _Raw(_fmt(value) + extra) if extra else value
+        return Raw(fmt(value) + extra) if extra else value
 
     header = ["Identity"] + [k.replace("_", " ") for k in keys]
     rows = [[name] + [cell(acc[k], i, name) for k in keys] for i, name in enumerate(ids)]
-    rows.append(["overall"] + [_Raw(_fmt(acc[k].get("overall")) + _ci(acc[k])) for k in keys])
-    body = _table(header, rows)
+    rows.append(["overall"] + [Raw(fmt(acc[k].get("overall")) + ci(acc[k])) for k in keys])
+    body = table(header, rows)
     if "confusion" in plots:
         body += f"<img src='{png_b64(plots['confusion'])}' alt='confusion matrices' style='max-width:100%'>"
     return body
@@ -268,7 +193,7 @@ def _identity(m: dict, plots: dict[str, bytes]) -> str:
 def _distribution(m: dict) -> str:
     dist = m.get("distribution", {})
     if not dist:
-        return _not_computed("no encoder features")
+        return not_computed("no encoder features")
     names = {
         "gen_vs_test": "generated vs real test",
         "train_vs_test": "real train vs real test (floor)",
@@ -289,14 +214,14 @@ def _distribution(m: dict) -> str:
             ]
         )
         classes.append("" if key == "gen_vs_test" else "floor")
-    return _table(
+    return table(
         ["Comparison", "Fréchet distance", "KID", "KID std", "precision", "recall", "n a", "n b"],
         rows,
         classes,
     ) + (
         "<p class='note'>k-NN precision: fraction of samples inside the real test manifold; "
         "recall: fraction of real test windows inside the samples' manifold "
-        f"(k = {_fmt(m.get('settings', {}).get('knn_k'))}).</p>"
+        f"(k = {fmt(m.get('settings', {}).get('knn_k'))}).</p>"
     )
 
 
@@ -304,7 +229,7 @@ def _physics(m: dict, plots: dict[str, bytes]) -> str:
     """Overall: one row per statistic (real/generated mean ± std, Wasserstein); then W per identity."""
     phys = m.get("physics")
     if not phys:
-        return _not_computed("no generated samples")
+        return not_computed("no generated samples")
     overall = phys.get("overall", {})
     stats = list(overall)
     body = (
@@ -316,16 +241,16 @@ def _physics(m: dict, plots: dict[str, bytes]) -> str:
     for s in stats:
         v = overall[s]
         if isinstance(v, dict):
-            rows.append([s, _Raw(f"{_fmt(v.get('real_mean'))} ± {_fmt(v.get('real_std'))}"),
-                         _Raw(f"{_fmt(v.get('gen_mean'))} ± {_fmt(v.get('gen_std'))}"),
+            rows.append([s, Raw(f"{fmt(v.get('real_mean'))} ± {fmt(v.get('real_std'))}"),
+                         Raw(f"{fmt(v.get('gen_mean'))} ± {fmt(v.get('gen_std'))}"),
                          v.get("wasserstein"), v.get("wasserstein_rel")])
         else:
             rows.append([s, None, None, v, None])
-    body += _table(["statistic", "real test", "generated", "W", "W/σ"], rows)
+    body += table(["statistic", "real test", "generated", "W", "W/σ"], rows)
     per = phys.get("per_identity") or {}
     if per:
         body += "<p class='note'>W per identity:</p>"
-        body += _table(["identity"] + stats, [[name] + [d.get(s) for s in stats] for name, d in per.items()])
+        body += table(["identity"] + stats, [[name] + [d.get(s) for s in stats] for name, d in per.items()])
     if "physics" in plots:
         body += f"<img src='{png_b64(plots['physics'])}' alt='physics histograms' style='max-width:100%'>"
     return body
@@ -336,9 +261,9 @@ def _memorisation(
 ) -> str:
     mem = m.get("memorisation")
     if not mem:
-        return _not_computed("no generated samples")
+        return not_computed("no generated samples")
     body = f"<p>Rule: {html.escape(str(mem.get('rule', '')))}</p>"
-    body += _table(
+    body += table(
         ["flagged", "generated", "fraction", "threshold"],
         [[mem.get("flagged"), mem.get("total"), mem.get("fraction"), mem.get("threshold")]],
     )
@@ -348,7 +273,7 @@ def _memorisation(
         cells = []
         for p in pairs:
             cells.append(
-                f"<td>{_img_tag(p.generated, colormap, 96)}<br>{_img_tag(p.train, colormap, 96)}<br>"
+                f"<td>{img_tag(p.generated, colormap, 96)}<br>{img_tag(p.train, colormap, 96)}<br>"
                 f"<span class='sub'>{html.escape(p.identity)} d={p.distance:.3g}</span></td>"
             )
         body += (
@@ -365,16 +290,16 @@ def _widths(channels: list[int] | None) -> str:
 def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
     aug = m.get("augmentation")
     if not aug or not aug.get("arms"):
-        return _not_computed(aug.get("skipped", "") if aug else "no generated samples")
+        return not_computed(aug.get("skipped", "") if aug else "no generated samples")
     rows = [
         [k, v["mean"], v["std"], ", ".join(f"{x:.3f}" for x in v.get("runs", []))]
         for k, v in aug["arms"].items()
     ]
-    body = _table(["training data", "real-test accuracy (mean)", "std", "per seed"], rows)
+    body = table(["training data", "real-test accuracy (mean)", "std", "per seed"], rows)
     body += (
         f"<p class='note'>Same classifier{_widths(aug.get('classifier_channels'))} for every arm, "
-        f"{_fmt(aug.get('steps'))} steps, seeds {aug.get('seeds')}; "
-        f"{_fmt(aug.get('synthetic_per_identity'))} synthetic windows per identity (the first samples of the "
+        f"{fmt(aug.get('steps'))} steps, seeds {aug.get('seeds')}; "
+        f"{fmt(aug.get('synthetic_per_identity'))} synthetic windows per identity (the first samples of the "
         "evaluation pool). 'synthetic only' is train-on-synthetic, test-on-real (TSTR).</p>"
     )
     if "augmentation" in plots:
@@ -385,9 +310,9 @@ def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
 def _guidance(m: dict, plots: dict[str, bytes]) -> str:
     sweep = m.get("guidance_sweep")
     if not sweep:
-        return _not_computed("no diffusion pipeline")
+        return not_computed("no diffusion pipeline")
     rows = [[r.get("guidance"), r.get("accuracy"), r.get("fd"), r.get("num")] for r in sweep]
-    body = _table(["guidance", "identity accuracy", "Fréchet distance", "samples"], rows)
+    body = table(["guidance", "identity accuracy", "Fréchet distance", "samples"], rows)
     if "guidance" in plots:
         body += f"<img src='{png_b64(plots['guidance'])}' alt='guidance sweep'>"
     return body
@@ -405,7 +330,7 @@ def _settings(m: dict) -> str:
     s = dict(m.get("settings", {}))
     s.update({f"count {k}": v for k, v in (m.get("counts") or {}).items()})
     rows = [[k, v if not isinstance(v, list | dict) else str(v)] for k, v in s.items()]
-    return _table(["setting", "value"], rows) if rows else _not_computed()
+    return table(["setting", "value"], rows) if rows else not_computed()
 
 
 def render_report(
@@ -427,24 +352,24 @@ def render_report(
         f"<h1>{html.escape(title)}</h1><div class='sub'>run {run} · {created} · "
         f"{len(metrics.get('identities', []))} identities</div>",
         _missing(metrics) if metrics.get("missing") else "",
-        _section("headline", "Headline", _headline(metrics)),
-        _section(
+        section("headline", "Headline", _headline(metrics)),
+        section(
             "examples",
             "Real (upper) and generated (lower) windows per identity",
             _examples(examples, colormap),
         ),
-        _section("identity", "Identity accuracy per identity", _identity(metrics, plots)),
-        _section("distribution", "Distribution metrics (encoder feature space)", _distribution(metrics)),
-        _section("physics", "Physical statistics", _physics(metrics, plots)),
-        _section("memorisation", "Memorisation", _memorisation(metrics, memorisation_pairs, plots, colormap)),
-        _section(
+        section("identity", "Identity accuracy per identity", _identity(metrics, plots)),
+        section("distribution", "Distribution metrics (encoder feature space)", _distribution(metrics)),
+        section("physics", "Physical statistics", _physics(metrics, plots)),
+        section("memorisation", "Memorisation", _memorisation(metrics, memorisation_pairs, plots, colormap)),
+        section(
             "augmentation",
             "Does synthetic data help? (augmentation experiment)",
             _augmentation(metrics, plots),
         ),
-        _section("guidance", "Guidance sweep", _guidance(metrics, plots)),
-        _section("missing", "What is missing", _missing(metrics)),
-        _section("settings", "Settings", _settings(metrics)),
+        section("guidance", "Guidance sweep", _guidance(metrics, plots)),
+        section("missing", "What is missing", _missing(metrics)),
+        section("settings", "Settings", _settings(metrics)),
         "</body></html>",
     ]
     return "\n".join(p for p in parts if p)

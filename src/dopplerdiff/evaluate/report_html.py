@@ -1,0 +1,92 @@
+"""HTML building blocks of the evaluation report: escaped cells and tables, sections, inline PNG images."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dopplerdiff.data.colormap import apply_colormap
+
+
+def colorize(img01: np.ndarray, colormap: str) -> np.ndarray:
+    """(C,H,W) or (H,W) in [0,1] -> (H,W,3) uint8; one channel goes through the data's colormap."""
+    arr = np.asarray(img01, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    arr = np.clip(np.nan_to_num(arr), 0.0, 1.0)
+    if arr.ndim == 2:
+        if colormap in ("gray", "grey", "greys_r"):
+            return (np.repeat(arr[..., None], 3, axis=-1) * 255.0 + 0.5).astype(np.uint8)
+        return apply_colormap(arr, colormap)
+    return (np.transpose(arr[:3], (1, 2, 0)) * 255.0 + 0.5).astype(np.uint8)
+
+
+def png_b64(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def image_b64(img01: np.ndarray, colormap: str = "jet") -> str:
+    """Encode one image as a ``data:image/png;base64,...`` URI."""
+    buf = io.BytesIO()
+    Image.fromarray(colorize(img01, colormap)).save(buf, format="PNG")
+    return png_b64(buf.getvalue())
+
+
+def img_tag(img01: np.ndarray, colormap: str, px: int = 80, title: str = "") -> str:
+    t = f' title="{html.escape(title)}"' if title else ""
+    return f'<img class="px" src="{image_b64(img01, colormap)}" width="{px}" height="{px}" alt=""{t}>'
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, int | np.integer):
+        return str(int(v))
+    if isinstance(v, float | np.floating):
+        if not math.isfinite(float(v)):
+            return "—"
+        return f"{float(v):.{digits}f}"
+    return html.escape(str(v))
+
+
+def ci(d: dict | None) -> str:
+    if not d or d.get("ci95") is None:
+        return ""
+    lo, hi = d["ci95"]
+    return f" <span class='sub'>[{fmt(lo)}, {fmt(hi)}]</span>"
+
+
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[Any]], row_classes: Sequence[str] | None = None
+) -> str:
+    head = "".join(f"<th{' class=l' if i == 0 else ''}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        cls = f' class="{row_classes[r]}"' if row_classes and row_classes[r] else ""
+        cells = "".join(
+            f"<td{' class=l' if i == 0 else ''}>{c if isinstance(c, Raw) else fmt(c)}</td>"
+            for i, c in enumerate(row)
+        )
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+class Raw(str):
+    """A table cell that is already HTML."""
+
+
+def section(sid: str, title: str, body: str) -> str:
+    return f'<section id="{sid}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def not_computed(reason: str = "") -> str:
+    return f"<p class='note'>Not computed{': ' + html.escape(reason) if reason else '.'}</p>"
