@@ -64,15 +64,16 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import send_to_device, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from dopplerdiff.config.loop import LoopConfig
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+from dopplerdiff.train.batching import EpochBatchSampler, unpack_data
 from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loop's public helpers
     CHECKPOINT_RE,
     find_checkpoints,
@@ -169,38 +170,6 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     )
 
 
-class _EpochBatchSampler:
-    """Endless batch sampler: per-epoch seeded permutations, this process's share of each global batch."""
-
-    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, start_micro: int):
-        self.n, self.global_batch, self.rank, self.world = n, global_batch, rank, world
-        self.seed, self.start_micro = seed, start_micro
-        self.per_proc = global_batch // world
-        self.batches_per_epoch = n // global_batch
-        self.epoch = start_micro // self.batches_per_epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        offset = self.start_micro % self.batches_per_epoch
-        while True:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(self.n, generator=gen)
-            for b in range(offset, self.batches_per_epoch):
-                glob = perm[b * self.global_batch : (b + 1) * self.global_batch]
-                yield glob[self.rank * self.per_proc : (self.rank + 1) * self.per_proc].tolist()
-            offset = 0
-            self.epoch += 1
-
-
-def _to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, list | tuple):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
-
-
 @contextlib.contextmanager
 def _isolated_rng() -> Iterator[None]:
     """Restore python/numpy/torch RNG states afterwards, so validation cannot shift training randomness."""
@@ -232,13 +201,6 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(ln + "\n" for ln in keep))
 
 
-def _unpack_data(train_data: Dataset | DataLoader, collate_fn: Any) -> tuple[Dataset, Any]:
-    # A DataLoader is accepted for convenience; only its dataset and collate_fn are used.
-    if isinstance(train_data, DataLoader):
-        return train_data.dataset, collate_fn or train_data.collate_fn
-    return train_data, collate_fn or default_collate
-
-
 def train_loop(
     stage: TrainStage,
     train_data: Dataset | DataLoader,
@@ -262,7 +224,7 @@ def train_loop(
     main = acc.is_main_process
     if main:
         work_dir.mkdir(parents=True, exist_ok=True)
-    dataset, collate = _unpack_data(train_data, collate_fn)
+    dataset, collate = unpack_data(train_data, collate_fn)
     n, world = len(dataset), acc.num_processes  # type: ignore[arg-type]
     if cfg.batch_size % world:
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
@@ -313,7 +275,7 @@ def train_loop(
             _truncate_log(log_path, start)
     acc.wait_for_everyone()
 
-    sampler = _EpochBatchSampler(
+    sampler = EpochBatchSampler(
         n, cfg.batch_size, acc.process_index, world, cfg.seed, start_micro=start * cfg.grad_accum
     )
     loader = DataLoader(
@@ -334,7 +296,7 @@ def train_loop(
         t0 = time.perf_counter()
         loss_sum, terms_sum, grad_norm = 0.0, {}, float("nan")
         for _ in range(cfg.grad_accum):
-            batch = _to_device(next(batches), acc.device)
+            batch = send_to_device(next(batches), acc.device, non_blocking=True)
             with acc.accumulate(*main_models, *aux_models):
                 with acc.autocast():
                     loss, terms = stage.loss(batch, step)
