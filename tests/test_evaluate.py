@@ -107,9 +107,16 @@ def test_full_evaluation_with_a_tiny_pipeline(base_run, smoke_config, tmp_path):
     assert set(arms) == {"real", "real+synthetic", "synthetic"}
     assert all(len(a["runs"]) == ecfg.augment_seeds for a in arms.values())
     assert m["missing"] == []
+    judge = m["judge"]  # the independent judge scores every set; its ratios are to its own real accuracy
+    assert {"real_test", "reconstruction", "generated"} <= set(judge)
+    assert judge["seed"] != smoke_config.seed and judge["steps"] == ecfg.judge_steps
+    assert {"real_train_vs_test", "reconstruction", "generated"} <= set(m["c2st"])
+    assert set(m["texture"]) == {"real_test", "reconstruction", "generated"}
+    assert set(m["augmentation_judge"]["arms"]) == set(arms)
     html = (run / "eval" / "report.html").read_text()
     _report_ok(html)
     assert "Nothing is missing" in html and "Guidance sweep" in html
+    assert "Independent judge" in html and "Texture" in html
 
 
 def test_samples_are_drawn_once_and_shared_by_scoring_sweep_and_augmentation(

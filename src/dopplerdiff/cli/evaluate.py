@@ -38,7 +38,8 @@ def evaluate_cmd(
     from rich.table import Table
 
     from dopplerdiff.config import load_config
-    from dopplerdiff.evaluate.evaluate import evaluate_run, summary_rows
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+    from dopplerdiff.evaluate.summary import summary_rows
 
     setup_logging(quiet)
     run = existing_dir(run, "run directory")

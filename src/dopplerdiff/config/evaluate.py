@@ -21,6 +21,12 @@ class EvaluateConfig:
     # CNN widths of the augmentation experiment's classifiers (None: encoder.channels); a lighter one keeps
     # the nine trainings affordable on a CPU, and every arm uses the same
     augment_channels: list[int] | None = None
+    # The independent judge (a plain CNN sharing nothing with the encoder or the generator): its widths and
+    # training steps; C2ST classifiers use the same widths. 0 steps disables each.
+    judge_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
+    judge_steps: int = 300
+    c2st_steps: int = 200
+    judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -29,3 +35,8 @@ class EvaluateConfig:
         ):
             raise ValueError(f"evaluate.augment_channels must be positive CNN widths or null, "
                              f"got {self.augment_channels}")
+        if not self.judge_channels or any(c < 1 for c in self.judge_channels):
+            raise ValueError(f"evaluate.judge_channels must be positive CNN widths, "
+                             f"got {self.judge_channels}")
+        if self.judge_steps < 0 or self.c2st_steps < 0:
+            raise ValueError("evaluate.judge_steps and evaluate.c2st_steps must be >= 0")

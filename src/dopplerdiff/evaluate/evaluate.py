@@ -40,6 +40,8 @@ from dopplerdiff.config.base import from_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
+from dopplerdiff.evaluate.c2st import disjoint_pair
+from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
 from dopplerdiff.evaluate.parts import Part, distribution, first_per_identity, make_part, reconstruct
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
@@ -269,7 +271,7 @@ def _guidance_sweep(
 
 
 def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
-                  progress: bool, st: EvalState) -> None:
+                  progress: bool, st: EvalState, ind: IndependentEval | None) -> None:
     from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 
     ecfg = cfg.evaluate
@@ -284,6 +286,11 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
     res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
     st.plots["augmentation"] = plots.augmentation_plot(res["arms"])
+    if ind is not None and ecfg.judge_augmentation:
+        seeds = [ecfg.seed + i for i in range(ecfg.augment_seeds)]
+        st.metrics["augmentation_judge"] = ind.augmentation(
+            run_augmentation_experiment, (synthetic.x, synthetic.y), seeds=seeds,
+            val=val if len(val[1]) else None, progress=progress)
 
 
 def evaluate_run(
@@ -321,6 +328,12 @@ def evaluate_run(
     acc["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
     dist["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
     confusions = {"real test": acc["real_test"]["confusion"]}
+    ind = None
+    if ecfg.judge_steps > 0:
+        ind = IndependentEval(ecfg, (train.x, train.y), (va.images, va.labels), (test.x, test.y), k, dev)
+    else:
+        st.missing.append("independent judge, C2ST and texture statistics disabled "
+                          "(evaluate.judge_steps = 0)")
 
     vae = _load_vae(run, dev)
     if vae is None:
@@ -330,6 +343,9 @@ def evaluate_run(
         acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, k, ecfg.bootstrap, ecfg.seed)
         dist["recon_vs_test"] = distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
         confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
+        if ind is not None:  # C2ST: real train windows vs reconstructions of OTHER train windows
+            pair = disjoint_pair(train.x, reconstruct(vae, train.x), seed=ecfg.seed)
+            ind.add_set("reconstruction", rec.x, rec.y, pair)
         del vae
 
     pipe = _load_pipeline(run, ids, st, dev)
@@ -341,13 +357,17 @@ def evaluate_run(
         gen = first_per_identity(pool, ecfg.num_per_identity, k)
         _generated_metrics(gen, cfg, train, test, ids, st)
         confusions["generated"] = acc["generated"]["confusion"]
+        if ind is not None:
+            ind.add_set("generated", gen.x, gen.y, (train.x, gen.x))
         _guidance_sweep(pipe, encoder, cfg, pool, test, k, progress, st)
         if augment_on:
             synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
-            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st)
+            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st, ind)
         else:
             st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                               "evaluate.augment_synthetic_per_identity is 0)")
+    if ind is not None:
+        ind.write(st.metrics, st.plots)
     st.plots["confusion"] = plots.confusion_plot(confusions, ids)
     st.examples = _examples((test.x + 1) / 2, test.y, None if gen is None else (gen.x + 1) / 2,
                             None if gen is None else gen.y, ids)
@@ -365,37 +385,3 @@ def evaluate_run(
                        missing=st.missing)
     log.info("wrote %s and %s (%.0f s)", out / "metrics.json", out / "report.html", time.time() - t0)
     return metrics
-
-
-def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
-    """Headline numbers as (label, value) rows for the CLI table."""
-
-    def f(v: Any, d: int = 3) -> str:
-        return "—" if v is None else f"{v:.{d}f}"
-
-    rows = []
-    acc, dist = m.get("accuracy", {}), m.get("distribution", {})
-    for key, label in (("real_test", "accuracy real test"), ("generated", "accuracy generated"),
-                       ("reconstruction", "accuracy test reconstructions")):
-        if acc.get(key):
-            lo, hi = acc[key]["ci95"]
-            rows.append((label, f"{f(acc[key]['overall'])} [{f(lo)}, {f(hi)}]"))
-    if acc.get("ratio") is not None:
-        rows.append(("generated / real accuracy", f(acc["ratio"])))
-    for key, label in (("gen_vs_test", "generated vs test"), ("train_vs_test", "floor train vs test"),
-                       ("recon_vs_test", "floor recon vs test")):
-        if dist.get(key):
-            rows.append((f"FD / KID {label}", f"{f(dist[key]['fd'])} / {f(dist[key]['kid_mean'], 4)}"))
-    if dist.get("gen_vs_test", {}).get("precision") is not None:
-        d = dist["gen_vs_test"]
-        rows.append(("precision / recall (generated)", f"{f(d['precision'])} / {f(d['recall'])}"))
-    if m.get("memorisation"):
-        mem = m["memorisation"]
-        rows.append(("memorisation flagged", f"{mem['flagged']} / {mem['total']} "
-                                             f"(chance ~{mem['expected_fraction']:.2f})"))
-    if m.get("augmentation"):
-        for arm, v in m["augmentation"]["arms"].items():
-            rows.append((f"augmentation: {arm}", f"{f(v['mean'])} ± {f(v['std'])}"))
-    for row in m.get("guidance_sweep") or []:
-        rows.append((f"guidance {row['guidance']:g}", f"accuracy {f(row['accuracy'])}, FD {f(row['fd'])}"))
-    return rows

@@ -159,3 +159,22 @@ def distance_hist_plot(gen_to_train: np.ndarray, test_to_train: np.ndarray, thre
     ax.legend(fontsize=8)
     ax.set_title("Memorisation check")
     return fig_to_png(fig)
+
+
+def texture_plot(spectra: dict[str, tuple[np.ndarray, np.ndarray]], pixels: dict[str, np.ndarray]) -> bytes:
+    """Radially averaged power spectra (log scale) and pixel-intensity histograms, one line per image set."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, (f, p) in spectra.items():
+        ax1.semilogy(f, np.maximum(p, 1e-12), label=name)
+    ax1.set_xlabel("spatial frequency (cycles/pixel)")
+    ax1.set_ylabel("power")
+    ax1.set_title("Radially averaged power spectrum")
+    ax1.legend(fontsize=8)
+    bins = np.linspace(0, 1, 51)
+    for name, x in pixels.items():
+        ax2.hist(np.ravel(x), bins=bins, density=True, histtype="step", lw=1.5, label=name)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("intensity")
+    ax2.set_title("Pixel intensities")
+    fig.tight_layout()
+    return fig_to_png(fig)

@@ -25,12 +25,14 @@ from dopplerdiff.evaluate.report_html import (
     section,
     table,
 )
+from dopplerdiff.evaluate.report_independent import independent_section
 
 SECTIONS = (
     "headline",
     "examples",
     "identity",
     "distribution",
+    "independent",
     "physics",
     "memorisation",
     "augmentation",
@@ -360,6 +362,8 @@ def render_report(
         ),
         section("identity", "Identity accuracy per identity", _identity(metrics, plots)),
         section("distribution", "Distribution metrics (encoder feature space)", _distribution(metrics)),
+        section("independent", "Independent judge, two-sample tests and texture",
+                independent_section(metrics, plots)),
         section("physics", "Physical statistics", _physics(metrics, plots)),
         section("memorisation", "Memorisation", _memorisation(metrics, memorisation_pairs, plots, colormap)),
         section(

@@ -1,0 +1,145 @@
+"""An independent judge: a plain CNN that shares nothing with the models it judges.
+
+The run's spectrogram encoder pools over time and was trained with a contrastive loss; it learned features
+that survive blur, so it calls blurred reconstructions faithful. The judge is a different, plain
+architecture (3x3 conv + BatchNorm + ReLU + max-pool stages, a small spatial grid kept before the linear
+head, so texture and position matter), trained separately on the real training split with its own seed and
+its own augmentation (random circular time shift only), cross-entropy only, best weights on real
+validation windows. It is never used to train any generative stage.
+
+* ``fit_judge(x, y, num_classes, ...)`` -> ``JudgeCNN`` (eval mode), deterministic per seed;
+* ``judge_logits(model, x)`` -> numpy logits;
+* ``fit_for_experiment`` / ``predict_for_experiment``: the same with the call signatures of the
+  augmentation experiment (``dopplerdiff.evaluate.augmentation``), so its arms can be scored by the judge.
+
+Images are (N, C, H, W) float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dopplerdiff.errors import DataError, DopplerDiffError
+
+GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
+
+
+@dataclass
+class JudgeSettings:
+    channels: tuple[int, ...] = (16, 32, 64)
+    steps: int = 300
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    evals: int = 10  # validation checks over the run (best weights kept)
+
+
+class JudgeCNN(nn.Module):
+    """Plain VGG-style classifier: [conv3x3-BN-ReLU, maxpool 2] per width, GRIDxGRID avg pool, linear."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: tuple[int, ...] = (16, 32, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for c in channels:
+            layers += [nn.Conv2d(cin, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            cin = c
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(GRID), nn.Flatten(), nn.Dropout(0.3),
+                                  nn.Linear(cin * GRID * GRID, num_classes))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))
+
+
+def _roll_time(x: Tensor, gen: torch.Generator) -> Tensor:
+    """Each sample rolled by its own random number of columns (time is the last axis)."""
+    shifts = torch.randint(0, x.shape[-1], (len(x),), generator=gen)
+    return torch.stack([torch.roll(xi, int(s), dims=-1) for xi, s in zip(x, shifts, strict=True)])
+
+
+@torch.no_grad()
+def judge_logits(model: nn.Module, images: Any, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, K) of images in [-1, 1] (eval mode; the model's device)."""
+    model.eval()
+    dev = next(model.parameters()).device
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    out = [model(x[i : i + batch_size].to(dev)).float().cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.head[-1].out_features), np.float32)
+
+
+def _accuracy(model: nn.Module, val: tuple[Any, Any]) -> float:
+    return float((judge_logits(model, val[0]).argmax(1) == np.asarray(val[1])).mean())
+
+
+def _check(x: Tensor, y: Tensor, num_classes: int) -> None:
+    if x.ndim != 4 or len(x) != len(y):
+        raise DataError(f"judge: images must be (N, C, H, W) matching labels, got {tuple(x.shape)}")
+    if len(x) < 2:
+        raise DataError(f"judge: needs at least 2 training images, got {len(x)}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"judge: labels must be in [0, {num_classes - 1}]")
+
+
+def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSettings | None = None, *,
+              seed: int = 0, val: tuple[Any, Any] | None = None, device: str | torch.device = "cpu",
+              augment: bool = True) -> JudgeCNN:
+    """Train a judge in memory on images (N, C, H, W) in [-1, 1]; deterministic per seed."""
+    s = settings or JudgeSettings()
+    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    _check(x_all, y_all, num_classes)
+    with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
+        torch.manual_seed(seed)
+        model = JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)).to(device)
+        _train(model, x_all, y_all, s, torch.Generator().manual_seed(seed), val, device, augment)
+    return model.eval()
+
+
+def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen: torch.Generator,
+           val: tuple[Any, Any] | None, device: str | torch.device, augment: bool) -> None:
+    """AdamW + one-cycle schedule; with ``val``, the best validation weights are loaded at the end."""
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
+    bs, every = min(s.batch_size, len(x_all)), max(s.steps // max(s.evals, 1), 1)
+    best, best_state = -1.0, None
+    order, pos = torch.randperm(len(x_all), generator=gen), 0
+    for step in range(s.steps):
+        if pos + bs > len(order):
+            order, pos = torch.randperm(len(x_all), generator=gen), 0
+        idx, pos = order[pos : pos + bs], pos + bs
+        x = _roll_time(x_all[idx], gen) if augment else x_all[idx]
+        model.train()
+        loss = F.cross_entropy(model(x.to(device)), y_all[idx].to(device))
+        if not torch.isfinite(loss):
+            raise DopplerDiffError(f"judge training diverged at step {step + 1}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if val is not None and len(val[1]) and ((step + 1) % every == 0 or step + 1 == s.steps):
+            acc = _accuracy(model, val)
+            if acc > best:  # strictly better: ties keep the earlier weights
+                best, best_state = acc, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+
+
+def fit_for_experiment(x: Any, y: Any, num_classes: int, cfg: Any, *, steps: int, seed: int,
+                       augment: Any = None, val: Any = None, progress: bool = False,
+                       channels: tuple[int, ...] = (16, 32, 64)) -> JudgeCNN:
+    """``fit`` for the augmentation experiment: the judge architecture; ``cfg``/``augment`` are not used
+    (the judge keeps its own recipe so that it stays independent of the encoder's)."""
+    return fit_judge(x, y, num_classes, JudgeSettings(channels=channels, steps=steps), seed=seed, val=val)
+
+
+def predict_for_experiment(model: nn.Module, x: Any) -> tuple[np.ndarray, None]:
+    return judge_logits(model, x), None
