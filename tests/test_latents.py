@@ -73,6 +73,18 @@ def test_latent_dataset_convention_and_unit_scale(cached_run):
         torch.testing.assert_close(decode(vae, zs), reconstruct(vae, x), atol=1e-4, rtol=1e-4)
 
 
+def test_latent_time_shift_rolls_items_along_time(cached_run):
+    run, _ = cached_run
+    base = LatentDataset(run, "train", sample=False)[0]["latents"]
+    shifted = LatentDataset(run, "train", sample=False, time_shift=True)
+    torch.manual_seed(0)
+    draws = [shifted[0]["latents"] for _ in range(12)]
+    # every draw is the cached latent rolled along time (the last axis, never Doppler), by varying amounts
+    w = base.shape[-1]
+    rolls = [[s for s in range(w) if torch.equal(torch.roll(base, s, dims=-1), d)] for d in draws]
+    assert all(len(r) >= 1 for r in rolls) and len({r[0] for r in rolls}) > 1
+
+
 def test_cache_errors(cached_run, tmp_path: Path):
     run, _ = cached_run
     with pytest.raises(DopplerDiffError, match="already exists"):

@@ -65,3 +65,22 @@ def test_resume_keeps_the_stored_profile(smoke_run):
     assert cfg.profile == "smoke" and cfg.evaluate.num_per_identity == 3
     with pytest.raises(DopplerDiffError, match="profile"):
         resolve_run_config(smoke_run, "quick", [], resume=True)
+
+
+def test_feature_loss_runs_the_encoder_first_and_uses_it(tmp_path, sim_data, monkeypatch, capsys):
+    from conftest import run_cli
+
+    names = [s.name for s in stages(simulated=False, encoder_first=True)]
+    assert names.index("train encoder") < names.index("train autoencoder")
+    run = tmp_path / "run"
+    # train-autoencoder alone: a feature loss without a trained encoder is one clear error, nothing trained
+    code, _, err = run_cli(monkeypatch, capsys, "train-autoencoder", "-c", "smoke", "-d", sim_data, "-r", run,
+                           "-q", "autoencoder.loss.feature=0.5")
+    assert code == 2 and "needs a trained encoder" in err and not (run / "autoencoder").exists()
+    res = CliRunner().invoke(app, ["run", "--profile", "smoke", "--data", str(sim_data), "--out", str(run),
+                                   "--quiet", "--resume", "autoencoder.loss.feature=0.5", *FAST])
+    assert res.exit_code == 0, res.output
+    log = [json.loads(line) for line in (run / "train/autoencoder/log.jsonl").read_text().splitlines()]
+    assert any("feature" in row for row in log)  # the loss term was computed from RUN/encoder
+    order = [r["stage"] for r in json.loads((run / "timings.json").read_text())["invocations"][-1]["stages"]]
+    assert order.index("train encoder") < order.index("train autoencoder")

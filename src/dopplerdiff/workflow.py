@@ -133,15 +133,18 @@ def _evaluate_summary(ctx: RunContext) -> str:
     return f"report {ctx.run / 'eval' / 'report.html'}"
 
 
-def stages(simulated: bool) -> list[Stage]:
-    """The job's stages in order (simulation only when no data folder was given)."""
+def stages(simulated: bool, encoder_first: bool = False) -> list[Stage]:
+    """The job's stages in order (simulation only when no data folder was given; the encoder before the
+    autoencoder when the first stage's feature loss needs it)."""
     out = [Stage("simulate", "data/metadata.json", _simulate)] if simulated else []
+    encoder = Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary)
     out += [
         Stage("prepare data", "data.json", _prepare, _data_summary),
+        *([encoder] if encoder_first else []),
         Stage("train autoencoder", "autoencoder/config.json", _autoencoder, _autoencoder_summary),
         Stage("cache latents", "latents/info.json", _latents),
         Stage("train diffusion", "pipeline/model_index.json", _diffusion),
-        Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary),
+        *([] if encoder_first else [encoder]),
         Stage("generate", "samples/manifest.json", _generate),
         Stage("evaluate", "eval/metrics.json", _evaluate, _evaluate_summary),
     ]
@@ -177,7 +180,7 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
         cfg.save(run / "config.yaml")
-    todo = stages(simulated=data_root is None)
+    todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0)
     previous = (read_json_if_exists(run / "timings.json") or {}).get("invocations", [])
     started, rows = time.strftime("%Y-%m-%dT%H:%M:%S%z"), []
     for i, stage in enumerate(todo, 1):

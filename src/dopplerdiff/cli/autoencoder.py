@@ -26,6 +26,10 @@ def train_autoencoder_cmd(
     resume: str = typer.Option(
         None, "--resume", help="'latest' or a checkpoint path in RUN/train/autoencoder to continue from."
     ),
+    feature_encoder: Path = typer.Option(
+        None, "--feature-encoder",
+        help="Trained encoder for the feature loss (autoencoder.loss.feature > 0); default RUN/encoder.",
+    ),
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the first-stage autoencoder on the train split; measure the latent scale; save RUN/autoencoder.
@@ -38,7 +42,7 @@ def train_autoencoder_cmd(
     setup_logging(quiet)
     extra = [f"autoencoder.kind={kind}"] if kind else []
     cfg = resolve_config(config, [*(overrides or []), *extra])
-    m = train_autoencoder(cfg, out, data, resume=resume, progress=not quiet)
+    m = train_autoencoder(cfg, out, data, resume=resume, progress=not quiet, feature_encoder=feature_encoder)
     if not m:  # a non-main process of a distributed run
         return
     v, lat = m["val"], m["latent"]

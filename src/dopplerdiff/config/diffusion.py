@@ -37,6 +37,7 @@ class DiffusionConfig:
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
     snr_gamma: float = 0.0  # min-SNR loss weighting; 0 disables
     sample_posterior: bool = True  # train on z ~ N(mean, std) of the cached posterior (False: the mean)
+    latent_time_shift: bool = False  # roll training latents by a random number of columns along time
     val_identities: int = 8  # identities shown in the validation grid (a fixed subset)
     val_samples: int = 6  # generated (and real) images per identity row in the validation grid
     train: LoopConfig = field(default_factory=LoopConfig)

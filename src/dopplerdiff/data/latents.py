@@ -69,13 +69,16 @@ class LatentDataset(Dataset):
 
     ``sample=True`` draws ``mean + std * eps`` with the global torch RNG (a fresh posterior sample each
     time, as the autoencoder's KL training intends); ``sample=False`` uses the posterior mean.
+    ``time_shift=True`` rolls each item by a random number of latent columns along time (the last axis):
+    the latent counterpart of the images' circular time-shift augmentation (a window may start at any
+    phase of the gait), so the denoiser sees more than the once-cached, un-augmented latents.
     """
 
-    def __init__(self, run: Path, split: str = "train", sample: bool = True):
+    def __init__(self, run: Path, split: str = "train", sample: bool = True, time_shift: bool = False):
         self.info = read_latent_info(run)
         t = load_latents(run, split)
         self.mean, self.std, self.labels = t["mean"], t["std"], t["labels"]
-        self.sample = sample
+        self.sample, self.time_shift = sample, time_shift
         self.scale = float(self.info["scaling_factor"])
         self.shift = float(self.info["shift_factor"])
         self.identities: list[str] = list(self.info["identities"])
@@ -89,4 +92,6 @@ class LatentDataset(Dataset):
         z = self.mean[i]
         if self.sample:
             z = z + self.std[i] * torch.randn_like(z)
+        if self.time_shift:
+            z = torch.roll(z, int(torch.randint(0, z.shape[-1], ())), dims=-1)
         return {"latents": (z - self.shift) * self.scale, "labels": self.labels[i]}

@@ -20,6 +20,7 @@ The config also records how images must be read (``identities``, ``data_size``, 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -254,3 +255,10 @@ def load_encoder(path: Path | str, device: str | torch.device = "cpu") -> Spectr
         )
     model = SpectrogramEncoder.from_pretrained(path)
     return model.to(device).eval()
+
+
+def frozen_features(path: Path | str, device: str | torch.device = "cpu") -> Callable[[Tensor], Tensor]:
+    """The saved encoder's ``features`` as a frozen function of images in [-1, 1] (gradients flow to the
+    input only): the first stage's feature loss."""
+    enc = load_encoder(path, device).requires_grad_(False)
+    return enc.features

@@ -34,6 +34,7 @@ from dopplerdiff.models.autoencoder import (
     reconstruct,
 )
 from dopplerdiff.models.discriminator import PatchDiscriminator
+from dopplerdiff.models.encoder import frozen_features
 from dopplerdiff.train import losses as L
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, frozen, make_accelerator, train_loop
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
@@ -285,14 +286,33 @@ def check_run_dir(run: Path, cfg: Config, resume: str | None, data_root: Path | 
         )
 
 
+def _feature_fn(run: Path, ae: AutoencoderConfig, feature_encoder: Path | None, device: Any) -> FeatureFn:
+    """The frozen encoder whose features the feature loss compares (RUN/encoder unless given)."""
+    path = Path(feature_encoder) if feature_encoder is not None else run / "encoder"
+    if not (path / "config.json").is_file():
+        raise DopplerDiffError(
+            f"autoencoder.loss.feature={ae.loss.feature} needs a trained encoder, but '{path}' has none: "
+            f"train it first (`dopplerdiff train-encoder --out {run / 'encoder'}`; `dopplerdiff run` "
+            "does this itself) or pass --feature-encoder PATH"
+        )
+    return frozen_features(path, device)
+
+
 def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, resume: str | None = None,
-                      progress: bool = True, feature_fn: FeatureFn | None = None) -> dict[str, Any]:
-    """Train the first stage into RUN; returns the final metrics (also RUN/train/autoencoder/metrics.json)."""
+                      progress: bool = True, feature_fn: FeatureFn | None = None,
+                      feature_encoder: Path | None = None) -> dict[str, Any]:
+    """Train the first stage into RUN; returns the final metrics (also RUN/train/autoencoder/metrics.json).
+
+    With ``autoencoder.loss.feature > 0`` the reconstruction is also compared in the feature space of a
+    frozen, already trained encoder (``feature_encoder``, default RUN/encoder) unless ``feature_fn`` is given.
+    """
     run, ae = Path(run), cfg.autoencoder
     t0 = time.time()
     check_architecture(ae, cfg.data)
     check_run_dir(run, cfg, resume, data_root)
     acc = make_accelerator(ae.train)
+    if ae.loss.feature > 0 and feature_fn is None:
+        feature_fn = _feature_fn(run, ae, feature_encoder, acc.device)
     if acc.is_main_process:  # writes RUN/data.json first; the others then reuse the recorded split
         ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
     acc.wait_for_everyone()

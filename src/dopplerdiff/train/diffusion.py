@@ -173,10 +173,10 @@ def _val_identities(labels: Tensor, k: int, limit: int) -> list[int]:
     return [int(present[i]) for i in pick]
 
 
-def _load_latents(run: Path, split: str, sample: bool):
+def _load_latents(run: Path, split: str, sample: bool, time_shift: bool = False):
     from dopplerdiff.data.latents import LatentDataset
 
-    return LatentDataset(run, split, sample=sample)
+    return LatentDataset(run, split, sample=sample, time_shift=time_shift)
 
 
 def _stack(ds: Any) -> tuple[Tensor, Tensor]:
@@ -213,7 +213,7 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
     info = json.loads(info_path.read_text())
     identities = list(info["identities"])
     meta = read_run_data(run).get("meta", {})
-    train_ds = _load_latents(run, "train", cfg.sample_posterior)
+    train_ds = _load_latents(run, "train", cfg.sample_posterior, cfg.latent_time_shift)
     val_z, val_y = _stack(_load_latents(run, "val", False))
     c, h, w = (int(v) for v in info["latent_shape"][-3:])
     if h != w:
