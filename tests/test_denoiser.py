@@ -78,3 +78,24 @@ def test_attention_levels_choose_where_attention_blocks_go(smoke_config):
     assert default.config.down_block_types == ("CrossAttnDownBlock2D", "DownBlock2D")
     with pytest.raises(ConfigError, match="attention_levels"):
         build_denoiser(dataclasses.replace(cfg, attention_levels=[True]), 4, 8, 3)
+
+
+def test_paper_unet_has_the_design_attention_layout_and_stable_diffusion_size():
+    from accelerate import init_empty_weights
+
+    from dopplerdiff.config import load_config
+
+    cfg = load_config("paper").diffusion
+    with init_empty_weights():  # meta tensors: the 860M-parameter layout without allocating it
+        unet = build_denoiser(cfg, 4, 32, 31)
+        plain = build_denoiser(dataclasses.replace(cfg, time_conditioning=False), 4, 32, 31)
+    attn = [b.attentions[0].transformer_blocks[0].attn1 for b in unet.down_blocks if hasattr(b, "attentions")]
+    assert [a.heads for a in attn] == [5, 10, 20]
+    assert all(a.inner_dim // a.heads == 64 for a in attn)  # 64-wide heads
+    assert isinstance(unet.down_blocks[0].attentions[0].proj_in, torch.nn.Linear)
+    # Stable Diffusion 1.x/2.x UNet (4 latent channels, 768-d cross-attention) has 859,520,964 parameters;
+    # the identity projection into the timestep embedding adds 768x1280 + 1280x1280 weights and biases
+    assert count_parameters(plain) == 859_520_964
+    assert count_parameters(unet) - count_parameters(plain) == 768 * 1280 + 1280 + 1280 * 1280 + 1280
+    with pytest.raises(ConfigError, match="num_attention_heads"):
+        build_denoiser(dataclasses.replace(cfg, num_attention_heads=[5, 10, 20]), 4, 32, 31)

@@ -22,6 +22,10 @@ class DiffusionConfig:
     layers_per_block: int = 1
     cross_attention_dim: int = 128
     attention_head_dim: int = 8  # channels per attention head
+    # heads per level of block_out_channels (overrides attention_head_dim; Stable Diffusion 2's layout is
+    # [5, 10, 20, 20] at [320, 640, 1280, 1280]: 64-wide heads) and linear instead of 1x1-conv projections
+    num_attention_heads: list[int] | None = None
+    use_linear_projection: bool = False
     # Also feed the mean identity token into the timestep embedding (every ResNet block sees the identity).
     # per level of block_out_channels: cross/self-attention blocks there (None: all but the deepest)
     attention_levels: list[bool] | None = None

@@ -53,6 +53,14 @@ def build_unet(cfg, latent_channels: int, latent_size: int) -> UNet2DConditionMo
     while any(c % groups for c in cfg.block_out_channels):
         groups //= 2
     heads = [max(1, c // cfg.attention_head_dim) for c in cfg.block_out_channels]
+    if cfg.num_attention_heads is not None:
+        heads = list(cfg.num_attention_heads)
+        bad = [(c, h) for c, h in zip(cfg.block_out_channels, heads, strict=False) if h < 1 or c % h]
+        if len(heads) != levels or bad:
+            raise ConfigError(
+                f"diffusion.num_attention_heads {heads} must give one head count per level of "
+                f"block_out_channels {cfg.block_out_channels}, each dividing its level's width"
+            )
     extra = {}
     if getattr(cfg, "time_conditioning", False):
         extra = {
@@ -71,6 +79,7 @@ def build_unet(cfg, latent_channels: int, latent_size: int) -> UNet2DConditionMo
         cross_attention_dim=cfg.cross_attention_dim,
         attention_head_dim=tuple(heads),  # diffusers' historical naming: this is the number of heads
         norm_num_groups=groups,
+        use_linear_projection=cfg.use_linear_projection,
         **extra,
     )
 
