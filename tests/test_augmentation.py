@@ -26,7 +26,7 @@ class _Centroid:
 
 
 def _fake_fit(calls):
-    def fit(images, labels, num_classes, cfg, *, steps, seed, augment, val, progress):
+    def fit(images, labels, num_classes, cfg, *, steps, seed, augment, val, progress, device="cpu"):
         calls.append({"n": len(images), "steps": steps, "seed": seed, "augment": augment, "k": num_classes})
         return _Centroid(images, labels, seed)
 

@@ -73,6 +73,7 @@ def run_augmentation_experiment(
     fit: FitFn | None = None,
     predict: PredictFn | None = None,
     progress: bool = False,
+    device: str | Any = "cpu",
 ) -> dict[str, Any]:
     """Train the three arms for every seed and score them on real test; return a JSON-ready dict.
 
@@ -129,6 +130,7 @@ def run_augmentation_experiment(
                 augment=augment,
                 val=val,
                 progress=False,
+                device=device,
             )
             logits, _ = predict(model, xt)
             pred = np.asarray(logits).argmax(axis=1)

@@ -271,7 +271,7 @@ def _guidance_sweep(
 
 
 def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
-                  progress: bool, st: EvalState, ind: IndependentEval | None) -> None:
+                  progress: bool, st: EvalState, ind: IndependentEval | None, device: Any) -> None:
     from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 
     ecfg = cfg.evaluate
@@ -281,7 +281,7 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
     res = run_augmentation_experiment(
         (train.x, train.y), (test.x, test.y), (synthetic.x, synthetic.y), k, enc_cfg,
         steps=ecfg.augment_steps, seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
-        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress)
+        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device)
     res["synthetic_seed"] = ecfg.seed
     res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
@@ -362,7 +362,7 @@ def evaluate_run(
         _guidance_sweep(pipe, encoder, cfg, pool, test, k, progress, st)
         if augment_on:
             synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
-            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st, ind)
+            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st, ind, dev)
         else:
             st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                               "evaluate.augment_synthetic_per_identity is 0)")

@@ -94,7 +94,7 @@ class IndependentEval:
         """The augmentation experiment with judge-architecture classifiers (its own recipe and widths)."""
         fit = partial(fit_for_experiment, channels=tuple(self.cfg.judge_channels))
         res = run_experiment(self.train, self.test, synthetic, self.k, None, steps=self.cfg.judge_steps,
-                             fit=fit, predict=predict_for_experiment, **kw)
+                             fit=fit, predict=predict_for_experiment, device=self.device, **kw)
         res["classifier"] = f"judge CNN {list(self.cfg.judge_channels)}"
         return res
 

@@ -135,10 +135,11 @@ def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen:
 
 def fit_for_experiment(x: Any, y: Any, num_classes: int, cfg: Any, *, steps: int, seed: int,
                        augment: Any = None, val: Any = None, progress: bool = False,
-                       channels: tuple[int, ...] = (16, 32, 64)) -> JudgeCNN:
+                       channels: tuple[int, ...] = (16, 32, 64), device: Any = "cpu") -> JudgeCNN:
     """``fit`` for the augmentation experiment: the judge architecture; ``cfg``/``augment`` are not used
     (the judge keeps its own recipe so that it stays independent of the encoder's)."""
-    return fit_judge(x, y, num_classes, JudgeSettings(channels=channels, steps=steps), seed=seed, val=val)
+    return fit_judge(x, y, num_classes, JudgeSettings(channels=channels, steps=steps), seed=seed, val=val,
+                     device=device)
 
 
 def predict_for_experiment(model: nn.Module, x: Any) -> tuple[np.ndarray, None]:

@@ -106,6 +106,7 @@ def fit_classifier(
     images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
     augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = False, identities: list[str] | None = None, colormap: str = "jet",
+    device: str | torch.device = "cpu",
 ) -> SpectrogramEncoder:
     """Train an encoder in memory (no files) on images (N, C, H, W) in [-1, 1]; returns it in eval mode.
 
@@ -130,7 +131,7 @@ def fit_classifier(
         model = encoder_from_config(
             cfg, num_classes=num_classes, image_size=int(x_all.shape[-1]), in_channels=int(x_all.shape[1]),
             identities=identities, colormap=colormap,
-        )
+        ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
     sched = get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)
@@ -147,7 +148,7 @@ def fit_classifier(
         x, y = x_all[idx], y_all[idx]
         if augment is not None:
             x = augment_batch(x, augment, generator=gen)
-        loss, _ = encoder_loss(model, x, y, cfg)
+        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg)
         if not torch.isfinite(loss):
             raise DopplerDiffError(
                 f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"
