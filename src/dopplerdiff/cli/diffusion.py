@@ -9,15 +9,8 @@ import typer
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
-from dopplerdiff.config import Config, load_config
+from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
-
-
-def run_config(run: Path, config: str | None, overrides: list[str] | None) -> Config:
-    """``--config`` if given, else the run's own RUN/config.yaml, else the quick profile; then overrides."""
-    if config is None and (Path(run) / "config.yaml").is_file():
-        config = str(Path(run) / "config.yaml")
-    return load_config(config, list(overrides or []))
 
 
 @app.command("train-diffusion")
@@ -33,7 +26,7 @@ def train_diffusion_cmd(
 
     setup_logging(quiet)
     existing_dir(run, "--run")
-    cfg = run_config(run, config, overrides)
+    cfg = config_for(run, config, list(overrides or []))
     out = train_diffusion(run, cfg, resume=resume, progress=not quiet)
     if not quiet and os.environ.get("RANK", "0") == "0":
         typer.echo(f"pipeline: {out}")
@@ -68,7 +61,7 @@ def generate_cmd(
     existing_dir(run, "--run")
     if bool(identity) == all_ids:
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
-    cfg = run_config(run, config, overrides)
+    cfg = config_for(run, config, list(overrides or []))
     d = cfg.diffusion
     pipe = load_run_pipeline(run)
     meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}

@@ -37,25 +37,20 @@ def evaluate_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from dopplerdiff.config import load_config
+    from dopplerdiff.config import config_for
     from dopplerdiff.evaluate.evaluate import evaluate_run, summary_rows
 
     setup_logging(quiet)
     run = existing_dir(run, "run directory")
     # Default to the run's own resolved config: evaluation must read data as the run was trained.
-    base = (
-        config
-        if config is not None
-        else (str(run / "config.yaml") if (run / "config.yaml").is_file() else None)
-    )
     flags = {
         "num_per_identity": num_per_identity,
         "steps": steps,
         "scheduler": scheduler,
         "guidance": guidance,
     }
-    cfg = load_config(
-        base, list(overrides or []) + [f"evaluate.{k}={v}" for k, v in flags.items() if v is not None]
+    cfg = config_for(
+        run, config, list(overrides or []) + [f"evaluate.{k}={v}" for k, v in flags.items() if v is not None]
     )
     metrics = evaluate_run(
         run, cfg, data_root=data, out=out, overwrite=overwrite, device=device, progress=not quiet
