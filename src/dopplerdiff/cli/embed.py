@@ -101,7 +101,7 @@ def embed_cmd(
 def search_cmd(
     index: Path = IndexOpt,
     items: list[str] = FilesArg,
-    k: int = typer.Option(None, "-k", "--k", help="Neighbours per query (default: embed.k)."),
+    k: int = typer.Option(None, "-k", "--k", min=1, help="Neighbours per query (default: embed.k)."),
     as_json: bool = JsonOpt,
     encoder: Path = EncoderOverride,
     config: str = ConfigOpt,
@@ -138,7 +138,7 @@ def identify_cmd(
         help="auto (calibrated on the index's val rows to embed.target_far), none (closed set) or a number.",
     ),
     method: str = typer.Option(None, "--method", "-m", help="knn | centroid (default: embed.method)."),
-    k: int = typer.Option(None, "-k", "--k", help="Neighbours of the k-NN vote (default: embed.k)."),
+    k: int = typer.Option(None, "-k", "--k", min=1, help="Neighbours of the k-NN vote (default: embed.k)."),
     fuse: bool = typer.Option(False, "--fuse", help="Treat all files as one walk (mean of scores)."),
     as_json: bool = JsonOpt,
     encoder: Path = EncoderOverride,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, finite, setup_logging
 
 
 @app.command("evaluate")
@@ -26,7 +26,9 @@ def evaluate_cmd(
     scheduler: str = typer.Option(
         None, "--scheduler", help="Sampler: ddim, dpmpp, euler, ... (see generate)."
     ),
-    guidance: float = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    guidance: float = typer.Option(
+        None, "--guidance", min=0.0, callback=finite, help="Classifier-free guidance scale."
+    ),
     out: Path = typer.Option(None, "--out", help="Output directory (default RUN/eval)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
