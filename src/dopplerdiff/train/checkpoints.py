@@ -123,9 +123,21 @@ def check_rng_state(ckpt: Path, process_index: int) -> None:
         raise DopplerDiffError(f"checkpoint '{ckpt}' is damaged: '{path.name}' lacks {', '.join(missing)}")
 
 
+def check_no_custom_pickles(ckpt: Path) -> None:
+    """Refuse ``custom_checkpoint_*.pkl``: never written by this version, and unpickling it can run code."""
+    found = sorted(p.name for p in ckpt.glob("custom_checkpoint_*.pkl"))
+    if found:
+        raise DopplerDiffError(
+            f"checkpoint '{ckpt}' contains {', '.join(found)}, a pickle dopplerdiff does not write (older "
+            "versions stored EMA weights that way) and will not load, because unpickling can run code; "
+            "resume from a checkpoint written by this version or start a new run"
+        )
+
+
 def load_checkpoint(acc: Accelerator, ckpt: Path, emas: dict[str, EMAModel]) -> int:
     """Load models, optimisers, schedulers, RNG and EMA state from ``ckpt``; return its step."""
     step = checkpoint_step(ckpt)
+    check_no_custom_pickles(ckpt)
     check_rng_state(ckpt, acc.process_index)
     with quiet_accelerate():
         acc.load_state(str(ckpt))
