@@ -52,14 +52,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, is_initialized
@@ -82,6 +80,8 @@ from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loo
     save_checkpoint,
     truncate_log,
 )
+from dopplerdiff.train.guards import checked, clip_grads
+from dopplerdiff.train.validation import run_validation
 from dopplerdiff.utils.io import run_lock
 
 log = logging.getLogger(__name__)
@@ -170,19 +170,6 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     )
 
 
-@contextlib.contextmanager
-def _isolated_rng() -> Iterator[None]:
-    """Restore python/numpy/torch RNG states afterwards, so validation cannot shift training randomness."""
-    py, npy = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
 def _params(mods: dict[str, nn.Module]) -> list[nn.Parameter]:
     return [p for m in mods.values() for p in m.parameters() if p.requires_grad]
 
@@ -264,11 +251,11 @@ def _micro_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path 
     with acc.accumulate(*models):
         with acc.autocast():
             loss, terms = stage.loss(batch, step)
-        loss_f = _checked(acc, loss, step, "loss", last)
+        loss_f = checked(acc, loss, step, "loss", last)
         acc.backward(loss)
         if acc.sync_gradients:
             main_params = _params({k: stage.model(k) for k in s.main})
-            grad_norm = _clip(acc, main_params, s.cfg.grad_clip, step, "", last)
+            grad_norm = clip_grads(acc, main_params, s.cfg.grad_clip, step, "", last)
             s.opt.step()
             s.sched.step()
             s.opt.zero_grad(set_to_none=True)
@@ -284,10 +271,11 @@ def _aux_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | 
     with acc.autocast():
         aloss, aterms = stage.aux_loss(batch, step)
     if aloss is not None:
-        _checked(acc, aloss, step, "auxiliary loss", last)
+        checked(acc, aloss, step, "auxiliary loss", last)
         acc.backward(aloss)
     if acc.sync_gradients:
-        _clip(acc, _params({k: stage.model(k) for k in s.aux}), s.cfg.grad_clip, step, "auxiliary ", last)
+        aux_params = _params({k: stage.model(k) for k in s.aux})
+        clip_grads(acc, aux_params, s.cfg.grad_clip, step, "auxiliary ", last)
         s.aux_opt.step()
         s.aux_opt.zero_grad(set_to_none=True)
     return dict(aterms) if aloss is not None else {}
@@ -387,62 +375,4 @@ def _after_step(stage: TrainStage, s: _Setup, result: LoopResult, record: dict[s
     if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
         result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas)
     if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
-        result.val = _run_validation(stage, s.main, s.emas, step, work_dir, log_path)
-
-
-def _checked(acc: Accelerator, value: Tensor, step: int, what: str, last: Path | None) -> float:
-    """All-reduce (value, non-finite flag) so every process agrees to stop; return the process mean."""
-    local = value.detach().float().reshape(())
-    bad = (~torch.isfinite(local)).float()
-    both = acc.reduce(torch.stack([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), bad]), "sum")
-    if float(both[1]) > 0:
-        _fail(step, f"{what} is {local.item()}", last)
-    return float(both[0]) / acc.num_processes
-
-
-def _clip(acc: Accelerator, params: list[nn.Parameter], clip: float, step: int, what: str,
-          last: Path | None) -> float:
-    if clip > 0:
-        norm = acc.clip_grad_norm_(params, clip)
-    else:
-        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-        norm = torch.stack(grads).norm() if grads else torch.zeros(())
-    norm_f = float(norm)
-    if not math.isfinite(norm_f):  # gradients are all-reduced already, so every process sees the same norm
-        _fail(step, f"{what}gradient norm is {norm_f}", last)
-    return norm_f
-
-
-def _fail(step: int, what: str, last: Path | None) -> None:
-    keep = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    raise DopplerDiffError(
-        f"training diverged at step {step + 1}: {what}; nothing was saved for this step ({keep}). "
-        "Lower the learning rate or use --resume with a smaller lr."
-    )
-
-
-def _run_validation(
-    stage: TrainStage, names: list[str], emas: dict[str, EMAModel], step: int, work_dir: Path, log_path: Path
-) -> dict[str, float]:
-    acc = stage.accelerator
-    metrics: dict[str, float] = {}
-    if acc.is_main_process:
-        mods = {k: stage.unwrapped(k) for k in names}
-        for k, ema in emas.items():
-            ema.store(mods[k].parameters())
-            ema.copy_to(mods[k].parameters())
-        out_dir = work_dir / "val" / f"step-{step:06d}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            for m in mods.values():
-                m.eval()
-            with _isolated_rng(), torch.no_grad():
-                metrics = {k: float(v) for k, v in (stage.validate(step, out_dir) or {}).items()}
-        finally:
-            for k, ema in emas.items():
-                ema.restore(mods[k].parameters())
-            for m in mods.values():
-                m.train()
-        append_jsonl(log_path, {"kind": "val", "step": step, **metrics})
-    acc.wait_for_everyone()
-    return metrics
+        result.val = run_validation(stage, s.main, s.emas, step, work_dir, log_path)
