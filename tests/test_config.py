@@ -55,6 +55,19 @@ def test_overrides_are_typed():
         ("autoencoder.train.ema=maybe", "true/false"),
         ("evaluate.augment_channels=[16,0]", "augment_channels must be positive"),
         ("evaluate.augment_channels=[]", "augment_channels must be positive"),
+        # ranges and finite numbers, checked when the config is built (not after training nothing)
+        ("autoencoder.train.steps=-1", "steps must be >= 1"),
+        ("diffusion.train.steps=0", "steps must be >= 1"),
+        ("diffusion.train.grad_accum=0", "grad_accum must be >= 1"),
+        ("encoder.train.batch_size=0", "batch_size must be >= 1"),
+        ("diffusion.train.lr=.nan", "finite"),
+        ("autoencoder.train.lr=.inf", "finite"),
+        ("diffusion.train.lr=-0.1", "lr must be > 0"),
+        ("data.size=100000", "data.size must be in"),
+        ("diffusion.guidance_scale=.nan", "finite"),
+        ("diffusion.num_inference_steps=0", "num_inference_steps"),
+        ("evaluate.guidance=-1", "evaluate.guidance"),
+        ("embed.k=0", "embed.k"),
         ("steps", "key=value"),
     ],
 )
@@ -79,3 +92,12 @@ def test_yaml_file_with_unknown_section(tmp_path):
     path.write_text("data:\n  size: 32\n  colour: red\n")
     with pytest.raises(ConfigError, match="data.colour"):
         load_config(path)
+
+
+def test_saved_config_errors_name_the_file(tmp_path):
+    from dopplerdiff.config import config_for
+    from dopplerdiff.errors import ConfigError
+
+    (tmp_path / "config.yaml").write_text("data: {size: 100000}\n")
+    with pytest.raises(ConfigError, match="config.yaml"):
+        config_for(tmp_path, None)

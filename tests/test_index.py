@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from dopplerdiff.embed.index import VECTORS_FILE, EmbeddingIndex, IndexFormatError, normalize
+from dopplerdiff.embed.index import VECTORS_FILE, EmbeddingIndex, IndexFormatError, meta_digest, normalize
 from dopplerdiff.embed.search import NumpySearch, TorchSearch, faiss_available, make_backend
 from dopplerdiff.errors import DopplerDiffError
 
@@ -140,6 +140,90 @@ def test_missing_and_foreign_and_corrupt(tmp_path):
     import hashlib
 
     meta["vectors_sha256"] = hashlib.sha256(b"garbage").hexdigest()
+    meta["meta_sha256"] = meta_digest(meta)
     (path / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(IndexFormatError, match="corrupt"):
         EmbeddingIndex.load(path)
+
+
+def test_a_flipped_byte_in_meta_json_is_detected(tmp_path):
+    path = _index().save(tmp_path / "ix")
+    raw = (path / "meta.json").read_bytes()
+    pos = raw.index(b'"ID_2"') + 4  # relabel one row: ID_2 -> ID_3, still valid JSON
+    (path / "meta.json").write_bytes(raw[:pos] + b"3" + raw[pos + 1:])
+    with pytest.raises(IndexFormatError, match="meta.json does not match its checksum"):
+        EmbeddingIndex.load(path)
+
+
+def test_meta_checksum_covers_the_calibration(tmp_path):
+    idx = _index()
+    idx.calibration = {"threshold": 0.5}
+    path = idx.save(tmp_path / "ix")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["calibration"]["threshold"] = -1.0  # would accept everyone with score 1.0
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexFormatError, match="checksum"):
+        EmbeddingIndex.load(path)
+
+
+def test_update_killed_between_renames_is_recovered_on_open(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    path = _index().save(tmp_path / "ix")
+    real_rename = Path.rename
+
+    def dies_after_moving_the_old_index_away(self, target):
+        if self.name.startswith(".ix.tmp-"):
+            raise KeyboardInterrupt  # the process is killed before the new index is renamed in
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", dies_after_moving_the_old_index_away)
+    with pytest.raises(KeyboardInterrupt):
+        _index().add(_rand(2, 8), "alice").save(path, overwrite=True)
+    monkeypatch.undo()
+    assert not path.exists()
+    back = EmbeddingIndex.load(path)
+    assert len(back) == 40 and "alice" not in back.identities
+
+
+@pytest.mark.parametrize("name", ["../../x", "a/b", "..", ".hidden", "a\\b", "tab\there", ""])
+def test_unsafe_identity_names_in_an_index_are_refused(tmp_path, name):
+    idx = _index(8)
+    path = idx.save(tmp_path / "ix")
+    meta = json.loads((path / "meta.json").read_text())
+    meta["columns"]["identity"][0] = name
+    meta["meta_sha256"] = meta_digest(meta)
+    (path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexFormatError, match="identity name"):
+        EmbeddingIndex.load(path)
+
+
+def test_concurrent_enrolls_keep_both_people(tmp_path, monkeypatch, smoke_config):
+    import threading
+    import time
+
+    from dopplerdiff.embed import ops
+
+    path = _index().save(tmp_path / "ix")
+
+    def slow_embed(index, files, *args, **kwargs):
+        time.sleep(0.3)  # both writers have read the index before either writes, without a lock
+        return _rand(3, 8, seed=len(files)), [f"{f}" for f in files]
+
+    monkeypatch.setattr(ops, "embed_files", slow_embed)
+    errors = []
+
+    def enroll(name, files):
+        try:
+            ops.enroll_files(path, name, files, smoke_config)
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=enroll, args=(n, [f"{n}{i}.png" for i in range(3)]))
+               for n in ("alice", "bob")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert {"alice", "bob"} <= set(EmbeddingIndex.load(path).identities)

@@ -91,3 +91,18 @@ def test_inspect_array_folders(tmp_path, monkeypatch, capsys, fmt):
                           monkeypatch, capsys)
     assert code == 0, err
     assert f".{fmt} x10" in out and "20x30 x10" in out and "10 windows, 2 identities" in out
+
+
+def test_inspect_does_not_overwrite_a_sheet_without_force(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "mydata"
+    _tree(data, {"ID_1": 6, "ID_2": 6})
+    sheet = tmp_path / "sheet.png"
+    sheet.write_bytes(b"my own picture")
+    code, _, err = _run([str(data), "-c", "smoke", "--sheet", str(sheet), "-q"], monkeypatch, capsys)
+    assert code == 2 and "--force" in err and err.startswith("error:")
+    assert sheet.read_bytes() == b"my own picture"
+    args = [str(data), "-c", "smoke", "--sheet", str(sheet), "-q", "--force"]
+    code, _, err = _run(args, monkeypatch, capsys)
+    assert code == 0, err
+    with Image.open(sheet) as im:
+        assert im.mode == "RGB"

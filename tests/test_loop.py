@@ -155,3 +155,58 @@ def test_aux_optimizer_trains_discriminator(tmp_path: Path):
 def test_batch_larger_than_dataset_is_a_clear_error(tmp_path: Path):
     with pytest.raises(DopplerDiffError, match="fewer than batch_size"):
         train_loop(Toy(), _data(4), _cfg(batch_size=8), tmp_path, progress=False)
+
+
+class _Planted:
+    """Unpickling this creates ``path``: a stand-in for a payload like ``os.system(...)``."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_resume_never_unpickles_planted_custom_state(tmp_path: Path):
+    cfg = _cfg(steps=4, checkpoint_every=4)
+    train_loop(Toy(), _data(), cfg, tmp_path / "w", progress=False)
+    ckpt = tmp_path / "w" / "checkpoint-4"
+    assert (ckpt / "ema_net.safetensors").is_file() and not list(ckpt.glob("custom_checkpoint_*"))
+    marker = tmp_path / "executed"
+    torch.save(_Planted(marker), ckpt / "custom_checkpoint_0.pkl")
+    with pytest.raises(DopplerDiffError, match="custom_checkpoint_0.pkl"):
+        train_loop(Toy(), _data(), cfg, tmp_path / "w", resume="latest", progress=False)
+    assert not marker.exists()
+
+
+def test_damaged_rng_state_is_refused(tmp_path: Path):
+    cfg = _cfg(steps=4, checkpoint_every=4)
+    train_loop(Toy(), _data(), cfg, tmp_path, progress=False)
+    (tmp_path / "checkpoint-4" / "random_states_0.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(DopplerDiffError, match="random_states_0.pkl"):
+        train_loop(Toy(), _data(), cfg, tmp_path, resume="latest", progress=False)
+
+
+def test_torn_last_log_line_is_dropped_on_resume(tmp_path: Path):
+    cfg = _cfg(steps=8)
+    with pytest.raises(KeyboardInterrupt):
+        train_loop(Toy(fail_at=6), _data(), cfg, tmp_path, progress=False)
+    with open(tmp_path / "log.jsonl", "a") as fh:
+        fh.write('{"step": 6, "loss": 0.')  # the disk filled up mid-line
+    res = train_loop(Toy(), _data(), cfg, tmp_path, resume="latest", progress=False)
+    assert res.step == 8
+    lines = [json.loads(ln) for ln in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [ln["step"] for ln in lines if "kind" not in ln] == list(range(1, 9))
+
+
+def test_second_writer_of_a_work_dir_is_refused(tmp_path: Path):
+    from filelock import FileLock
+
+    other = FileLock(str(tmp_path / ".lock"))  # another process training into the same directory
+    other.acquire()
+    try:
+        with pytest.raises(DopplerDiffError, match="in use by another"):
+            train_loop(Toy(), _data(), _cfg(steps=2), tmp_path, progress=False)
+    finally:
+        other.release()
+    assert not (tmp_path / "log.jsonl").exists()

@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+from diffusers.training_utils import compute_snr
 
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import DopplerDiffError
@@ -122,7 +123,8 @@ def test_min_snr_weighting(prediction):
     t = torch.randint(0, 1000, (6,), generator=g)
     target = noise if prediction == "epsilon" else sched.get_velocity(z, noise, t)
     per = target.pow(2).mean(dim=(1, 2, 3))
-    snr = sched.alphas_cumprod[t] / (1 - sched.alphas_cumprod[t])
+    # diffusers' reference SNR; the v-prediction weight is min(snr, gamma) / (snr + 1) (Hang et al.)
+    snr = compute_snr(sched, t)
     w = snr.clamp(max=5.0) / (snr if prediction == "epsilon" else snr + 1)
     assert torch.allclose(plain, per.mean(), rtol=1e-5)
     assert torch.allclose(weighted, (w * per).mean(), rtol=1e-5)

@@ -67,6 +67,64 @@ def test_resume_keeps_the_stored_profile(smoke_run):
         resolve_run_config(smoke_run, "quick", [], resume=True)
 
 
+def _cli(monkeypatch, capsys, *args):
+    from conftest import run_cli
+
+    return run_cli(monkeypatch, capsys, *args)
+
+
+def test_single_identity_is_refused_before_any_training(sim_data, tmp_path, monkeypatch, capsys):
+    data = tmp_path / "one"
+    shutil.copytree(sim_data / "ID_1", data / "ID_1")
+    run = tmp_path / "run"
+    code, _, err = _cli(monkeypatch, capsys, "run", "--profile", "smoke", "--data", data, "--out", run, "-q")
+    assert code == 2 and err.startswith("error:") and "at least 2" in err
+    assert not (run / "autoencoder").exists() and not (run / "train").exists()
+
+
+def test_empty_test_split_is_refused_before_any_training(sim_data, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    code, _, err = _cli(monkeypatch, capsys, "run", "--profile", "smoke", "--data", sim_data, "--out", run,
+                        "-q", "data.split.train=0.8", "data.split.test=0.0")
+    assert code == 2 and "test" in err and "empty" in err
+    assert not (run / "autoencoder").exists() and not (run / "train").exists()
+
+
+def test_overrides_of_a_finished_run_are_reported(smoke_run, monkeypatch, capsys):
+    data = json.loads((smoke_run / "data.json").read_text())["data_root"]
+    code, out, err = _cli(monkeypatch, capsys, "run", "--out", smoke_run, "--data", data, "--resume", "-q",
+                          "diffusion.guidance_scale=7.5")
+    assert code == 0, err
+    assert "diffusion.guidance_scale" in err and "already complete" in err
+    code, out, err = _cli(monkeypatch, capsys, "run", "--out", smoke_run, "--data", data, "--resume", "-q")
+    assert code == 0 and "overrides" not in err
+
+
+def test_a_second_run_on_the_same_directory_is_refused(smoke_run, monkeypatch, capsys):
+    from filelock import FileLock
+
+    data = json.loads((smoke_run / "data.json").read_text())["data_root"]
+    other = FileLock(str(smoke_run / ".lock"))  # `dopplerdiff run` in another process
+    other.acquire()
+    try:
+        code, _, err = _cli(monkeypatch, capsys, "run", "--out", smoke_run, "--data", data, "--resume", "-q")
+    finally:
+        other.release()
+    assert code == 2 and "in use by another" in err
+
+
+def test_damaged_run_summary_is_reported_not_ignored(smoke_run, monkeypatch, capsys):
+    metrics = smoke_run / "encoder" / "metrics.json"
+    good = metrics.read_bytes()
+    metrics.write_bytes(good[: len(good) // 2])
+    try:
+        data = json.loads((smoke_run / "data.json").read_text())["data_root"]
+        code, _, err = _cli(monkeypatch, capsys, "run", "--out", smoke_run, "--data", data, "--resume", "-q")
+    finally:
+        metrics.write_bytes(good)
+    assert code == 2 and "metrics.json" in err and "damaged" in err
+
+
 def test_feature_loss_runs_the_encoder_first_and_uses_it(tmp_path, sim_data, monkeypatch, capsys):
     from conftest import run_cli
 

@@ -27,26 +27,19 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import latent_scale
 from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.denoiser import denoise, load_denoiser
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
+from dopplerdiff.utils.names import check_identity_names
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
 
 
 def latent_scale_of(vae: Any) -> tuple[float, float]:
-    """(scaling_factor, shift_factor) of an autoencoder (the first stage's helper when available)."""
-    try:
-        from dopplerdiff.models.autoencoder import latent_scale
-    except ImportError:
-        latent_scale = None
-    if latent_scale is not None:
-        scale, shift = latent_scale(vae)
-        return float(scale), float(shift)
-    scale = getattr(vae.config, "scaling_factor", None)
-    shift = getattr(vae.config, "shift_factor", None)
-    return float(scale if scale is not None else 1.0), float(shift if shift is not None else 0.0)
+    """(scaling_factor, shift_factor) of an autoencoder: the first stage's one definition."""
+    return latent_scale(vae)
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -242,6 +235,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         if not index.is_file():
             raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
         config = json.loads(index.read_text())
+        check_identity_names(config.get("identities") or [], f"'{index}'")
         for name in COMPONENTS:
             if not (path / name).is_dir():
                 raise DopplerDiffError(f"pipeline '{path}' is missing its '{name}' directory")

@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from dopplerdiff.config import Config, config_from_dict, load_config
-from dopplerdiff.config.base import apply_overrides, to_dict
-from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import read_json_if_exists, write_json
+from dopplerdiff.config import Config, load_config, saved_config
+from dopplerdiff.config.base import to_dict
+from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+from dopplerdiff.utils.io import check_run_output, read_json, read_json_if_exists, run_lock, write_json
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +29,7 @@ class Stage:
     marker: str  # path relative to RUN that exists only once the stage completed
     run: Callable[[RunContext], Any]
     summary: Callable[[RunContext], str] = lambda ctx: ""
+    check: Callable[[RunContext], None] = lambda ctx: None  # after the stage (run or skipped): fail early
 
 
 @dataclass
@@ -70,6 +69,23 @@ def _data_summary(ctx: RunContext) -> str:
     split = data.get("split", {})
     sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
     return f"{len(data.get('identities', []))} identities; split {sizes}"
+
+
+def _check_data(ctx: RunContext) -> None:
+    """Refuse data that cannot make a run before any training: < 2 identities or an empty split part."""
+    data = read_json(ctx.run / "data.json")
+    names, split = data.get("identities", []), data.get("split", {})
+    if len(names) < 2:
+        raise DataError(
+            f"'{_data_root(ctx)}' has {len(names)} identity folder(s); identity-conditional training and "
+            "identity evaluation need at least 2"
+        )
+    empty = [part for part in ("train", "test") if not split.get(part)]
+    if empty:
+        raise DataError(
+            f"the leak-free split of '{_data_root(ctx)}' leaves the {' and '.join(empty)} part(s) empty; "
+            "add windows per recording or lower data.split.gap_windows"
+        )
 
 
 def _autoencoder(ctx: RunContext) -> None:
@@ -139,7 +155,7 @@ def stages(simulated: bool, encoder_first: bool = False) -> list[Stage]:
     out = [Stage("simulate", "data/metadata.json", _simulate)] if simulated else []
     encoder = Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary)
     out += [
-        Stage("prepare data", "data.json", _prepare, _data_summary),
+        Stage("prepare data", "data.json", _prepare, _data_summary, _check_data),
         *([encoder] if encoder_first else []),
         Stage("train autoencoder", "autoencoder/config.json", _autoencoder, _autoencoder_summary),
         Stage("cache latents", "latents/info.json", _latents),
@@ -152,23 +168,54 @@ def stages(simulated: bool, encoder_first: bool = False) -> list[Stage]:
 
 
 def resolve_run_config(run: Path, config: str | None, overrides: list[str], resume: bool) -> Config:
-    """New run: profile/file + overrides. Resumed run: its stored config + overrides."""
-    stored = run / "config.yaml"
-    if resume and stored.is_file():
-        data = to_dict(config_from_dict(yaml.safe_load(stored.read_text())))
-        if config is not None and load_config(config).profile != data.get("profile"):
-            raise DopplerDiffError(
-                f"run '{run}' was made with profile '{data.get('profile')}', not '{config}'; "
-                "resume it without --profile/--config or choose a new --out"
-            )
-        return config_from_dict(apply_overrides(data, overrides))
-    return load_config(config, overrides)
+    """New run: profile/file + overrides. Resumed run: its stored config + overrides (changes logged)."""
+    stored = saved_config(run) if resume else None
+    if stored is None:
+        return check_precision(load_config(config, overrides))
+    if config is not None and load_config(config).profile != stored.profile:
+        raise DopplerDiffError(
+            f"run '{run}' was made with profile '{stored.profile}', not '{config}'; "
+            "resume it without --profile/--config or choose a new --out"
+        )
+    cfg = load_config(run / "config.yaml", overrides)
+    _report_overrides(run, stored, cfg)
+    return check_precision(cfg)
 
 
-def check_run_dir(run: Path, resume: bool) -> None:
-    if run.exists() and not run.is_dir():
-        raise DopplerDiffError(f"--out '{run}' exists and is not a directory")
-    if run.is_dir() and any(run.iterdir()) and not resume:
+def _report_overrides(run: Path, stored: Config, cfg: Config) -> None:
+    """Say which overrides of a resumed run can take effect: stages already complete are not rerun."""
+    changed = _changed_keys(to_dict(stored), to_dict(cfg))
+    if not changed:
+        return
+    done = [s.name for s in stages(simulated=True) if (run / s.marker).exists()]
+    log.warning(
+        "overrides change %s of run '%s'; stages already complete (%s) keep their results and the run's "
+        "config.yaml is not changed: to apply them everywhere, use a new --out",
+        ", ".join(changed), run, ", ".join(done) or "none",
+    )
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [k for key in old for k in _changed_keys(old[key], new.get(key), f"{prefix}{key}.")]
+    return [prefix.rstrip(".")] if old != new else []
+
+
+def check_precision(cfg: Config) -> Config:
+    """One process trains every stage, and accelerate fixes the precision for the process."""
+    found = {cfg.autoencoder.train.mixed_precision, cfg.diffusion.train.mixed_precision,
+             cfg.encoder.train.mixed_precision}
+    if len(found) > 1:
+        raise ConfigError(
+            f"`run` trains every stage in one process, so the stages' train.mixed_precision must agree "
+            f"(got {', '.join(sorted(found))})"
+        )
+    return cfg
+
+
+def check_run_dir(run: Path, resume: bool, data_root: Path | None = None) -> None:
+    """Refuse a file, the data folder, a non-run folder, and continuing a run without ``--resume``."""
+    if check_run_output(run, data_root) and not resume:
         raise DopplerDiffError(f"run directory '{run}' already exists; pass --resume to continue it "
                                "(completed stages are skipped) or choose a new --out")
 
@@ -176,7 +223,12 @@ def check_run_dir(run: Path, resume: bool) -> None:
 def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = True,
             on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
     """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
-    run.mkdir(parents=True, exist_ok=True)
+    with run_lock(run):
+        return _run_stages(run, cfg, data_root, progress, on_stage)
+
+
+def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
+                on_stage: Callable[[int, int, Stage, str], None] | None) -> list[dict[str, Any]]:
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
         cfg.save(run / "config.yaml")
@@ -190,6 +242,7 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
         t0 = time.time()
         if not done:
             stage.run(ctx)
+        stage.check(ctx)
         rows.append({"stage": stage.name, "status": "done before" if done else "ran",
                      "seconds": 0.0 if done else time.time() - t0, "summary": stage.summary(ctx)})
         _write_timings(run, previous, started, rows)

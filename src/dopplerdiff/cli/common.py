@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import typer
 
 from dopplerdiff.config import Config, load_config
+from dopplerdiff.errors import DopplerDiffError
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="Profile name (smoke, quick, paper) or a YAML file. Default: quick."
@@ -28,9 +30,14 @@ def resolve_config(config: str | None, overrides: list[str] | None) -> Config:
     return load_config(config, list(overrides or []))
 
 
-def existing_dir(path: Path, what: str) -> Path:
-    from dopplerdiff.errors import DopplerDiffError
+def finite(value: float | None) -> float | None:
+    """Option callback: NaN and infinity pass typer's range checks, so refuse them here."""
+    if value is not None and not math.isfinite(value):
+        raise typer.BadParameter(f"must be a finite number, got {value}")
+    return value
 
+
+def existing_dir(path: Path, what: str) -> Path:
     if not Path(path).is_dir():
         raise DopplerDiffError(f"{what} '{path}' is not a directory")
     return Path(path)

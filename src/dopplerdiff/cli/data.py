@@ -26,6 +26,7 @@ def inspect_cmd(
         help="Contact sheet PNG to write (default ./inspect_<dataname>.png; never inside DATA).",
     ),
     per_identity: int = typer.Option(4, "--per-identity", min=1, help="Windows per identity on the sheet."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing contact sheet file."),
     quiet: bool = QuietOpt,
 ) -> None:
     """Summarise a spectrogram folder: identities, recordings, sizes, file types, the leak-free split."""
@@ -46,6 +47,8 @@ def inspect_cmd(
         )
     if sheet.suffix.lower() != ".png":
         raise DopplerDiffError(f"--sheet '{sheet}' must be a .png file")
+    if sheet.exists() and not force:
+        raise DopplerDiffError(f"contact sheet '{sheet}' already exists; pass --force to replace it")
 
     t0 = time.perf_counter()
     ds = load_spectrograms(data, cfg.data, progress=not quiet)

@@ -8,16 +8,9 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
-from dopplerdiff.config import Config, load_config
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, finite, setup_logging
+from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
-
-
-def run_config(run: Path, config: str | None, overrides: list[str] | None) -> Config:
-    """``--config`` if given, else the run's own RUN/config.yaml, else the quick profile; then overrides."""
-    if config is None and (Path(run) / "config.yaml").is_file():
-        config = str(Path(run) / "config.yaml")
-    return load_config(config, list(overrides or []))
 
 
 @app.command("train-diffusion")
@@ -33,7 +26,7 @@ def train_diffusion_cmd(
 
     setup_logging(quiet)
     existing_dir(run, "--run")
-    cfg = run_config(run, config, overrides)
+    cfg = config_for(run, config, list(overrides or []))
     out = train_diffusion(run, cfg, resume=resume, progress=not quiet)
     if not quiet and os.environ.get("RANK", "0") == "0":
         typer.echo(f"pipeline: {out}")
@@ -45,16 +38,20 @@ def generate_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory (must not exist)."),
     identity: list[str] = typer.Option(None, "--identity", "-i", help="Identity folder name; repeatable."),
     all_ids: bool = typer.Option(False, "--all", help="Generate for every identity of the run."),
-    num: int = typer.Option(64, "--num", "-n", help="Samples per identity."),
-    steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config)."),
+    num: int = typer.Option(64, "--num", "-n", min=1, help="Samples per identity."),
+    steps: int = typer.Option(
+        None, "--steps", min=1, help="Sampler steps (default: the run's diffusion config)."
+    ),
     scheduler: str = typer.Option(
         None, "--scheduler", help="ddpm, ddim, dpmpp, euler, euler_a, lms, heun or unipc."
     ),
-    guidance: float = typer.Option(None, "--guidance", help="Classifier-free guidance scale (1 = none)."),
+    guidance: float = typer.Option(
+        None, "--guidance", min=0.0, callback=finite, help="Classifier-free guidance scale (1 = none)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Base seed; sample i of identity k uses seed (seed, k, i)."),
     fmt: str = typer.Option("png", "--format", help="png, jpg or npy."),
     batch_size: int = typer.Option(
-        16, "--batch-size", help="Images per sampler batch (results do not depend on it)."
+        16, "--batch-size", min=1, help="Images per sampler batch (results do not depend on it)."
     ),
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
@@ -68,7 +65,7 @@ def generate_cmd(
     existing_dir(run, "--run")
     if bool(identity) == all_ids:
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
-    cfg = run_config(run, config, overrides)
+    cfg = config_for(run, config, list(overrides or []))
     d = cfg.diffusion
     pipe = load_run_pipeline(run)
     meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}

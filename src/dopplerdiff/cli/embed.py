@@ -10,6 +10,7 @@ import typer
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
+from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
 
 IndexOpt = typer.Option(..., "--index", "-i", help="Index directory (created by `embed`).")
@@ -35,13 +36,6 @@ def _files_and_overrides(items: list[str] | None) -> tuple[list[Path], list[str]
     if not files:
         raise DopplerDiffError("give at least one spectrogram file or folder")
     return files, overrides
-
-
-def _index_config(config: str | None, index: Path, overrides: list[str]):
-    """Default config of index commands: the one recorded in INDEX/config.yaml at embed time."""
-    if config is None and (Path(index) / "config.yaml").is_file():
-        config = str(Path(index) / "config.yaml")
-    return resolve_config(config, overrides)
 
 
 def _print_json(obj: Any) -> None:
@@ -107,7 +101,7 @@ def embed_cmd(
 def search_cmd(
     index: Path = IndexOpt,
     items: list[str] = FilesArg,
-    k: int = typer.Option(None, "-k", "--k", help="Neighbours per query (default: embed.k)."),
+    k: int = typer.Option(None, "-k", "--k", min=1, help="Neighbours per query (default: embed.k)."),
     as_json: bool = JsonOpt,
     encoder: Path = EncoderOverride,
     config: str = ConfigOpt,
@@ -121,7 +115,7 @@ def search_cmd(
 
     setup_logging(quiet)
     files, overrides = _files_and_overrides(items)
-    cfg = _index_config(config, index, overrides)
+    cfg = config_for(index, config, overrides)
     results = search_files(index, files, cfg, k=k, encoder=encoder)
     if as_json:
         return _print_json(results)
@@ -144,7 +138,7 @@ def identify_cmd(
         help="auto (calibrated on the index's val rows to embed.target_far), none (closed set) or a number.",
     ),
     method: str = typer.Option(None, "--method", "-m", help="knn | centroid (default: embed.method)."),
-    k: int = typer.Option(None, "-k", "--k", help="Neighbours of the k-NN vote (default: embed.k)."),
+    k: int = typer.Option(None, "-k", "--k", min=1, help="Neighbours of the k-NN vote (default: embed.k)."),
     fuse: bool = typer.Option(False, "--fuse", help="Treat all files as one walk (mean of scores)."),
     as_json: bool = JsonOpt,
     encoder: Path = EncoderOverride,
@@ -161,7 +155,7 @@ def identify_cmd(
     files, overrides = _files_and_overrides(items)
     overrides += [f"embed.method={method}"] if method else []
     overrides += [f"embed.k={k}"] if k else []
-    cfg = _index_config(config, index, overrides)
+    cfg = config_for(index, config, overrides)
     out = identify_files(index, files, cfg, threshold=threshold, fuse=fuse, encoder=encoder)
     if as_json:
         return _print_json(out)
@@ -199,7 +193,7 @@ def enroll_cmd(
 
     setup_logging(quiet)
     files, overrides = _files_and_overrides(items)
-    out = enroll_files(index, identity, files, _index_config(config, index, overrides), append=append,
+    out = enroll_files(index, identity, files, config_for(index, config, overrides), append=append,
                        encoder=encoder)
     if not quiet:
         typer.echo(f"enrolled '{identity}' with {out['added']} windows; index now has {out['rows']} vectors, "
@@ -218,7 +212,7 @@ def remove_cmd(
     from dopplerdiff.embed.ops import remove_identity
 
     setup_logging(quiet)
-    out = remove_identity(index, identity, _index_config(config, index, list(overrides or [])))
+    out = remove_identity(index, identity, config_for(index, config, list(overrides or [])))
     if not quiet:
         typer.echo(f"removed '{identity}' ({out['removed']} vectors); index now has {out['rows']} vectors, "
                    f"{len(out['identities'])} identities")

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, finite, setup_logging
 
 
 @app.command("evaluate")
@@ -26,7 +26,9 @@ def evaluate_cmd(
     scheduler: str = typer.Option(
         None, "--scheduler", help="Sampler: ddim, dpmpp, euler, ... (see generate)."
     ),
-    guidance: float = typer.Option(None, "--guidance", min=0.0, help="Classifier-free guidance scale."),
+    guidance: float = typer.Option(
+        None, "--guidance", min=0.0, callback=finite, help="Classifier-free guidance scale."
+    ),
     out: Path = typer.Option(None, "--out", help="Output directory (default RUN/eval)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output directory."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -37,26 +39,21 @@ def evaluate_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from dopplerdiff.config import load_config
+    from dopplerdiff.config import config_for
     from dopplerdiff.evaluate.evaluate import evaluate_run
     from dopplerdiff.evaluate.summary import summary_rows
 
     setup_logging(quiet)
     run = existing_dir(run, "run directory")
     # Default to the run's own resolved config: evaluation must read data as the run was trained.
-    base = (
-        config
-        if config is not None
-        else (str(run / "config.yaml") if (run / "config.yaml").is_file() else None)
-    )
     flags = {
         "num_per_identity": num_per_identity,
         "steps": steps,
         "scheduler": scheduler,
         "guidance": guidance,
     }
-    cfg = load_config(
-        base, list(overrides or []) + [f"evaluate.{k}={v}" for k, v in flags.items() if v is not None]
+    cfg = config_for(
+        run, config, list(overrides or []) + [f"evaluate.{k}={v}" for k, v in flags.items() if v is not None]
     )
     metrics = evaluate_run(
         run, cfg, data_root=data, out=out, overwrite=overwrite, device=device, progress=not quiet

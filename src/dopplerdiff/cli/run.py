@@ -35,7 +35,7 @@ def run_cmd(
     console = Console(quiet=quiet)
     if data is not None:
         existing_dir(data, "--data")
-    check_run_dir(out, resume)
+    check_run_dir(out, resume, data)
     cfg = resolve_run_config(out, profile, list(overrides or []), resume)
     t0 = time.time()
 

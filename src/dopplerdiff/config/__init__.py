@@ -60,8 +60,29 @@ def load_config(config: str | Path | None = None, overrides: list[str] | tuple[s
         if not path.exists() and path.suffix == "":
             raise ConfigError(f"config '{config}' is neither a profile ({', '.join(PROFILES)}) nor a file")
         data = read_yaml(path)
+        try:
+            return from_dict(Config, apply_overrides(data, overrides))
+        except ConfigError as exc:
+            raise ConfigError(f"config file '{path}': {exc}") from exc
     apply_overrides(data, overrides)
     return from_dict(Config, data)
+
+
+def saved_config(directory: Path) -> Config | None:
+    """The config recorded in ``DIR/config.yaml`` (a run, encoder or index), or None when there is none."""
+    path = Path(directory) / "config.yaml"
+    return load_config(path) if path.is_file() else None
+
+
+def config_for(directory: Path, config: str | Path | None, overrides: list[str] | tuple[str, ...] = ()
+               ) -> Config:
+    """``config`` if given, else ``DIR/config.yaml``, else quick; then ``overrides``.
+
+    Commands on an existing run or index thus read data as it was made.
+    """
+    if config is None and (Path(directory) / "config.yaml").is_file():
+        config = Path(directory) / "config.yaml"
+    return load_config(config, list(overrides))
 
 
 def config_from_dict(data: dict[str, Any]) -> Config:
@@ -73,5 +94,5 @@ __all__ = [
     "AugmentConfig", "AutoencoderConfig", "AutoencoderLossConfig", "ConditionConfig", "Config",
     "ConfigError", "DataConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig", "EvaluateConfig",
     "LoopConfig", "PROFILES", "SimulateConfig", "SplitConfig", "config_from_dict", "load_config",
-    "profile_path",
+    "profile_path", "config_for", "saved_config",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -68,6 +69,8 @@ def _check_value(value: Any, tp: Any, where: str) -> Any:
                 value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"config key '{where}' must be a number, got {value!r}")
+        if not math.isfinite(value):  # nan/inf would train nothing or poison every step silently
+            raise ConfigError(f"config key '{where}' must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -91,6 +94,13 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid config section '{prefix.rstrip('.') or 'root'}': {exc}") from exc
     return obj
+
+
+def require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ValueError with the first failed check's message (``from_dict`` adds the section)."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 def to_dict(obj: Any) -> Any:

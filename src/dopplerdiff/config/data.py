@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+MAX_SIZE = 4096  # larger images do not fit any model here; a typo like 100000 would exhaust memory
+
 
 @dataclass
 class SplitConfig:
@@ -48,7 +50,7 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
-        if self.size < 8:
-            raise ValueError(f"data.size must be >= 8, got {self.size}")
+        if not 8 <= self.size <= MAX_SIZE:
+            raise ValueError(f"data.size must be in [8, {MAX_SIZE}], got {self.size}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")

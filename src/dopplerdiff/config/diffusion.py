@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dopplerdiff.config.base import require
 from dopplerdiff.config.loop import LoopConfig
 
 
@@ -50,3 +51,17 @@ class DiffusionConfig:
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
     samples_per_identity: int = 16  # images per identity written by `run` into RUN/samples
+
+    def __post_init__(self) -> None:
+        require([
+            (self.num_train_timesteps >= 1,
+             f"num_train_timesteps must be >= 1, got {self.num_train_timesteps}"),
+            (self.snr_gamma >= 0, f"snr_gamma must be >= 0 (0 disables), got {self.snr_gamma}"),
+            (self.num_inference_steps >= 1,
+             f"num_inference_steps must be >= 1, got {self.num_inference_steps}"),
+            (self.guidance_scale >= 0, f"guidance_scale must be >= 0, got {self.guidance_scale}"),
+            (self.samples_per_identity >= 1,
+             f"samples_per_identity must be >= 1, got {self.samples_per_identity}"),
+            (0.0 <= self.condition.dropout < 1.0,
+             f"condition.dropout must be in [0, 1), got {self.condition.dropout}"),
+        ])

@@ -30,6 +30,13 @@ class EvaluateConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        counts = {"num_per_identity": self.num_per_identity, "steps": self.steps,
+                  "sweep_num_per_identity": self.sweep_num_per_identity, "knn_k": self.knn_k}
+        for name, value in counts.items():
+            if value < 1:
+                raise ValueError(f"evaluate.{name} must be >= 1, got {value}")
+        if self.guidance < 0 or any(g < 0 for g in self.guidance_sweep):
+            raise ValueError("evaluate.guidance and evaluate.guidance_sweep must be >= 0")
         if self.augment_channels is not None and (
             not self.augment_channels or any(c < 1 for c in self.augment_channels)
         ):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from dopplerdiff.config.base import require
+
 
 @dataclass
 class LoopConfig:
@@ -27,3 +29,19 @@ class LoopConfig:
     log_every: int = 50
     num_workers: int = 0
     seed: int = 0  # data order (per-epoch permutations) and the per-process RNG of a fresh start
+
+    def __post_init__(self) -> None:
+        # Out-of-range values used to train nothing (steps <= 0, grad_accum 0) and still exit 0.
+        require([
+            (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be >= 0, got {self.warmup_steps}"),
+            (self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}"),
+            (0.0 <= self.ema_decay <= 1.0, f"ema_decay must be in [0, 1], got {self.ema_decay}"),
+            (min(self.checkpoint_every, self.val_every, self.log_every) >= 0,
+             "checkpoint_every, val_every and log_every must be >= 0 (0 disables)"),
+            (self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}"),
+        ])

@@ -25,6 +25,7 @@ from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.colormap import apply_colormap, colormap_lut, inverse_table, invert_colormap
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_write_bytes
+from dopplerdiff.utils.names import check_identity_names
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 ARRAY_EXTS = (".npy", ".mat")
@@ -236,6 +237,7 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], int]:
             f"data root '{root}' has no identity subfolders{hint}; expected one folder per person, "
             "e.g. ROOT/ID_1/*.jpg, ROOT/ID_2/*.jpg"
         )
+    check_identity_names((d.name for d in subdirs), f"data root '{root}'")
     files: dict[str, list[str]] = {}
     ignored = 0
     for d in subdirs:

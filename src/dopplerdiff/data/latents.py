@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_dir, write_json
+from dopplerdiff.utils.names import check_identity_names
 
 SPLITS = ("train", "val", "test")
 INFO = "info.json"
@@ -49,9 +50,11 @@ def read_latent_info(run: Path) -> dict[str, Any]:
     if not path.is_file():
         raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise DataError(f"'{path}' is not valid JSON: {exc}") from exc
+    check_identity_names(info.get("identities", []), f"'{path}'")
+    return info
 
 
 def load_latents(run: Path, split: str) -> dict[str, torch.Tensor]:

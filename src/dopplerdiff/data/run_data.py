@@ -18,6 +18,7 @@ from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
 from dopplerdiff.data.split import PARTS, leak_free_split
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
+from dopplerdiff.utils.names import check_identity_names
 
 DATA_JSON = "data.json"
 
@@ -36,6 +37,7 @@ def read_run_data(run: Path) -> dict[str, Any]:
     missing = [k for k in ("data_root", "identities", "split") if k not in data]
     if missing:
         raise DataError(f"'{path}' lacks the key(s) {', '.join(missing)}")
+    check_identity_names(data["identities"], f"'{path}'")
     return data
 
 

@@ -8,15 +8,21 @@ Layout of an index directory ``INDEX/``::
                                        "window": [...], "split": [...]}, "calibration": {...} | null}
     config.yaml, manifest.json   written by the CLI
 
-``vectors_sha256`` ties meta.json to its vectors file, so a truncated or swapped file is detected on load.
+``vectors_sha256`` ties meta.json to its vectors file, so a truncated or swapped file is detected on load;
+``meta_sha256`` (the SHA-256 of meta.json's canonical JSON without that key) guards the labels and the
+calibration the same way. An index left missing by an update killed between its two renames is restored
+from the previous version on open (``utils.io.recover_dir``). Edits hold ``index_lock`` (one writer).
 Rows whose split is ``val``, ``test`` or ``stranger`` are held out: they calibrate and evaluate
 identification but are never part of the gallery that queries are matched against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,10 +32,15 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import atomic_dir, write_json
+from dopplerdiff.utils.io import atomic_dir, file_lock, recover_dir, write_json
+from dopplerdiff.utils.names import check_identity_names
+
+log = logging.getLogger(__name__)
 
 FORMAT = "dopplerdiff-embedding-index"
-VERSION = 1
+VERSION = 2  # 2: meta.json carries its own checksum
+READABLE_VERSIONS = (1, 2)  # version 1 (no meta checksum) still loads, with a warning
+LOCK_WAIT_S = 600.0  # a second writer waits this long for the first to finish its edit
 VECTORS_FILE = "vectors.safetensors"
 META_FILE = "meta.json"
 COLUMNS = ("identity", "file", "recording", "window", "split")
@@ -160,7 +171,7 @@ class EmbeddingIndex:
         return path
 
     def _meta(self, digest: str) -> dict[str, Any]:
-        return {
+        meta = {
             "format": FORMAT,
             "version": VERSION,
             "dim": self.dim,
@@ -171,11 +182,14 @@ class EmbeddingIndex:
             "columns": {name: getattr(self, name) for name in COLUMNS},
             "calibration": self.calibration,
         }
+        return {**meta, "meta_sha256": meta_digest(meta)}
 
     @classmethod
     def load(cls, path: Path) -> EmbeddingIndex:
         """Load and validate an index directory; any problem is one clear error naming the path."""
         path = Path(path)
+        if recover_dir(path):
+            log.warning("index '%s' was missing after an interrupted update; restored the previous one", path)
         if not path.is_dir():
             raise IndexFormatError(f"index '{path}' is not a directory (create one with `dopplerdiff embed`)")
         meta_path = path / META_FILE
@@ -192,11 +206,7 @@ class EmbeddingIndex:
             raise IndexFormatError(
                 f"'{path}' is not a dopplerdiff embedding index (format {found!r}, expected {FORMAT!r})"
             )
-        if meta.get("version") != VERSION:
-            raise IndexFormatError(
-                f"index '{path}' has format version {meta.get('version')!r}; this dopplerdiff reads version "
-                f"{VERSION} only (re-create it with `dopplerdiff embed`)"
-            )
+        _check_meta(path, meta)
         vec_path = path / VECTORS_FILE
         if not vec_path.is_file():
             raise IndexFormatError(f"index '{path}' is corrupt: {VECTORS_FILE} is missing")
@@ -207,8 +217,9 @@ class EmbeddingIndex:
         try:
             vectors = load_file(str(vec_path))["vectors"]
             cols = meta["columns"]
+            identity = check_identity_names(cols["identity"], f"index '{path}'")
             index = cls(
-                vectors, cols["identity"], cols["file"], cols["recording"], cols["window"], cols["split"],
+                vectors, identity, cols["file"], cols["recording"], cols["window"], cols["split"],
                 meta.get("encoder") or {}, meta.get("calibration"),
             )
         except (SafetensorError, KeyError, TypeError, ValueError, DopplerDiffError) as exc:
@@ -219,6 +230,36 @@ class EmbeddingIndex:
                 f"meta.json says ({meta.get('count')}, {meta.get('dim')})"
             )
         return index
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of meta.json's content without its own checksum (canonical JSON: sorted keys, no spaces)."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> None:
+    version = meta.get("version")
+    if version not in READABLE_VERSIONS:
+        raise IndexFormatError(
+            f"index '{path}' has format version {version!r}; this dopplerdiff reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (re-create it with `dopplerdiff embed`)"
+        )
+    if version == 1:
+        log.warning("index '%s' has no meta.json checksum (format version 1); an edit adds one", path)
+    elif meta.get("meta_sha256") != meta_digest(meta):
+        raise IndexFormatError(
+            f"index '{path}' is corrupt: {META_FILE} does not match its checksum (labels or calibration "
+            "changed on disk); re-create the index with `dopplerdiff embed`"
+        )
+
+
+@contextlib.contextmanager
+def index_lock(path: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Exclusive edit of index ``path``: its lock file sits beside it (the directory itself is replaced)."""
+    path = Path(path)
+    with file_lock(path.parent / f".{path.name}.lock", f"index '{path}'", timeout):
+        yield
 
 
 def _sha256(path: Path) -> str:

@@ -1,13 +1,14 @@
 """The index operations behind the CLI: create, search, identify, enroll, remove.
 
 Each returns plain dicts (JSON-ready) so the CLI only formats them. Index edits are written atomically:
-the new index replaces the old directory in one rename, so a crash never leaves half an index.
+the new index replaces the old directory (a crash never leaves half an index), and an edit holds the
+index's lock from reading to writing, so concurrent edits queue instead of losing each other's changes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,18 @@ from typing import Any
 from dopplerdiff.config import Config
 from dopplerdiff.embed.encode import build_index, embed_files
 from dopplerdiff.embed.identify import Gallery, calibrate, identify
-from dopplerdiff.embed.index import EmbeddingIndex
+from dopplerdiff.embed.index import EmbeddingIndex, index_lock
 from dopplerdiff.embed.search import make_backend
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import versions
+from dopplerdiff.utils.io import read_json_if_exists, versions
+from dopplerdiff.utils.names import check_identity_name
 
 log = logging.getLogger(__name__)
 
 
 def _manifest(index_dir: Path | None, event: dict[str, Any], base: dict[str, Any] | None = None) -> dict:
     """manifest.json contents: creation info plus a history of edits (enroll/remove)."""
-    old = {}
-    if index_dir is not None and (index_dir / "manifest.json").is_file():
-        try:
-            old = json.loads((index_dir / "manifest.json").read_text())
-        except json.JSONDecodeError:
-            old = {}
+    old = (read_json_if_exists(index_dir / "manifest.json") if index_dir is not None else None) or {}
     event = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **event}
     out = {**(base or {}), **{k: v for k, v in old.items() if k not in ("history",)}}
     out.setdefault("created", event["time"])
@@ -61,7 +58,13 @@ def create_index(
     strangers: list[str] | None = None, progress: bool = False,
 ) -> dict[str, Any]:
     """``dopplerdiff embed``: embed a data folder, calibrate if it has val rows, write the index."""
-    if Path(out).exists() and not overwrite and any(Path(out).iterdir()):
+    with index_lock(Path(out)):
+        return _create_index(encoder, data, Path(out), cfg, split, overwrite, strangers, progress)
+
+
+def _create_index(encoder: Path, data: Path, out: Path, cfg: Config, split: str, overwrite: bool,
+                  strangers: list[str] | None, progress: bool) -> dict[str, Any]:
+    if out.exists() and not overwrite and any(out.iterdir()):
         raise DopplerDiffError(f"index '{out}' already exists; choose another path or pass --overwrite")
     index, summary = build_index(encoder, data, cfg, split=split, batch_size=cfg.embed.batch_size,
                                  strangers=strangers, progress=progress)
@@ -104,10 +107,13 @@ def resolve_threshold(
         return None, None
     if t != "auto":
         try:
-            return float(t), None
+            value = float(t)
         except ValueError:
-            msg = f"--threshold must be 'auto', 'none' or a number, got '{threshold}'"
-            raise DopplerDiffError(msg) from None
+            value = math.nan
+        if not math.isfinite(value):
+            msg = f"--threshold must be 'auto', 'none' or a finite number, got '{threshold}'"
+            raise DopplerDiffError(msg)
+        return value, None
     cal = try_calibrate(index, cfg, group_size) if group_size > 1 else None
     if cal is None:
         if group_size > 1:
@@ -140,6 +146,13 @@ def enroll_files(
     """``dopplerdiff enroll``: add a person's windows to the gallery (no retraining)."""
     if not identity.strip() or identity.strip().lower() == "unknown":
         raise DopplerDiffError(f"--identity '{identity}' is not a usable name")
+    check_identity_name(identity, "--identity")
+    with index_lock(Path(index_path)):
+        return _enroll(Path(index_path), identity, files, cfg, append, encoder)
+
+
+def _enroll(index_path: Path, identity: str, files: list[Path], cfg: Config, append: bool,
+            encoder: Path | None) -> dict[str, Any]:
     index = EmbeddingIndex.load(index_path)
     if identity in index.identities and not append:
         raise DopplerDiffError(
@@ -156,10 +169,11 @@ def enroll_files(
 
 def remove_identity(index_path: Path, identity: str, cfg: Config) -> dict[str, Any]:
     """``dopplerdiff remove``: drop every row of a person (gallery and held-out)."""
-    index = EmbeddingIndex.load(index_path)
-    new = index.remove(identity)
-    new.calibration = try_calibrate(new, cfg)
-    event = {"op": "remove", "identity": identity, "rows": len(index) - len(new)}
-    _save(new, Path(index_path), cfg, _manifest(Path(index_path), event), overwrite=True)
+    with index_lock(Path(index_path)):
+        index = EmbeddingIndex.load(index_path)
+        new = index.remove(identity)
+        new.calibration = try_calibrate(new, cfg)
+        event = {"op": "remove", "identity": identity, "rows": len(index) - len(new)}
+        _save(new, Path(index_path), cfg, _manifest(Path(index_path), event), overwrite=True)
     return {"index": str(index_path), "identity": identity, "removed": len(index) - len(new),
             "rows": len(new), "identities": new.identities}

@@ -11,12 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from accelerate.utils import set_seed
 from diffusers import VQModel
 from torch import Tensor, nn
 
-from dopplerdiff.config import Config, config_from_dict
+from dopplerdiff.config import Config, saved_config
 from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import to_unit
@@ -37,7 +36,7 @@ from dopplerdiff.models.discriminator import PatchDiscriminator
 from dopplerdiff.models.encoder import frozen_features
 from dopplerdiff.train import losses as L
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, frozen, make_accelerator, train_loop
-from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.utils.io import atomic_dir, check_run_output, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 ARCH_KEYS = ("kind", "block_out_channels", "layers_per_block", "latent_channels", "num_vq_embeddings",
@@ -242,30 +241,11 @@ def save_recon_grid(path: Path, images: Tensor, vae: Autoencoder, colormap: str)
     save_grid(path, rows, colormap, labels=["real", "reconstruction"])
 
 
-def _saved_config(run: Path) -> Config | None:
-    path = run / "config.yaml"
-    if not path.is_file():
-        return None
-    try:
-        return config_from_dict(yaml.safe_load(path.read_text()) or {})
-    except (DopplerDiffError, yaml.YAMLError) as exc:
-        raise DopplerDiffError(f"'{path}' is not a valid dopplerdiff config: {exc}") from exc
-
-
-def check_run_dir(run: Path, cfg: Config, resume: str | None, data_root: Path | None = None) -> None:
+def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root: Path | None = None) -> None:
     """Refuse output dirs that are not runs, runs of another architecture, and silent overwrites."""
-    if run.exists() and not run.is_dir():
-        raise DopplerDiffError(f"--out '{run}' exists and is not a directory")
-    if data_root is not None and Path(data_root).resolve() == run.resolve():
-        raise DopplerDiffError(f"--out '{run}' is the data folder itself; choose a separate run directory")
-    if not run.is_dir() or not any(run.iterdir()):
+    if not check_run_output(run, data_root):
         return
-    if not ((run / "config.yaml").is_file() or (run / "data.json").is_file()):
-        raise DopplerDiffError(
-            f"--out '{run}' is a non-empty directory that is not a dopplerdiff run (no config.yaml or "
-            "data.json); choose a new path"
-        )
-    old = _saved_config(run)
+    old = saved_config(run)
     ckpts = find_checkpoints(run / "train" / "autoencoder")
     has_ae = (run / "autoencoder").exists() or bool(ckpts)
     if old is not None:
@@ -309,7 +289,7 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     run, ae = Path(run), cfg.autoencoder
     t0 = time.time()
     check_architecture(ae, cfg.data)
-    check_run_dir(run, cfg, resume, data_root)
+    check_autoencoder_run(run, cfg, resume, data_root)
     acc = make_accelerator(ae.train)
     if ae.loss.feature > 0 and feature_fn is None:
         feature_fn = _feature_fn(run, ae, feature_encoder, acc.device)
@@ -363,7 +343,7 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
     from dopplerdiff.data.latents import write_latent_cache
 
     run = Path(run)
-    cfg = _saved_config(run)
+    cfg = saved_config(run)
     if cfg is None:
         raise DopplerDiffError(f"'{run}' has no config.yaml; train the autoencoder first (train-autoencoder)")
     vae = load_autoencoder(run / "autoencoder").eval()

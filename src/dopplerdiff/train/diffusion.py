@@ -23,10 +23,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from diffusers.training_utils import compute_snr
 from torch import Tensor, nn
 
 from dopplerdiff.config import Config
 from dopplerdiff.config.diffusion import DiffusionConfig
+from dopplerdiff.data.images import to_unit
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
@@ -56,8 +58,7 @@ def diffusion_loss(
     pred = denoise(denoiser, noisy, t, encoder(ids))
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
     if cfg.snr_gamma > 0:
-        ac = noise_scheduler.alphas_cumprod.to(z.device)[t]
-        snr = ac / (1 - ac)
+        snr = compute_snr(noise_scheduler, t)
         clipped = torch.clamp(snr, max=cfg.snr_gamma)
         weight = clipped / snr if cfg.prediction_type == "epsilon" else clipped / (snr + 1)
         per_sample = per_sample * weight
@@ -158,7 +159,7 @@ class DiffusionStage(TrainStage):
         for k in shown:
             real_z = self.val_latents[self.val_labels == k][:n].to(device)
             if len(real_z):
-                rows.append(((pipe.decode_latents(real_z).float() + 1) / 2).cpu().numpy())
+                rows.append(to_unit(pipe.decode_latents(real_z).float()).cpu().numpy())
                 names.append(f"{self.identities[k]} real")
             rows.append(images[labels == k])
             names.append(f"{self.identities[k]} generated")

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import shutil
 import time
@@ -35,7 +34,7 @@ from dopplerdiff.data.augment import augment_batch
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 from dopplerdiff.train.loop import TrainStage
-from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +227,7 @@ class EncoderStage(TrainStage):
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json_if_exists(path)  # a damaged file is an error naming it, not None
 
 
 def _load_data(data: Path | None, out: Path, work_dir: Path, cfg: Config, progress: bool) -> tuple[Any, dict]:

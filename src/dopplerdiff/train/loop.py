@@ -50,20 +50,17 @@ Semantics
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.state import AcceleratorState
+from accelerate.state import AcceleratorState, is_initialized
 from accelerate.utils import send_to_device, set_seed
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -76,15 +73,16 @@ from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
 from dopplerdiff.train.batching import EpochBatchSampler, unpack_data
 from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loop's public helpers
     CHECKPOINT_RE,
+    append_jsonl,
     find_checkpoints,
+    load_checkpoint,
     resolve_resume,
+    save_checkpoint,
+    truncate_log,
 )
-from dopplerdiff.train.checkpoints import (
-    quiet_accelerate as _quiet_accelerate,
-)
-from dopplerdiff.train.checkpoints import (
-    save_checkpoint as _save_checkpoint,
-)
+from dopplerdiff.train.guards import checked, clip_grads
+from dopplerdiff.train.validation import run_validation
+from dopplerdiff.utils.io import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -155,12 +153,14 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     """An Accelerator for ``cfg`` (mixed precision, gradient accumulation, per-step LR scheduler)."""
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
-    state = AcceleratorState._shared_state
-    if state and state.get("_mixed_precision") not in (None, cfg.mixed_precision):
-        if state.get("num_processes", 1) > 1:
-            raise ConfigError("cannot change mixed_precision between stages inside one distributed launch")
-        # Single process: the singleton state may be reset between stages with different precision.
-        AcceleratorState._reset_state()
+    # accelerate's state is a process-wide singleton whose precision cannot change once set.
+    if is_initialized() and AcceleratorState().mixed_precision != cfg.mixed_precision:
+        raise ConfigError(
+            f"mixed_precision '{cfg.mixed_precision}' differs from "
+            f"'{AcceleratorState().mixed_precision}' "
+            "of a stage trained earlier in this process; use one precision for all stages of a run "
+            "or train the stages with separate commands"
+        )
     return Accelerator(
         mixed_precision=cfg.mixed_precision,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -170,35 +170,159 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
     )
 
 
-@contextlib.contextmanager
-def _isolated_rng() -> Iterator[None]:
-    """Restore python/numpy/torch RNG states afterwards, so validation cannot shift training randomness."""
-    py, npy = random.getstate(), np.random.get_state()
-    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=devices):
-        try:
-            yield
-        finally:
-            random.setstate(py)
-            np.random.set_state(npy)
-
-
 def _params(mods: dict[str, nn.Module]) -> list[nn.Parameter]:
     return [p for m in mods.values() for p in m.parameters() if p.requires_grad]
 
 
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as fh:
-        fh.write(json.dumps(record) + "\n")
+@dataclass
+class _Setup:
+    """The prepared optimisation objects of one ``train_loop`` call."""
+
+    acc: Accelerator
+    cfg: LoopConfig
+    main: list[str]
+    aux: list[str]
+    opt: Any
+    sched: Any
+    aux_opt: Any
+    emas: dict[str, EMAModel]
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines from steps after ``step`` (they belong to a run that did not reach a checkpoint)."""
-    if not path.is_file():
-        return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    keep = [ln for ln in lines if json.loads(ln).get("step", 0) <= step]
-    path.write_text("".join(ln + "\n" for ln in keep))
+def _check_sizes(acc: Accelerator, cfg: LoopConfig, n: int) -> None:
+    if acc.gradient_accumulation_steps != cfg.grad_accum:
+        raise ConfigError(
+            f"accelerator uses gradient_accumulation_steps={acc.gradient_accumulation_steps}, "
+            f"config grad_accum={cfg.grad_accum}"
+        )
+    if cfg.batch_size % acc.num_processes:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not divisible by the {acc.num_processes} processes"
+        )
+    if n < cfg.batch_size:
+        raise DataError(f"the training set has {n} samples, fewer than batch_size={cfg.batch_size}")
+
+
+def _setup(stage: TrainStage, cfg: LoopConfig, acc: Accelerator) -> _Setup:
+    """Build optimisers and LR schedule, ``accelerator.prepare`` everything, bind the stage, make EMAs."""
+    mods, aux = stage.modules(), stage.aux_modules()
+    if not mods:
+        raise DopplerDiffError("the training stage has no modules to train")
+    opt = torch.optim.AdamW(_params(mods), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched_name = "constant_with_warmup" if cfg.lr_schedule == "constant" else cfg.lr_schedule
+    sched = get_scheduler(sched_name, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
+    aux_opt = stage.build_aux_optimizer(_params(aux), cfg) if aux else None
+    objs = [*mods.values(), *aux.values(), opt, sched] + ([aux_opt] if aux_opt is not None else [])
+    prepared = acc.prepare(*objs)
+    names = [*mods, *aux]
+    stage.accelerator = acc
+    stage._prepared = dict(zip(names, prepared[: len(names)], strict=True))
+    opt, sched = prepared[len(names)], prepared[len(names) + 1]
+    aux_opt = prepared[len(names) + 2] if aux_opt is not None else None
+    # EMA state is checkpointed by the project (safetensors + JSON), never through accelerate's pickles.
+    emas = {k: EMAModel(stage.unwrapped(k).parameters(), decay=cfg.ema_decay) for k in mods if cfg.ema}
+    return _Setup(acc, cfg, list(mods), list(aux), opt, sched, aux_opt, emas)
+
+
+def _start(s: _Setup, resume: str | Path | None, work_dir: Path, log_path: Path) -> tuple[int, Path | None]:
+    """Load the checkpoint to resume from (or seed a fresh start); align log.jsonl with it."""
+    ckpt = resolve_resume(resume, work_dir)
+    start = 0
+    if ckpt is not None:
+        start = load_checkpoint(s.acc, ckpt, s.emas)
+        log.info("resumed from %s (step %d)", ckpt, start)
+    else:
+        if resume is not None:
+            log.info("no checkpoint in %s; starting from step 0", work_dir)
+        set_seed(s.cfg.seed, device_specific=True)
+    if s.acc.is_main_process:
+        if ckpt is None:
+            log_path.unlink(missing_ok=True)
+        else:
+            truncate_log(log_path, start)
+    s.acc.wait_for_everyone()
+    return start, ckpt
+
+
+def _micro_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | None,
+                terms_sum: dict[str, float]) -> tuple[float, float]:
+    """Forward/backward of one micro-batch (and the optimiser steps when gradients sync): (loss, norm)."""
+    acc, models = s.acc, [stage.model(k) for k in s.main + s.aux]
+    grad_norm = float("nan")
+    with acc.accumulate(*models):
+        with acc.autocast():
+            loss, terms = stage.loss(batch, step)
+        loss_f = checked(acc, loss, step, "loss", last)
+        acc.backward(loss)
+        if acc.sync_gradients:
+            main_params = _params({k: stage.model(k) for k in s.main})
+            grad_norm = clip_grads(acc, main_params, s.cfg.grad_clip, step, "", last)
+            s.opt.step()
+            s.sched.step()
+            s.opt.zero_grad(set_to_none=True)
+        if s.aux_opt is not None:
+            terms = {**terms, **_aux_step(stage, s, batch, step, last)}
+    for k, v in terms.items():
+        terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / s.cfg.grad_accum
+    return loss_f, grad_norm
+
+
+def _aux_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | None) -> dict[str, float]:
+    acc = s.acc
+    with acc.autocast():
+        aloss, aterms = stage.aux_loss(batch, step)
+    if aloss is not None:
+        checked(acc, aloss, step, "auxiliary loss", last)
+        acc.backward(aloss)
+    if acc.sync_gradients:
+        aux_params = _params({k: stage.model(k) for k in s.aux})
+        clip_grads(acc, aux_params, s.cfg.grad_clip, step, "auxiliary ", last)
+        s.aux_opt.step()
+        s.aux_opt.zero_grad(set_to_none=True)
+    return dict(aterms) if aloss is not None else {}
+
+
+def _optimizer_step(stage: TrainStage, s: _Setup, batches: Iterator[Any], step: int,
+                    last: Path | None) -> dict[str, float]:
+    """``grad_accum`` micro-batches, one optimiser step and the EMA update; returns the log record."""
+    t0 = time.perf_counter()
+    loss_sum, terms_sum, grad_norm = 0.0, {}, float("nan")
+    for _ in range(s.cfg.grad_accum):
+        batch = send_to_device(next(batches), s.acc.device, non_blocking=True)
+        loss, norm = _micro_step(stage, s, batch, step, last, terms_sum)
+        loss_sum += loss / s.cfg.grad_accum
+        grad_norm = norm if math.isfinite(norm) else grad_norm
+    for k, ema in s.emas.items():
+        ema.step(stage.unwrapped(k).parameters())
+    return {"step": step + 1, "loss": loss_sum, **terms_sum, "lr": float(s.sched.get_last_lr()[0]),
+            "grad_norm": grad_norm, "step_time": time.perf_counter() - t0}
+
+
+def _loader(dataset: Dataset, collate: Any, cfg: LoopConfig, acc: Accelerator, start: int) -> tuple:
+    sampler = EpochBatchSampler(
+        len(dataset), cfg.batch_size, acc.process_index, acc.num_processes, cfg.seed,  # type: ignore[arg-type]
+        start_micro=start * cfg.grad_accum,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_sampler=sampler,  # type: ignore[arg-type]
+        collate_fn=collate,
+        num_workers=cfg.num_workers,
+        # An explicit generator keeps DataLoader setup from consuming the global RNG.
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    return sampler, iter(loader)
+
+
+def _finish(stage: TrainStage, s: _Setup, result: LoopResult) -> LoopResult:
+    """Copy the EMA weights in for export and collect the unwrapped modules."""
+    for k in s.main:
+        if k in s.emas:
+            s.emas[k].copy_to(stage.unwrapped(k).parameters())
+        result.modules[k] = stage.unwrapped(k)
+    for k in s.aux:
+        result.modules[k] = stage.unwrapped(k)
+    s.acc.wait_for_everyone()
+    return result
 
 
 def train_loop(
@@ -215,196 +339,40 @@ def train_loop(
 ) -> LoopResult:
     """Train ``stage`` on ``train_data`` for ``cfg.steps`` optimiser steps; see the module docstring."""
     acc = accelerator or make_accelerator(cfg)
-    if acc.gradient_accumulation_steps != cfg.grad_accum:
-        raise ConfigError(
-            f"accelerator uses gradient_accumulation_steps={acc.gradient_accumulation_steps}, "
-            f"config grad_accum={cfg.grad_accum}"
-        )
-    work_dir = Path(work_dir)
-    main = acc.is_main_process
+    dataset, collate = unpack_data(train_data, collate_fn)
+    _check_sizes(acc, cfg, len(dataset))  # type: ignore[arg-type]
+    work_dir, main = Path(work_dir), acc.is_main_process
     if main:
         work_dir.mkdir(parents=True, exist_ok=True)
-    dataset, collate = unpack_data(train_data, collate_fn)
-    n, world = len(dataset), acc.num_processes  # type: ignore[arg-type]
-    if cfg.batch_size % world:
-        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
-    if n < cfg.batch_size:
-        raise DataError(f"the training set has {n} samples, fewer than batch_size={cfg.batch_size}")
-
-    mods, aux = stage.modules(), stage.aux_modules()
-    if not mods:
-        raise DopplerDiffError("the training stage has no modules to train")
-    opt = torch.optim.AdamW(_params(mods), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched_name = "constant_with_warmup" if cfg.lr_schedule == "constant" else cfg.lr_schedule
-    sched = get_scheduler(sched_name, opt, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps)
-    aux_opt = stage.build_aux_optimizer(_params(aux), cfg) if aux else None
-    objs = [*mods.values(), *aux.values(), opt, sched] + ([aux_opt] if aux_opt is not None else [])
-    prepared = acc.prepare(*objs)
-    if len(objs) == 1:
-        prepared = [prepared]
-    names = [*mods, *aux]
-    stage.accelerator = acc
-    stage._prepared = dict(zip(names, prepared[: len(names)], strict=True))
-    opt, sched = prepared[len(names)], prepared[len(names) + 1]
-    aux_opt = prepared[len(names) + 2] if aux_opt is not None else None
-    main_models = [stage._prepared[k] for k in mods]
-    aux_models = [stage._prepared[k] for k in aux]
-
-    emas: dict[str, EMAModel] = {}
-    if cfg.ema:
-        for k in mods:
-            emas[k] = EMAModel(stage.unwrapped(k).parameters(), decay=cfg.ema_decay)
-        acc.register_for_checkpointing(*emas.values())
-
-    log_path = work_dir / "log.jsonl"
-    ckpt = resolve_resume(resume, work_dir)
-    start = 0
-    if ckpt is not None:
-        with _quiet_accelerate():
-            acc.load_state(str(ckpt))
-        start = int(json.loads((ckpt / "loop_state.json").read_text())["step"])
-        log.info("resumed from %s (step %d)", ckpt, start)
-    else:
-        if resume is not None:
-            log.info("no checkpoint in %s; starting from step 0", work_dir)
-        set_seed(cfg.seed, device_specific=True)
-    if main:
-        if ckpt is None:
-            log_path.unlink(missing_ok=True)
-        else:
-            _truncate_log(log_path, start)
-    acc.wait_for_everyone()
-
-    sampler = EpochBatchSampler(
-        n, cfg.batch_size, acc.process_index, world, cfg.seed, start_micro=start * cfg.grad_accum
-    )
-    loader = DataLoader(
-        dataset,
-        batch_sampler=sampler,  # type: ignore[arg-type]
-        collate_fn=collate,
-        num_workers=cfg.num_workers,
-        # An explicit generator keeps DataLoader setup from consuming the global RNG.
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    batches = iter(loader)
-    result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
-    pbar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and main))
-    step = start
-    for m in main_models + aux_models:
-        m.train()
-    while step < cfg.steps:
-        t0 = time.perf_counter()
-        loss_sum, terms_sum, grad_norm = 0.0, {}, float("nan")
-        for _ in range(cfg.grad_accum):
-            batch = send_to_device(next(batches), acc.device, non_blocking=True)
-            with acc.accumulate(*main_models, *aux_models):
-                with acc.autocast():
-                    loss, terms = stage.loss(batch, step)
-                loss_sum += _checked(acc, loss, step, "loss", result.checkpoint) / cfg.grad_accum
-                acc.backward(loss)
-                if acc.sync_gradients:
-                    grad_norm = _clip(acc, _params(mods), cfg.grad_clip, step, "", result.checkpoint)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                if aux_opt is not None:
-                    with acc.autocast():
-                        aloss, aterms = stage.aux_loss(batch, step)
-                    if aloss is not None:
-                        _checked(acc, aloss, step, "auxiliary loss", result.checkpoint)
-                        acc.backward(aloss)
-                        terms = {**terms, **aterms}
-                    if acc.sync_gradients:
-                        _clip(acc, _params(aux), cfg.grad_clip, step, "auxiliary ", result.checkpoint)
-                        aux_opt.step()
-                        aux_opt.zero_grad(set_to_none=True)
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / cfg.grad_accum
-        for k, ema in emas.items():
-            ema.step(stage.unwrapped(k).parameters())
-        step += 1
-        record = {
-            "step": step, "epoch": sampler.epoch, "loss": loss_sum, **terms_sum,
-            "lr": float(sched.get_last_lr()[0]), "grad_norm": grad_norm,
-            "step_time": time.perf_counter() - t0,
-        }
-        result.history.append(record)
-        pbar.update(1)
-        pbar.set_postfix(loss=f"{loss_sum:.4g}")
-        if main and (step % max(cfg.log_every, 1) == 0 or step == cfg.steps):
-            _append_jsonl(log_path, record)
-        final = step == cfg.steps
-        if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
-            result.checkpoint = _save_checkpoint(
-                acc, work_dir, step, sampler.epoch, cfg.checkpoints_total_limit
-            )
-        if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
-            result.val = _run_validation(stage, list(mods), emas, step, work_dir, log_path)
-    pbar.close()
-    result.step = step
-    for k in mods:  # final weights: EMA copied in for export
-        if k in emas:
-            emas[k].copy_to(stage.unwrapped(k).parameters())
-        result.modules[k] = stage.unwrapped(k)
-    for k in aux:
-        result.modules[k] = stage.unwrapped(k)
-    acc.wait_for_everyone()
-    return result
+    with run_lock(work_dir, enabled=main):
+        s = _setup(stage, cfg, acc)
+        log_path = work_dir / "log.jsonl"
+        start, ckpt = _start(s, resume, work_dir, log_path)
+        sampler, batches = _loader(dataset, collate, cfg, acc, start)
+        result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
+        pbar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and main))
+        for k in s.main + s.aux:
+            stage.model(k).train()
+        for step in range(start + 1, cfg.steps + 1):
+            record = _optimizer_step(stage, s, batches, step - 1, result.checkpoint)
+            record = {"step": record.pop("step"), "epoch": sampler.epoch, **record}
+            result.history.append(record)
+            pbar.update(1)
+            pbar.set_postfix(loss=f"{record['loss']:.4g}")
+            _after_step(stage, s, result, record, sampler.epoch, work_dir, log_path)
+        pbar.close()
+        result.step = max(start, cfg.steps)
+        return _finish(stage, s, result)
 
 
-def _checked(acc: Accelerator, value: Tensor, step: int, what: str, last: Path | None) -> float:
-    """All-reduce (value, non-finite flag) so every process agrees to stop; return the process mean."""
-    local = value.detach().float().reshape(())
-    bad = (~torch.isfinite(local)).float()
-    both = acc.reduce(torch.stack([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), bad]), "sum")
-    if float(both[1]) > 0:
-        _fail(step, f"{what} is {local.item()}", last)
-    return float(both[0]) / acc.num_processes
-
-
-def _clip(acc: Accelerator, params: list[nn.Parameter], clip: float, step: int, what: str,
-          last: Path | None) -> float:
-    if clip > 0:
-        norm = acc.clip_grad_norm_(params, clip)
-    else:
-        grads = [p.grad.detach().float().norm() for p in params if p.grad is not None]
-        norm = torch.stack(grads).norm() if grads else torch.zeros(())
-    norm_f = float(norm)
-    if not math.isfinite(norm_f):  # gradients are all-reduced already, so every process sees the same norm
-        _fail(step, f"{what}gradient norm is {norm_f}", last)
-    return norm_f
-
-
-def _fail(step: int, what: str, last: Path | None) -> None:
-    keep = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
-    raise DopplerDiffError(
-        f"training diverged at step {step + 1}: {what}; nothing was saved for this step ({keep}). "
-        "Lower the learning rate or use --resume with a smaller lr."
-    )
-
-
-def _run_validation(
-    stage: TrainStage, names: list[str], emas: dict[str, EMAModel], step: int, work_dir: Path, log_path: Path
-) -> dict[str, float]:
-    acc = stage.accelerator
-    metrics: dict[str, float] = {}
-    if acc.is_main_process:
-        mods = {k: stage.unwrapped(k) for k in names}
-        for k, ema in emas.items():
-            ema.store(mods[k].parameters())
-            ema.copy_to(mods[k].parameters())
-        out_dir = work_dir / "val" / f"step-{step:06d}"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            for m in mods.values():
-                m.eval()
-            with _isolated_rng(), torch.no_grad():
-                metrics = {k: float(v) for k, v in (stage.validate(step, out_dir) or {}).items()}
-        finally:
-            for k, ema in emas.items():
-                ema.restore(mods[k].parameters())
-            for m in mods.values():
-                m.train()
-        _append_jsonl(log_path, {"kind": "val", "step": step, **metrics})
-    acc.wait_for_everyone()
-    return metrics
+def _after_step(stage: TrainStage, s: _Setup, result: LoopResult, record: dict[str, Any], epoch: int,
+                work_dir: Path, log_path: Path) -> None:
+    """Log line, checkpoint and validation due after optimiser step ``record['step']``."""
+    step, cfg = int(record["step"]), s.cfg
+    final = step == cfg.steps
+    if s.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or final):
+        append_jsonl(log_path, record)
+    if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
+        result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas)
+    if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
+        result.val = run_validation(stage, s.main, s.emas, step, work_dir, log_path)

@@ -1,4 +1,4 @@
-"""Atomic output directories/files and run manifests."""
+"""Atomic output directories/files, locks of shared outputs, and run manifests."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from dopplerdiff.errors import DopplerDiffError
+
+LOCK_NAME = ".lock"  # a run directory's lock file; not an output
 
 
 @contextlib.contextmanager
@@ -39,12 +43,89 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     if target.exists():
-        backup = target.with_name(f".{target.name}.old-{os.getpid()}")
+        backup = target.with_name(f"{_backup_prefix(target)}{os.getpid()}")
         target.rename(backup)
-        tmp.rename(target)
+        tmp.rename(target)  # a kill between the two renames is repaired by recover_dir
         shutil.rmtree(backup, ignore_errors=True)
     else:
         tmp.rename(target)
+
+
+def _backup_prefix(target: Path) -> str:
+    return f".{target.name}.old-"
+
+
+def recover_dir(target: Path) -> bool:
+    """Put back the previous version of ``target`` when a replacement died between its two renames.
+
+    :func:`atomic_dir` moves the old directory to a backup name, then the new one into place; only the
+    old one is known to be complete, so it is restored. Returns True when something was restored.
+    """
+    target = Path(target)
+    if target.exists() or not target.parent.is_dir():
+        return False
+    backups = sorted(target.parent.glob(f"{_backup_prefix(target)}*"), key=lambda p: p.stat().st_mtime)
+    if not backups:
+        return False
+    backups[-1].rename(target)
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, what: str, timeout: float = 0.0) -> Iterator[None]:
+    """Hold the exclusive lock ``lock_path`` (waiting up to ``timeout`` s, -1 forever) for ``what``.
+
+    Re-entrant in one thread of one process (nested stages of ``run`` take the same lock); another process
+    or thread gets one clear error when the wait runs out.
+    """
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(lock_path), is_singleton=True)
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise DopplerDiffError(
+            f"{what} is in use by another dopplerdiff process (lock '{lock_path}'); wait for it to finish"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def run_lock(directory: Path, *, enabled: bool = True) -> Iterator[None]:
+    """Exclusive use of a run (or training) directory; a second writer fails at once."""
+    if not enabled:  # non-main processes of a distributed launch: the main one holds the lock
+        yield
+        return
+    with file_lock(Path(directory) / LOCK_NAME, f"'{directory}'"):
+        yield
+
+
+def dir_entries(directory: Path) -> list[Path]:
+    """Entries of ``directory`` other than its lock file."""
+    return [p for p in Path(directory).iterdir() if p.name != LOCK_NAME]
+
+
+def check_run_output(run: Path, data_root: Path | None = None) -> bool:
+    """Refuse an output that is a file, the data folder itself, or a non-empty folder that is not a run.
+
+    Returns whether ``run`` already holds a run (the caller decides whether that needs ``--resume``).
+    """
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise DopplerDiffError(f"--out '{run}' exists and is not a directory")
+    if data_root is not None and Path(data_root).resolve() == run.resolve():
+        raise DopplerDiffError(f"--out '{run}' is the data folder itself; choose a separate run directory")
+    if not run.is_dir() or not dir_entries(run):
+        return False
+    if not ((run / "config.yaml").is_file() or (run / "data.json").is_file()):
+        raise DopplerDiffError(
+            f"--out '{run}' is a non-empty directory that is not a dopplerdiff run (no config.yaml or "
+            "data.json); choose a new path"
+        )
+    return True
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -101,9 +182,17 @@ def write_manifest(out_dir: Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-def read_json_if_exists(path: Path) -> Any:
-    """Parsed JSON at ``path``, or None when it is missing or unreadable."""
+def read_json(path: Path) -> Any:
+    """Parsed JSON at ``path``; a missing or damaged file is one error naming it."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DopplerDiffError(f"'{path}' does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DopplerDiffError(f"'{path}' is damaged (not valid JSON: {exc}); restore or remove it") from exc
+
+
+def read_json_if_exists(path: Path) -> Any:
+    """Parsed JSON at ``path``, or None when it is missing; a damaged file is an error, not None."""
+    return read_json(path) if Path(path).is_file() else None
