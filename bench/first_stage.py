@@ -38,11 +38,16 @@ from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
+from dopplerdiff.evaluate.c2st import disjoint_pair
+from dopplerdiff.evaluate.independent import IndependentEval
+from dopplerdiff.evaluate.parts import reconstruct as reconstruct_images
 from dopplerdiff.models.autoencoder import load_autoencoder, reconstruct
 from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.train.autoencoder import train_autoencoder
 
 RESULTS = Path(__file__).parent / "results"
 GAN = ["autoencoder.loss.adversarial=0.1", "autoencoder.loss.adversarial_start=150"]
+UNET4 = ["diffusion.block_out_channels=[32,64,128,192]", "diffusion.attention_levels=[false,false,true,true]"]
 # name -> overrides of the quick profile. kl4 is the quick profile's first stage before this comparison.
 VARIANTS: dict[str, list[str]] = {
     "kl4": ["autoencoder.latent_channels=4"],
@@ -50,7 +55,9 @@ VARIANTS: dict[str, list[str]] = {
     "kl16": ["autoencoder.latent_channels=16"],
     "kl8-gan": ["autoencoder.latent_channels=8", *GAN],
     "kl16-gan": ["autoencoder.latent_channels=16", *GAN],
-    "kl4-f2": ["autoencoder.latent_channels=4", "autoencoder.block_out_channels=[16,32]"],
+    # f=2: 4x32x32 latents; a fourth UNet level keeps the diffusion step near the f=4 cost (1.24x measured)
+    "kl4-f2": ["autoencoder.latent_channels=4", "autoencoder.block_out_channels=[16,32]", *UNET4],
+    "kl4-f2-gan": ["autoencoder.latent_channels=4", "autoencoder.block_out_channels=[16,32]", *GAN, *UNET4],
     "kl8-feature": ["autoencoder.latent_channels=8", "autoencoder.loss.feature=1.0"],
     "kl8-shift": ["autoencoder.latent_channels=8", "diffusion.latent_time_shift=true"],
 }
@@ -199,6 +206,42 @@ def print_table(rows: list[dict]) -> None:
         print(_line(cells, [w for _, w in cols]))
 
 
+def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str], quick: bool) -> list[dict]:
+    """First stage alone, in this process: each variant's reconstructions of the real test windows under the
+    independent judge (trained once on real train, shared by every variant), C2ST and texture statistics."""
+    profile = "smoke" if quick else "quick"
+    rows, judge, ref = [], None, None
+    for name in names:
+        cfg = load_config(profile, [*BENCH, *VARIANTS[name], *extra])
+        run, t0 = work / name, time.time()
+        if not (run / "autoencoder/config.json").is_file():
+            resume = "latest" if any((run / "train/autoencoder").glob("checkpoint-*")) else None
+            train_autoencoder(cfg, run, data, resume=resume, progress=False)
+        ds, split = prepare_run_data(run, data, cfg.data)
+        tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
+        if judge is None:
+            judge = IndependentEval(cfg.evaluate, (tr.images, tr.labels), (va.images, va.labels),
+                                    (te.images, te.labels), len(ds.identities))
+            ref = judge.judge_m["real_test"]["overall"]
+        vae = load_autoencoder(run / "autoencoder").eval()
+        pair = disjoint_pair(tr.images, reconstruct_images(vae, tr.images), seed=cfg.evaluate.seed)
+        judge.add_set("reconstruction", reconstruct_images(vae, te.images), te.labels, pair)
+        ae = _read(run / "train/autoencoder/metrics.json")
+        rows.append({"variant": name, "latent_shape": ae.get("latent_shape"), "psnr": _get(ae, "val", "psnr"),
+                     "ssim": _get(ae, "val", "ssim"), "judge_real_test": ref,
+                     "judge_reconstruction": judge.judge_m["reconstruction"]["overall"],
+                     "c2st_reconstruction": judge.c2st_m.get("reconstruction", {}).get("accuracy"),
+                     "c2st_floor": judge.c2st_m.get("real_train_vs_test", {}).get("accuracy"),
+                     "texture": judge.texture_m["reconstruction"],
+                     "texture_real": judge.texture_m["real_test"],
+                     "seconds": time.time() - t0})
+        r = rows[-1]
+        print(f"{name:<12} PSNR {fmt(r['psnr'], 1)}  judge recon {fmt(r['judge_reconstruction'])} "
+              f"(real {fmt(ref)})  C2ST {fmt(r['c2st_reconstruction'])} (floor {fmt(r['c2st_floor'])})  "
+              f"HF {fmt(r['texture']['ratio_to_real']['high_frequency_ratio'])}", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="sim", help="'sim' (the simulated default) or a data folder")
@@ -208,6 +251,8 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after which runs are stopped")
+    ap.add_argument("--autoencoder-only", action="store_true",
+                    help="first stage alone, variants in sequence in this process (no diffusion)")
     ap.add_argument("--quick", action="store_true", help="smoke profile (checks the script runs)")
     args = ap.parse_args()
     names = [v for v in args.variants.split(",") if v]
@@ -220,6 +265,14 @@ def main() -> None:
     data = simulate_default(work / "simdata", args.quick) if args.data == "sim" else Path(args.data)
     threads = max(1, (os.cpu_count() or 2) // max(args.jobs, 1))
     t0 = time.time()
+    if args.autoencoder_only:
+        rows = autoencoder_only(names, data, work, args.extra, args.quick)
+        out = RESULTS / f"first_stage_ae_{name}{'_quick' if args.quick else ''}.json"
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"dataset": name, "variants": {v: VARIANTS[v] for v in names},
+                                   "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0,
+                                   "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+        return
     deadline = None if args.deadline is None else t0 + args.deadline
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         rows = list(pool.map(lambda v: run_variant(v, data, work, args.extra, threads, args.quick, deadline),
