@@ -6,7 +6,10 @@ training log (first logged step dropped: compilation and allocation), the peak m
 the sampling time per image with the profile's sampler. The first stage is timed without and with its
 PatchGAN discriminator (``adversarial_start`` is moved inside the short run).
 
-    python bench/paper_gpu.py [--steps 150] [--per-identity 8] [--work runs/bench-paper] [--quick]
+    python bench/paper_gpu.py [--steps 150] [--per-identity 20] [--work runs/bench-paper] [--quick]
+
+The JSON is rewritten after every stage, so a run stopped by a time limit keeps what it measured; each
+stage's wall time is printed as it ends.
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ def _reset_peak() -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--per-identity", type=int, default=8)
+    ap.add_argument("--per-identity", type=int, default=20, help="windows per identity (>= 20: a non-empty "
+                    "validation split)")
     ap.add_argument("--work", default="runs/bench-paper")
     ap.add_argument("--quick", action="store_true", help="smoke profile, 6 steps (checks the script runs)")
     args = ap.parse_args()
@@ -67,7 +71,10 @@ def main() -> None:
     run = work / "run"
     data = work / "data"
     if not (data / "metadata.json").is_file():
+        t0 = time.time()
         simulate_dataset(cfg.simulate, data, progress=False)
+        print(f"simulated {cfg.simulate.identities} x {cfg.simulate.per_identity} windows in "
+              f"{time.time() - t0:.0f} s", flush=True)
     result: dict = {"profile": profile, "steps": steps, "date": time.strftime("%Y-%m-%d %H:%M"),
                     "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                     "torch": torch.__version__, "batch": {}, "stages": {}}
@@ -75,6 +82,13 @@ def main() -> None:
         t = getattr(cfg, name).train
         result["batch"][name] = {"micro_batch": t.batch_size, "grad_accum": t.grad_accum,
                                  "precision": t.mixed_precision}
+    out = RESULTS / ("paper_gpu_quick.json" if args.quick else "paper_gpu.json")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+
+    def save(stage: str) -> None:
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"{stage} done: {json.dumps(result['stages'].get(stage, result.get(stage)))}", flush=True)
+
     _reset_peak()
     t0 = time.time()
     train_autoencoder(cfg, run, data, progress=False)
@@ -83,6 +97,7 @@ def main() -> None:
         "wall_s": time.time() - t0, "peak_gpu_gb": _peak_gb(),
         "s_per_step_without_gan": _median(times, log_every, gan_from),
         "s_per_step_with_gan": _median(times, gan_from + log_every, steps)}
+    save("autoencoder")
     cache_latents(run, progress=False)
     _reset_peak()
     t0 = time.time()
@@ -90,6 +105,7 @@ def main() -> None:
     times = _step_times(run / "train/diffusion/log.jsonl")
     result["stages"]["diffusion"] = {"wall_s": time.time() - t0, "peak_gpu_gb": _peak_gb(),
                                      "s_per_step": _median(times, log_every, steps)}
+    save("diffusion")
     dev = "cuda" if torch.cuda.is_available() else "cpu"
     pipe = DopplerDiffPipeline.from_pretrained(run / "pipeline").to(dev)
     pipe.set_progress_bar_config(disable=True)
@@ -105,10 +121,7 @@ def main() -> None:
     result["sampling"] = {"batch": 8, "steps": d.num_inference_steps, "scheduler": d.scheduler,
                           "guidance": d.guidance_scale, "s_per_image": (time.time() - t0) / 8,
                           "peak_gpu_gb": _peak_gb()}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / ("paper_gpu_quick.json" if args.quick else "paper_gpu.json")
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    save("sampling")
 
 
 if __name__ == "__main__":

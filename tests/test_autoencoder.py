@@ -171,3 +171,9 @@ def test_resume_after_kill_gives_identical_losses(tmp_path: Path, sim_data: Path
     a = load_autoencoder(tmp_path / "a/autoencoder").state_dict()
     b = load_autoencoder(tmp_path / "b/autoencoder").state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_empty_validation_split_trains_without_crashing(tmp_path: Path, sim_data: Path):
+    cfg = load_config("smoke", ["data.split.train=0.8", "data.split.val=0.0", "data.split.test=0.2"])
+    m = train_autoencoder(cfg, tmp_path / "run", sim_data, progress=False)
+    assert m["val"]["count"] == 0 and (tmp_path / "run/autoencoder/config.json").is_file()

@@ -191,7 +191,8 @@ class AutoencoderStage(TrainStage):
     def validate(self, step: int, out_dir: Path) -> dict[str, float]:
         vae = self.unwrapped("autoencoder").vae
         metrics = evaluate_reconstruction(vae, self.val_images[: self.cfg.val_max], self.cfg.train.batch_size)
-        save_recon_grid(out_dir / "reconstructions.png", self.val_images[:8], vae, self.colormap)
+        if len(self.val_images):  # a tiny data set can have an empty validation split
+            save_recon_grid(out_dir / "reconstructions.png", self.val_images[:8], vae, self.colormap)
         return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
