@@ -157,3 +157,44 @@ def test_cli_train_diffusion_dit(run):
     pipe = DopplerDiffPipeline.from_pretrained(run / "pipeline")
     assert type(pipe.denoiser).__name__ == "DiTTransformer2DModel"
     assert pipe.condition_encoder.config.kind == "label"
+
+
+def test_select_best_keeps_the_weights_of_the_lowest_validation_loss(run):
+    from safetensors.torch import load_file
+
+    cfg = load_config("smoke", ["diffusion.select_best=true", "diffusion.train.val_every=1",
+                                "diffusion.train.steps=6", "diffusion.val_samples=1",
+                                "diffusion.val_identities=1", "diffusion.train.ema=false",
+                                "diffusion.train.lr=0.5"])  # raw weights, a high lr: the val loss jumps
+    train_diffusion(run, cfg, progress=False)
+    log = [json.loads(x) for x in (run / "train/diffusion/log.jsonl").read_text().splitlines()]
+    vals = {r["step"]: r["val_loss"] for r in log if r.get("kind") == "val"}
+    assert sorted(vals) == [1, 2, 3, 4, 5, 6], vals
+    selected = json.loads((run / "train/diffusion/metrics.json").read_text())["selected"]
+    assert selected["step"] == min(vals, key=vals.get) != 6, vals  # the lowest val loss, not the last step
+    best = load_file(str(run / "train/diffusion/best/weights.safetensors"))
+    saved = DopplerDiffPipeline.from_pretrained(run / "pipeline").denoiser.state_dict()
+    for k, v in saved.items():
+        torch.testing.assert_close(v, best[f"denoiser.{k}"])
+    manifest = json.loads((run / "pipeline/manifest.json").read_text())
+    assert manifest["selected_step"] == selected["step"]
+
+
+def test_best_weights_restore_keeps_only_the_resumed_trajectory(tmp_path):
+    from dopplerdiff.train.best import BestWeights
+
+    net = torch.nn.Linear(2, 1)
+    best = BestWeights(tmp_path / "best")
+    best.restore(None)
+    assert best.offer(1.0, 10, {"net": net}) and not best.offer(2.0, 20, {"net": net})
+    assert not best.offer(float("nan"), 30, {"net": net})
+    old = net.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    assert best.load_into({"net": net})["step"] == 10
+    torch.testing.assert_close(net.weight, old)
+    again = BestWeights(tmp_path / "best")
+    again.restore(15)  # resumed after the record was written: kept
+    assert again.value == 1.0
+    again.restore(5)  # resumed from before it: the record belongs to steps being redone
+    assert again.value is None and not (tmp_path / "best").exists()

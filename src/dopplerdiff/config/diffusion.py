@@ -43,6 +43,9 @@ class DiffusionConfig:
     snr_gamma: float = 0.0  # min-SNR loss weighting; 0 disables
     sample_posterior: bool = True  # train on z ~ N(mean, std) of the cached posterior (False: the mean)
     latent_time_shift: bool = False  # roll training latents by a random number of columns along time
+    # model selection: keep the (EMA) weights with the lowest validation denoising loss (fixed noise, real
+    # validation latents) among the validations (every train.val_every steps and the last), not the last
+    select_best: bool = False
     val_identities: int = 8  # identities shown in the validation grid (a fixed subset)
     val_samples: int = 6  # generated (and real) images per identity row in the validation grid
     train: LoopConfig = field(default_factory=LoopConfig)

@@ -34,6 +34,8 @@ from dopplerdiff.models.condition import IdentityConditionEncoder, build_conditi
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
 from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
+from dopplerdiff.train.best import BestWeights
+from dopplerdiff.train.checkpoints import checkpoint_step, resolve_resume
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
@@ -78,8 +80,9 @@ class DiffusionStage(TrainStage):
         val_labels: Tensor,
         identities: list[str],
         colormap: str,
+        best: BestWeights | None = None,
     ):
-        self.cfg = cfg
+        self.cfg, self.best = cfg, best
         self.denoiser, self.encoder, self.vae = denoiser, encoder, vae.eval().requires_grad_(False)
         self.noise_scheduler = training_scheduler(
             cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type
@@ -92,6 +95,10 @@ class DiffusionStage(TrainStage):
         if any(True for _ in self.encoder.parameters()):  # the DiT's label encoder has no weights
             mods["condition_encoder"] = self.encoder
         return mods
+
+    def selectable(self) -> dict[str, nn.Module]:
+        """The weights model selection keeps (unwrapped; EMA weights while validating)."""
+        return {k: self.unwrapped(k) for k in self.modules()}
 
     def _encoder(self, prepared: bool) -> nn.Module:
         if "condition_encoder" in self._prepared:
@@ -141,6 +148,8 @@ class DiffusionStage(TrainStage):
                 )
             )
         }
+        if self.best is not None and self.best.offer(metrics["val_loss"], step, self.selectable()):
+            metrics["best_step"] = float(step)
         pipe = self.pipeline()
         shown = _val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
         n = self.cfg.val_samples
@@ -225,7 +234,12 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
     encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
     vae = load_autoencoder_any(run / "autoencoder")
     colormap = str(meta.get("colormap", config.data.colormap))
-    stage = DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap)
+    best = None
+    if cfg.select_best:
+        best = BestWeights(work / "best")
+        ckpt = resolve_resume(resume, work)
+        best.restore(checkpoint_step(ckpt) if ckpt is not None else None)
+    stage = DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best)
     params = {"denoiser": count_parameters(denoiser), "condition_encoder": count_parameters(encoder)}
     log.info(
         "diffusion: %s %.2fM params, %d train latents %s",
@@ -241,6 +255,10 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
         return run / "pipeline"
     den = result.modules["denoiser"]
     enc = result.modules.get("condition_encoder", encoder)
+    selected = best.load_into({k: result.modules[k] for k in stage.modules()}) if best is not None else None
+    if selected is not None:
+        log.info("diffusion: keeping the weights of step %d (lowest validation loss %.4f)", selected["step"],
+                 selected["value"])
     overwrite = resume is not None
     with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
         den.save_pretrained(tmp / "denoiser")
@@ -277,6 +295,7 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
             label_map=identities,
             scheduler=cfg.scheduler,
             weights="ema" if cfg.train.ema else "raw",
+            selected_step=selected["step"] if selected else result.step,
         )
     write_json(
         work / "metrics.json",
@@ -285,6 +304,7 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
             "wall_s": round(time.time() - start, 1),
             "params": params,
             "val": result.val,
+            "selected": selected,
             "final_loss": result.history[-1].get("loss") if result.history else None,
         },
     )
