@@ -23,12 +23,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import encode as encode_latents
 from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.denoiser import denoise, load_denoiser
+from dopplerdiff.sampling import (
+    RESAMPLE_SCHEDULERS,
+    as_image_tensor,
+    check_interval,
+    check_strength,
+    guidance_at,
+    img2img_timesteps,
+    latent_mask,
+    mixed_tokens,
+    normalise_weights,
+    renoise,
+    soft_labels,
+)
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
@@ -125,16 +140,39 @@ class DopplerDiffPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def predict(self, latents: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, guidance_scale: float):
-        """Guided model output for ``latents`` at time ``t`` (cond + null in one forward)."""
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None):
+        """One denoiser forward for ids (B,) or, with ``weights`` (B, K+1), for identity mixtures."""
+        enc = self.condition_encoder
+        if weights is None:
+            return denoise(self.denoiser, x, t, enc.encode(ids))
+        if enc.config.kind != "label":
+            return denoise(self.denoiser, x, t, mixed_tokens(enc, weights))
+        with soft_labels(self.denoiser, weights):
+            return denoise(self.denoiser, x, t, ids)
+
+    def predict(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        ids: torch.Tensor,
+        guidance_scale: float,
+        weights: torch.Tensor | None = None,
+    ):
+        """Guided model output for ``latents`` at time ``t`` (cond + null in one forward).
+
+        ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows.
+        """
         enc = self.condition_encoder
         b = latents.shape[0]
         if guidance_scale == 1.0:
-            return denoise(self.denoiser, latents, t, enc.encode(ids))
-        null = enc.encode(enc.null_ids(b, latents.device))
+            return self._forward(latents, t, ids, weights)
+        null_ids = enc.null_ids(b, latents.device)
         if guidance_scale == 0.0:
-            return denoise(self.denoiser, latents, t, null)
-        out = denoise(self.denoiser, torch.cat([latents, latents]), t, torch.cat([enc.encode(ids), null]))
+            return self._forward(latents, t, null_ids, None)
+        both_w = None
+        if weights is not None:
+            both_w = torch.cat([weights, F.one_hot(null_ids, weights.shape[1]).to(weights.dtype)])
+        out = self._forward(torch.cat([latents, latents]), t, torch.cat([ids, null_ids]), both_w)
         cond_out, null_out = out.chunk(2)
         return null_out + guidance_scale * (cond_out - null_out)
 
@@ -144,8 +182,89 @@ class DopplerDiffPipeline(DiffusionPipeline):
         z = (z_model / scale + shift).to(self.autoencoder.dtype)
         return self.autoencoder.decode(z).sample.clamp(-1, 1)
 
-    def __call__(self, identities: list[int | str], *args: Any, **kwargs: Any):
-        """Sample one image per entry of ``identities`` (names or indices); see ``sample`` for arguments.
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> model-space latents (posterior mean)."""
+        return encode_latents(self.autoencoder, images.to(self._execution_device))
+
+    def identity_condition(
+        self, identities: Any, identity_weights: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ids (B,), weights (B, K+1) or None) from names/indices/mixtures or explicit weights.
+
+        An entry of ``identities`` may be a mapping {name or index: weight} (a convex mix of identities);
+        ``identity_weights`` (B, K) gives the mixtures as a matrix instead. Plain identities give
+        ``weights=None`` and take the exact one-row path.
+        """
+        k, device = len(self.identities), self._execution_device
+        if identity_weights is not None:
+            w = torch.as_tensor(np.asarray(identity_weights), dtype=torch.float32)
+            if w.ndim != 2 or w.shape[1] != k:
+                raise DopplerDiffError(f"identity_weights must have shape (batch, {k}), got {tuple(w.shape)}")
+            w = normalise_weights(w)
+        else:
+            if isinstance(identities, int | str | dict):
+                identities = [identities]
+            if not identities:
+                raise DopplerDiffError("no identities given")
+            if not any(isinstance(i, dict) for i in identities):
+                ids = torch.tensor(self.identity_ids(list(identities)), dtype=torch.long, device=device)
+                return ids, None
+            w = torch.zeros(len(identities), k)
+            for row, ident in enumerate(identities):
+                for name, weight in (ident if isinstance(ident, dict) else {ident: 1.0}).items():
+                    w[row, self.identity_ids([name])[0]] += float(weight)
+            w = normalise_weights(w)
+        ids = w.argmax(dim=1).to(device)  # only fixes the batch size / dominant label
+        return ids, torch.cat([w, torch.zeros(w.shape[0], 1)], dim=1).to(device)
+
+    def __call__(
+        self,
+        identities: list[int | str | dict] | None = None,
+        num_inference_steps: int = 20,
+        guidance_scale: float = 2.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+        *,
+        seed: int | None = None,
+        image: torch.Tensor | np.ndarray | None = None,
+        strength: float = 1.0,
+        mask: torch.Tensor | np.ndarray | None = None,
+        resample_steps: int = 0,
+        guidance_interval: tuple[float, float] | None = None,
+        identity_weights: torch.Tensor | np.ndarray | None = None,
+    ):
+        r"""Sample (or edit) one spectrogram per entry of ``identities``.
+
+        Args:
+            identities: names or indices of the pipeline's label map, or mappings {name: weight} for a
+                "virtual" walker mixed from several identities (a convex mix of condition embeddings).
+            num_inference_steps: sampler steps of the full schedule (img2img runs the last
+                ``int(num_inference_steps * strength)`` of them).
+            guidance_scale: classifier-free guidance ``eps_null + g (eps_cond - eps_null)``; 1 = none.
+            generator: a ``torch.Generator`` or one per sample (initial noise and sampler noise).
+            latents: initial noise (B, C, h, w) in model space, e.g. a slerp of two seeds' noise; with
+                ``image`` it is the noise added to the encoded source.
+            output_type: ``np`` (B,H,W,C in [0,1]), ``pt`` (B,C,H,W in [0,1]), ``pil`` or ``latent``.
+            seed: shorthand for ``generator=torch.Generator().manual_seed(seed)`` (ignored with a generator).
+            image: img2img / inpainting source, (B,C,H,W) or (C,H,W) in [-1, 1] at the model's image size.
+            strength: noise strength in (0, 1]: the source is noised to the timestep at this fraction of the
+                schedule and denoised with the given identity; 1.0 starts from pure noise.
+            mask: inpainting mask at image size, 1 = regenerate, 0 = keep; after every step the kept part is
+                replaced by the source re-noised to the current noise level (latent blending).
+            resample_steps: RePaint resampling: each step is repeated this many extra times after jumping
+                back to the noisier level (harmonises the fill with the kept part; ddim/ddpm samplers).
+            guidance_interval: (lo, hi) in units of t / num_train_timesteps: guidance only while the noise
+                level lies inside [lo, hi], plain conditional prediction outside (Kynkäänniemi et al. 2024).
+            identity_weights: (B, K) non-negative weights over identities instead of ``identities``.
+
+        Examples:
+            >>> pipe = DopplerDiffPipeline.from_pretrained("runs/demo/pipeline")
+            >>> imgs = pipe(["ID_3", "ID_7"], num_inference_steps=10, guidance_scale=4.0, seed=0).images
+            >>> x = torch.zeros(1, 1, 64, 64)  # a window in [-1, 1]
+            >>> moved = pipe(["ID_7"], image=x, strength=0.6, seed=0, output_type="pt").images
+            >>> mix = pipe([{"ID_3": 0.5, "ID_7": 0.5}], seed=0).images
 
         Modules run in eval mode (decoders can differ between modes) and get their mode back afterwards,
         so the training stage can sample with its live modules.
@@ -155,54 +274,107 @@ class DopplerDiffPipeline(DiffusionPipeline):
         try:
             for m in modules:
                 m.eval()
-            return self.sample(identities, *args, **kwargs)
+            return self.sample(
+                identities, num_inference_steps, guidance_scale, generator, latents, output_type, return_dict,
+                seed=seed, image=image, strength=strength, mask=mask, resample_steps=resample_steps,
+                guidance_interval=guidance_interval, identity_weights=identity_weights,
+            )
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
 
+    def _check_args(self, steps: int, guidance: float, output_type: str, strength: float, resample: int) -> None:
+        if steps < 1:
+            raise DopplerDiffError(f"num_inference_steps must be >= 1, got {steps}")
+        if guidance < 0:
+            raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance}")
+        if output_type not in OUTPUT_TYPES:
+            raise DopplerDiffError(f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}")
+        check_strength(strength, steps)
+        if resample < 0:
+            raise DopplerDiffError(f"resample_steps must be >= 0, got {resample}")
+        if resample and not isinstance(self.scheduler, RESAMPLE_SCHEDULERS):
+            raise DopplerDiffError(
+                f"resample_steps needs the ddim or ddpm sampler (a step that can be repeated), "
+                f"not {self.scheduler_name}"
+            )
+
     @torch.inference_mode()
     def sample(
         self,
-        identities: list[int | str],
+        identities: list[int | str | dict] | None = None,
         num_inference_steps: int = 20,
         guidance_scale: float = 2.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        *,
+        seed: int | None = None,
+        image: torch.Tensor | np.ndarray | None = None,
+        strength: float = 1.0,
+        mask: torch.Tensor | np.ndarray | None = None,
+        resample_steps: int = 0,
+        guidance_interval: tuple[float, float] | None = None,
+        identity_weights: torch.Tensor | np.ndarray | None = None,
     ):
-        if isinstance(identities, int | str):
-            identities = [identities]
-        if num_inference_steps < 1:
-            raise DopplerDiffError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance_scale}")
-        if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(
-                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
-            )
-        ids_list = self.identity_ids(list(identities))
-        if not ids_list:
-            raise DopplerDiffError("no identities given")
-        device, dtype = self.denoiser.device, self.denoiser.dtype
-        shape = (len(ids_list), *self.latent_shape)
+        """The sampling loop behind ``__call__`` (same arguments; modules keep their mode)."""
+        self._check_args(num_inference_steps, guidance_scale, output_type, strength, resample_steps)
+        interval = check_interval(guidance_interval)
+        if mask is not None and image is None:
+            raise DopplerDiffError("mask needs the source image (image=...)")
+        ids, weights = self.identity_condition(identities, identity_weights)
+        device, dtype = self._execution_device, self.denoiser.dtype
+        shape = (int(ids.shape[0]), *self.latent_shape)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
         if isinstance(generator, list) and len(generator) != shape[0]:
             raise DopplerDiffError(f"got {len(generator)} generators for a batch of {shape[0]}")
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise DopplerDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=dtype)
-        ids = torch.tensor(ids_list, dtype=torch.long, device=device)
+        noise = latents.to(device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
-        extra = self._step_kwargs(generator)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_in = self.scheduler.scale_model_input(latents, t)
-            out = self.predict(model_in, t, ids, float(guidance_scale))
-            latents = self.scheduler.step(out, t, latents, **extra).prev_sample
+        timesteps, z0, m = self.scheduler.timesteps, None, None
+        if image is not None:
+            hw = (self.latent_shape[1] * self.vae_factor(),) * 2
+            x = as_image_tensor(image, shape[0], (int(self.config.channels), *hw))
+            z0 = self.encode_images(x).to(dtype)
+            timesteps, _ = img2img_timesteps(self.scheduler, num_inference_steps, strength)
+            if mask is not None:
+                m = latent_mask(mask, shape[0], hw, self.latent_shape[1:]).to(device, dtype)
+        if z0 is None or strength >= 1.0:
+            latents = noise * self.scheduler.init_noise_sigma  # 1.0 = from pure noise (as diffusers' inpaint)
+        else:
+            latents = self.scheduler.add_noise(z0, noise, timesteps[:1])
+        latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
+                                     z0=z0, mask=m, noise=noise, resample_steps=resample_steps)
+        return self._output(latents, output_type, return_dict)
 
+    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, *, z0, mask,
+                      noise, resample_steps):
+        """Denoise along ``timesteps``; with ``mask``, keep the source outside it (re-noised to each level)."""
+        extra = self._step_kwargs(generator)
+        n_train = int(self.scheduler.config.num_train_timesteps)
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            g = guidance_at(t, n_train, float(guidance), interval)
+            last = i == len(timesteps) - 1
+            for r in range(resample_steps + 1):
+                model_in = self.scheduler.scale_model_input(latents, t)
+                out = self.predict(model_in, t, ids, g, weights)
+                prev = self.scheduler.step(out, t, latents, **extra).prev_sample
+                if mask is not None:
+                    known = z0 if last else self.scheduler.add_noise(z0, noise, timesteps[i + 1 : i + 2])
+                    prev = (1 - mask) * known + mask * prev
+                if r < resample_steps and not last:
+                    latents = renoise(self.scheduler, prev, timesteps[i + 1], t, generator)
+                else:
+                    latents = prev
+        return latents
+
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
         if output_type == "latent":
             images = latents
         else:
@@ -215,6 +387,10 @@ class DopplerDiffPipeline(DiffusionPipeline):
         if not return_dict:
             return (images,)
         return ImagePipelineOutput(images=images)
+
+    def vae_factor(self) -> int:
+        """Spatial down-sampling factor of the autoencoder (2^(levels-1))."""
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
 
     def to_pil(self, images01: np.ndarray) -> list:
         """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
