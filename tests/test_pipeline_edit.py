@@ -55,8 +55,15 @@ def test_oracle_img2img_returns_source(pipe, monkeypatch):
     z0 = pipe.encode_images(x)
     oracle(pipe, monkeypatch, z0)
     for strength in (0.25, 0.5, 1.0):
-        z = pipe(["ID_2"], num_inference_steps=4, guidance_scale=1.0, seed=1, image=x, strength=strength,
-                 output_type="latent").images
+        z = pipe(
+            ["ID_2"],
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            seed=1,
+            image=x,
+            strength=strength,
+            output_type="latent",
+        ).images
         assert torch.allclose(z, z0, atol=1e-4), strength
 
 
@@ -73,8 +80,16 @@ def test_oracle_inpaint_blends_exactly(pipe, monkeypatch):
     lm = torch.zeros(1, 1, 8, 8)
     lm[..., 2:4] = 1
     for resample in (0, 2):
-        z = pipe(["ID_1"], num_inference_steps=4, guidance_scale=1.0, seed=0, image=x, mask=mask,
-                 resample_steps=resample, output_type="latent").images
+        z = pipe(
+            ["ID_1"],
+            num_inference_steps=4,
+            guidance_scale=1.0,
+            seed=0,
+            image=x,
+            mask=mask,
+            resample_steps=resample,
+            output_type="latent",
+        ).images
         assert torch.allclose(z, lm * z1 + (1 - lm) * z0, atol=1e-4), resample
 
 
@@ -82,8 +97,9 @@ def test_strength_one_ignores_source_and_equals_sampling(pipe):
     pipe.set_scheduler("ddim")
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     plain = pipe(["ID_3"], num_inference_steps=3, latents=noise, output_type="latent").images
-    edit = pipe(["ID_3"], num_inference_steps=3, latents=noise, image=source(), strength=1.0,
-                output_type="latent").images
+    edit = pipe(
+        ["ID_3"], num_inference_steps=3, latents=noise, image=source(), strength=1.0, output_type="latent"
+    ).images
     assert torch.equal(plain, edit)
 
 
@@ -91,8 +107,12 @@ def test_lower_strength_stays_closer_to_source(pipe):
     pipe.set_scheduler("ddim")
     x = source(5)
     z0 = pipe.encode_images(x)
-    dist = [(pipe(["ID_1"], num_inference_steps=8, seed=2, image=x, strength=s, output_type="latent").images
-             - z0).norm().item() for s in (0.125, 0.5, 1.0)]
+    dist = [
+        (pipe(["ID_1"], num_inference_steps=8, seed=2, image=x, strength=s, output_type="latent").images - z0)
+        .norm()
+        .item()
+        for s in (0.125, 0.5, 1.0)
+    ]
     assert dist[0] < dist[1] < dist[2]
 
 
@@ -105,7 +125,9 @@ def test_guidance_interval(pipe, monkeypatch):
     assert torch.equal(none, pipe(["ID_1"], **{**args, "guidance_scale": 1.0}).images)
     seen = []
     real = pipe.predict
-    monkeypatch.setattr(pipe, "predict", lambda x, t, i, g, w=None: (seen.append((int(t), g)), real(x, t, i, g, w))[1])
+    monkeypatch.setattr(
+        pipe, "predict", lambda x, t, i, g, w=None: (seen.append((int(t), g)), real(x, t, i, g, w))[1]
+    )
     pipe(["ID_1"], guidance_interval=(0.5, 1.0), **args)
     assert seen == [(999, 3.0), (749, 3.0), (499, 1.0), (249, 1.0)]  # trailing 4-step schedule
 
@@ -134,7 +156,9 @@ def test_mixture_is_mean_of_condition_rows(pipe, dit):
     block = dit.denoiser.transformer_blocks[0].norm1.emb.class_embedder
     with soft_labels(dit.denoiser, w):
         out = block(torch.tensor([0]))
-    assert torch.allclose(out[0], 0.25 * block.embedding_table.weight[0] + 0.75 * block.embedding_table.weight[2])
+    assert torch.allclose(
+        out[0], 0.25 * block.embedding_table.weight[0] + 0.75 * block.embedding_table.weight[2]
+    )
     assert torch.equal(block(torch.tensor([1]))[0], block.embedding_table.weight[1])  # restored
 
 

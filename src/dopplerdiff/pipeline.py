@@ -275,21 +275,36 @@ class DopplerDiffPipeline(DiffusionPipeline):
             for m in modules:
                 m.eval()
             return self.sample(
-                identities, num_inference_steps, guidance_scale, generator, latents, output_type, return_dict,
-                seed=seed, image=image, strength=strength, mask=mask, resample_steps=resample_steps,
-                guidance_interval=guidance_interval, identity_weights=identity_weights,
+                identities,
+                num_inference_steps,
+                guidance_scale,
+                generator,
+                latents,
+                output_type,
+                return_dict,
+                seed=seed,
+                image=image,
+                strength=strength,
+                mask=mask,
+                resample_steps=resample_steps,
+                guidance_interval=guidance_interval,
+                identity_weights=identity_weights,
             )
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
 
-    def _check_args(self, steps: int, guidance: float, output_type: str, strength: float, resample: int) -> None:
+    def _check_args(
+        self, steps: int, guidance: float, output_type: str, strength: float, resample: int
+    ) -> None:
         if steps < 1:
             raise DopplerDiffError(f"num_inference_steps must be >= 1, got {steps}")
         if guidance < 0:
             raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance}")
         if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}")
+            raise DopplerDiffError(
+                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
+            )
         check_strength(strength, steps)
         if resample < 0:
             raise DopplerDiffError(f"resample_steps must be >= 0, got {resample}")
@@ -349,13 +364,37 @@ class DopplerDiffPipeline(DiffusionPipeline):
             latents = noise * self.scheduler.init_noise_sigma  # 1.0 = from pure noise (as diffusers' inpaint)
         else:
             latents = self.scheduler.add_noise(z0, noise, timesteps[:1])
-        latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
-                                     z0=z0, mask=m, noise=noise, resample_steps=resample_steps)
+        latents = self._denoise_loop(
+            latents,
+            timesteps,
+            ids,
+            weights,
+            guidance_scale,
+            interval,
+            generator,
+            z0=z0,
+            mask=m,
+            noise=noise,
+            resample_steps=resample_steps,
+        )
         return self._output(latents, output_type, return_dict)
 
-    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, *, z0, mask,
-                      noise, resample_steps):
-        """Denoise along ``timesteps``; with ``mask``, keep the source outside it (re-noised to each level)."""
+    def _denoise_loop(
+        self,
+        latents,
+        timesteps,
+        ids,
+        weights,
+        guidance,
+        interval,
+        generator,
+        *,
+        z0,
+        mask,
+        noise,
+        resample_steps,
+    ):
+        """Denoise along ``timesteps``; with ``mask``, keep the source outside it (re-noised per level)."""
         extra = self._step_kwargs(generator)
         n_train = int(self.scheduler.config.num_train_timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):

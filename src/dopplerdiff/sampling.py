@@ -38,7 +38,9 @@ def parse_identity_mix(text: str) -> dict[str, float]:
         try:
             w = float(weight)
         except ValueError:
-            raise DopplerDiffError(f"identity mix '{text}': weight '{weight}' of '{name}' is not a number")
+            raise DopplerDiffError(
+                f"identity mix '{text}': weight '{weight}' of '{name}' is not a number"
+            ) from None
         if not math.isfinite(w) or w < 0:
             raise DopplerDiffError(f"identity mix '{text}': weight of '{name}' must be >= 0, got {weight}")
         out[name] = out.get(name, 0.0) + w
@@ -48,9 +50,11 @@ def parse_identity_mix(text: str) -> dict[str, float]:
 
 
 def normalise_weights(weights: torch.Tensor) -> torch.Tensor:
-    """Rows of non-negative weights -> convex weights (rows sum to 1); negative or all-zero rows are errors."""
+    """Rows of non-negative weights -> convex weights (rows sum to 1); negative or all-zero rows: error."""
     if weights.ndim != 2:
-        raise DopplerDiffError(f"identity_weights must be 2-D (batch, identities), got shape {tuple(weights.shape)}")
+        raise DopplerDiffError(
+            f"identity_weights must be 2-D (batch, identities), got shape {tuple(weights.shape)}"
+        )
     if not torch.isfinite(weights).all() or (weights < 0).any():
         raise DopplerDiffError("identity_weights must be finite and >= 0")
     total = weights.sum(dim=1, keepdim=True)
@@ -114,7 +118,9 @@ def as_image_tensor(image: Any, batch: int, shape: tuple[int, int, int]) -> torc
     if x.ndim == 3:
         x = x[None]
     if x.ndim != 4 or tuple(x.shape[1:]) != tuple(shape):
-        raise DopplerDiffError(f"image must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}")
+        raise DopplerDiffError(
+            f"image must have shape (B, {', '.join(map(str, shape))}), got {tuple(x.shape)}"
+        )
     if x.shape[0] == 1 and batch > 1:
         x = x.expand(batch, *shape)
     if x.shape[0] != batch:
@@ -146,7 +152,9 @@ def latent_mask(mask: Any, batch: int, image_hw: tuple[int, int], latent_hw: tup
     return F.adaptive_max_pool2d(m, latent_hw)
 
 
-def guidance_at(t: Any, num_train_timesteps: int, scale: float, interval: tuple[float, float] | None) -> float:
+def guidance_at(
+    t: Any, num_train_timesteps: int, scale: float, interval: tuple[float, float] | None
+) -> float:
     """Guidance scale at timestep ``t``: ``scale`` while t / num_train_timesteps lies in [lo, hi], else 1
     (plain conditional prediction); Kynkäänniemi et al. 2024, "Applying guidance in a limited interval"."""
     if interval is None:

@@ -9,7 +9,9 @@ from dopplerdiff.cli.app import app
 from dopplerdiff.errors import DopplerDiffError
 
 # Each module registers its commands on ``app``; a module that is not there yet is skipped.
-_COMMAND_MODULES = ("simulate", "data", "autoencoder", "diffusion", "encoder", "evaluate", "embed", "run")
+_COMMAND_MODULES = (
+    "simulate", "data", "autoencoder", "diffusion", "encoder", "evaluate", "embed", "run", "edit",
+)
 for _name in _COMMAND_MODULES:
     try:
         importlib.import_module(f"dopplerdiff.cli.{_name}")
