@@ -17,7 +17,6 @@ from ``z_model / scaling_factor + shift_factor``. ``output_type='latent'`` retur
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,39 +28,34 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import encode as encode_latents
-from dopplerdiff.models.condition import IdentityConditionEncoder
-from dopplerdiff.models.denoiser import denoise, load_denoiser
+from dopplerdiff.models.autoencoder import latent_scale
+from dopplerdiff.models.denoiser import denoise
+from dopplerdiff.pipeline_io import (  # noqa: F401 - load_autoencoder_any is re-exported for the stages
+    images_to_pil,
+    load_autoencoder_any,
+    load_parts,
+)
 from dopplerdiff.sampling import (
-    RESAMPLE_SCHEDULERS,
     as_image_tensor,
     check_interval,
-    check_strength,
+    check_sample_args,
+    condition_weights,
     guidance_at,
     img2img_timesteps,
     latent_mask,
     mixed_tokens,
-    normalise_weights,
     renoise,
     soft_labels,
 )
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
-COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
 
 
 def latent_scale_of(vae: Any) -> tuple[float, float]:
-    """(scaling_factor, shift_factor) of an autoencoder (the first stage's helper when available)."""
-    try:
-        from dopplerdiff.models.autoencoder import latent_scale
-    except ImportError:
-        latent_scale = None
-    if latent_scale is not None:
-        scale, shift = latent_scale(vae)
-        return float(scale), float(shift)
-    scale = getattr(vae.config, "scaling_factor", None)
-    shift = getattr(vae.config, "shift_factor", None)
-    return float(scale if scale is not None else 1.0), float(shift if shift is not None else 0.0)
+    """(scaling_factor, shift_factor) of an autoencoder (an unmeasured scale is an error)."""
+    scale, shift = latent_scale(vae)
+    return float(scale), float(shift)
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -195,27 +189,11 @@ class DopplerDiffPipeline(DiffusionPipeline):
         ``identity_weights`` (B, K) gives the mixtures as a matrix instead. Plain identities give
         ``weights=None`` and take the exact one-row path.
         """
-        k, device = len(self.identities), self._execution_device
-        if identity_weights is not None:
-            w = torch.as_tensor(np.asarray(identity_weights), dtype=torch.float32)
-            if w.ndim != 2 or w.shape[1] != k:
-                raise DopplerDiffError(f"identity_weights must have shape (batch, {k}), got {tuple(w.shape)}")
-            w = normalise_weights(w)
-        else:
-            if isinstance(identities, int | str | dict):
-                identities = [identities]
-            if not identities:
-                raise DopplerDiffError("no identities given")
-            if not any(isinstance(i, dict) for i in identities):
-                ids = torch.tensor(self.identity_ids(list(identities)), dtype=torch.long, device=device)
-                return ids, None
-            w = torch.zeros(len(identities), k)
-            for row, ident in enumerate(identities):
-                for name, weight in (ident if isinstance(ident, dict) else {ident: 1.0}).items():
-                    w[row, self.identity_ids([name])[0]] += float(weight)
-            w = normalise_weights(w)
-        ids = w.argmax(dim=1).to(device)  # only fixes the batch size / dominant label
-        return ids, torch.cat([w, torch.zeros(w.shape[0], 1)], dim=1).to(device)
+        ids, weights = condition_weights(
+            identities, identity_weights, len(self.identities), self.identity_ids
+        )
+        device = self._execution_device
+        return ids.to(device), None if weights is None else weights.to(device)
 
     def __call__(
         self,
@@ -294,26 +272,6 @@ class DopplerDiffPipeline(DiffusionPipeline):
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
 
-    def _check_args(
-        self, steps: int, guidance: float, output_type: str, strength: float, resample: int
-    ) -> None:
-        if steps < 1:
-            raise DopplerDiffError(f"num_inference_steps must be >= 1, got {steps}")
-        if guidance < 0:
-            raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance}")
-        if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(
-                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
-            )
-        check_strength(strength, steps)
-        if resample < 0:
-            raise DopplerDiffError(f"resample_steps must be >= 0, got {resample}")
-        if resample and not isinstance(self.scheduler, RESAMPLE_SCHEDULERS):
-            raise DopplerDiffError(
-                f"resample_steps needs the ddim or ddpm sampler (a step that can be repeated), "
-                f"not {self.scheduler_name}"
-            )
-
     @torch.inference_mode()
     def sample(
         self,
@@ -334,7 +292,11 @@ class DopplerDiffPipeline(DiffusionPipeline):
         identity_weights: torch.Tensor | np.ndarray | None = None,
     ):
         """The sampling loop behind ``__call__`` (same arguments; modules keep their mode)."""
-        self._check_args(num_inference_steps, guidance_scale, output_type, strength, resample_steps)
+        if output_type not in OUTPUT_TYPES:
+            raise DopplerDiffError(
+                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
+            )
+        check_sample_args(num_inference_steps, guidance_scale, strength, resample_steps, self.scheduler)
         interval = check_interval(guidance_interval)
         if mask is not None and image is None:
             raise DopplerDiffError("mask needs the source image (image=...)")
@@ -433,64 +395,16 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
     def to_pil(self, images01: np.ndarray) -> list:
         """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
-        from PIL import Image
-
-        from dopplerdiff.data.colormap import apply_colormap
-
-        out = []
-        cmap = self.config.colormap
-        for img in np.clip(images01, 0, 1):
-            if img.shape[0] == 1 and cmap not in ("gray", "grey"):
-                out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
-            elif img.shape[0] == 1:
-                out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
-            else:
-                out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
-        return out
+        return images_to_pil(images01, self.config.colormap)
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DopplerDiffPipeline:  # type: ignore[override]
         """Load a saved pipeline directory (local only); a missing part is a clear error."""
-        path = Path(path)
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
-        config = json.loads(index.read_text())
-        for name in COMPONENTS:
-            if not (path / name).is_dir():
-                raise DopplerDiffError(f"pipeline '{path}' is missing its '{name}' directory")
-        parts = {
-            "autoencoder": load_autoencoder_any(path / "autoencoder"),
-            "denoiser": load_denoiser(path / "denoiser"),
-            "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
-            "scheduler": load_scheduler(path / "scheduler"),
-        }
-        init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS}
-        pipe = cls(**parts, **init)
+        pipe = cls(**load_parts(Path(path)))
         dtype = kwargs.get("torch_dtype")
         if dtype is not None:
             pipe.to(dtype=dtype)
         for module in (pipe.autoencoder, pipe.denoiser, pipe.condition_encoder):
             module.eval()
         return pipe
-
-
-def load_autoencoder_any(path: Path):
-    """AutoencoderKL or VQModel from a save_pretrained directory (the first stage's loader)."""
-    from dopplerdiff.models.autoencoder import load_autoencoder
-
-    return load_autoencoder(Path(path))
-
-
-def load_scheduler(path: Path):
-    import diffusers
-
-    cfg_file = Path(path) / "scheduler_config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"scheduler directory '{path}' has no scheduler_config.json")
-    name = json.loads(cfg_file.read_text()).get("_class_name", "")
-    cls = getattr(diffusers, name, None)
-    if cls is None or not name.endswith("Scheduler"):
-        raise DopplerDiffError(f"scheduler '{path}' has unsupported class {name!r}")
-    return cls.from_pretrained(path)

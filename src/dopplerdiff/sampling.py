@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -61,6 +61,50 @@ def normalise_weights(weights: torch.Tensor) -> torch.Tensor:
     if (total <= 0).any():
         raise DopplerDiffError("every row of identity_weights needs a positive weight")
     return weights / total
+
+
+def condition_weights(
+    identities: Any, identity_weights: Any, k: int, lookup: Callable[[list], list[int]]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(ids (B,), weights (B, K+1) or None) from names/indices/mixtures or an explicit (B, K) matrix.
+
+    An entry of ``identities`` may be a mapping {name or index: weight}; ``lookup`` turns names into
+    indices. Plain identities give ``weights=None`` and take the exact one-row path.
+    """
+    if identity_weights is not None:
+        w = torch.as_tensor(np.asarray(identity_weights), dtype=torch.float32)
+        if w.ndim != 2 or w.shape[1] != k:
+            raise DopplerDiffError(f"identity_weights must have shape (batch, {k}), got {tuple(w.shape)}")
+    else:
+        if isinstance(identities, int | str | dict):
+            identities = [identities]
+        if not identities:
+            raise DopplerDiffError("no identities given")
+        if not any(isinstance(i, dict) for i in identities):
+            return torch.tensor(lookup(list(identities)), dtype=torch.long), None
+        w = torch.zeros(len(identities), k)
+        for row, ident in enumerate(identities):
+            for name, weight in (ident if isinstance(ident, dict) else {ident: 1.0}).items():
+                w[row, lookup([name])[0]] += float(weight)
+    w = normalise_weights(w)
+    ids = w.argmax(dim=1)  # fixes the batch size; the weights carry the condition
+    return ids, torch.cat([w, torch.zeros(w.shape[0], 1)], dim=1)
+
+
+def check_sample_args(steps: int, guidance: float, strength: float, resample: int, scheduler: Any) -> None:
+    """One clear error per bad sampling argument."""
+    if steps < 1:
+        raise DopplerDiffError(f"num_inference_steps must be >= 1, got {steps}")
+    if guidance < 0:
+        raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance}")
+    check_strength(strength, steps)
+    if resample < 0:
+        raise DopplerDiffError(f"resample_steps must be >= 0, got {resample}")
+    if resample and not isinstance(scheduler, RESAMPLE_SCHEDULERS):
+        raise DopplerDiffError(
+            f"resample_steps needs the ddim or ddpm sampler (a step that can be repeated), "
+            f"not {type(scheduler).__name__}"
+        )
 
 
 def mixed_tokens(encoder: Any, weights: torch.Tensor) -> torch.Tensor:
