@@ -206,7 +206,9 @@ def sample_identity(pipe, name: str, n: int, d) -> np.ndarray:
     )
 
 
-def bench_fewshot(full_pipe, held_run, encoder, ds, split, cfg, steps, n_samples=16) -> list[dict]:
+def bench_fewshot(
+    full_pipe, held_run, encoder, ds, split, cfg, steps, n_samples=16, pictures=None, label=""
+) -> list[dict]:
     held = load_run_pipeline(held_run, "cpu")
     held.set_progress_bar_config(disable=True)
     held.set_scheduler(cfg.diffusion.scheduler)
@@ -216,12 +218,9 @@ def bench_fewshot(full_pipe, held_run, encoder, ds, split, cfg, steps, n_samples
     for name in missing:
         k_id = ds.identities.index(name)
         pool = rng.permutation(split["train"][ds.labels[split["train"]] == k_id])
-        acc = float(
-            (
-                classify(encoder, sample_identity(full_pipe, name, n_samples, cfg.diffusion), ds.identities)
-                == name
-            ).mean()
-        )
+        trained = sample_identity(full_pipe, name, n_samples, cfg.diffusion)
+        strip = [(ds.images[pool[:6]] + 1) / 2, trained[:6]]
+        acc = float((classify(encoder, trained, ds.identities) == name).mean())
         rows.append({"identity": name, "k": "trained with", "accuracy": acc, "seconds": None})
         for k in (0, *SHOTS):
             pipe = copy.deepcopy(held)
@@ -234,8 +233,66 @@ def bench_fewshot(full_pipe, held_run, encoder, ds, split, cfg, steps, n_samples
             imgs = sample_identity(pipe, name, n_samples, cfg.diffusion)
             acc = float((classify(encoder, imgs, ds.identities) == name).mean())
             rows.append({"identity": name, "k": k, "accuracy": acc, "seconds": round(time.time() - t0, 1)})
+            strip.append(imgs[:6])
             print(rows[-1], flush=True)
+        if pictures is not None and name == missing[0]:
+            grid(strip, full_pipe.config.colormap, pictures / f"edit_fewshot_{label}.png")
     return rows
+
+
+def grid(rows: list[np.ndarray], cmap: str, path: Path, gap: int = 2) -> None:
+    """Rows of (N, C, H, W) images in [0, 1] -> one colormapped PNG (tiles separated by white gaps)."""
+    from PIL import Image
+
+    from dopplerdiff.data.colormap import apply_colormap
+
+    h, w = rows[0].shape[-2:]
+    n = max(len(r) for r in rows)
+    canvas = np.full((len(rows) * (h + gap) - gap, n * (w + gap) - gap, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, img in enumerate(row):
+            canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = apply_colormap(
+                np.clip(img.mean(0), 0, 1), cmap
+            )
+    Image.fromarray(canvas).save(path, optimize=True)
+
+
+def pictures(pipe, ds, idx, d, out: Path, label: str) -> None:
+    """docs strips: transfer vs strength, inpainting, identity and noise interpolation."""
+    from dopplerdiff.edit.ops import mix_strip, noise_strip
+
+    out.mkdir(parents=True, exist_ok=True)
+    cm = pipe.config.colormap
+    src = ds.images[idx[:: max(1, len(idx) // 4)][:4]]
+    names = ds.identities
+    tgt = names[(int(ds.labels[idx[0]]) + 1) % len(names)]
+    rows = [(src + 1) / 2] + [
+        transfer(pipe, src, tgt, strength=s, guidance=d.guidance_scale, steps=d.num_inference_steps)
+        for s in (0.3, 0.5, 0.7, 1.0)
+    ]
+    grid([np.stack(c) for c in zip(*rows, strict=True)], cm, out / f"edit_transfer_{label}.png")
+    size = src.shape[-1]
+    mask = span_mask((size, size), (0.4, 0.6), None)
+    a, b = int(np.flatnonzero(mask[0])[0]), int(np.flatnonzero(mask[0])[-1]) + 1
+    holed = (src + 1) / 2 * (1 - mask)
+    fill = inpaint(pipe, src, mask, None, guidance=d.guidance_scale, steps=d.num_inference_steps)
+    cond = [
+        inpaint(
+            pipe,
+            src[i : i + 1],
+            mask,
+            names[int(ds.labels[idx[:: max(1, len(idx) // 4)][i]])],
+            guidance=d.guidance_scale,
+            steps=d.num_inference_steps,
+        )
+        for i in range(len(src))
+    ]
+    rows = [(src + 1) / 2, holed, np.concatenate(cond), fill, linear_fill((src + 1) / 2, a, b)]
+    grid([np.stack(c) for c in zip(*rows, strict=True)], cm, out / f"edit_inpaint_{label}.png")
+    ida, idb = names[0], names[min(len(names) - 1, 6)]
+    mix, _ = mix_strip(pipe, ida, idb, 6, guidance=d.guidance_scale, steps=d.num_inference_steps)
+    slerped, _ = noise_strip(pipe, ida, (0, 1), 6, guidance=d.guidance_scale, steps=d.num_inference_steps)
+    grid([mix, slerped], cm, out / f"edit_interpolate_{label}.png")
 
 
 def table(title: str, rows: list[dict]) -> None:
@@ -253,6 +310,7 @@ def main() -> None:
     ap.add_argument("--heldout-run", type=Path, help="run whose diffusion stage lacks some identities")
     ap.add_argument("--num", type=int, default=40, help="test windows for transfer and inpainting")
     ap.add_argument("--fewshot-steps", type=int, default=300)
+    ap.add_argument("--pictures", type=Path, help="also write the docs strips into this folder")
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: transfer,inpaint,fewshot")
     args = ap.parse_args()
     torch.manual_seed(0)
@@ -276,6 +334,8 @@ def main() -> None:
         },
     }
     skip = set(args.skip.split(","))
+    if args.pictures:
+        pictures(pipe, ds, idx, cfg.diffusion, args.pictures, args.label)
     if "transfer" not in skip:
         res["transfer"] = bench_transfer(pipe, encoder, ds, idx, cfg.diffusion)
         table(f"[{args.label}] identity transfer vs strength", res["transfer"])
@@ -284,7 +344,17 @@ def main() -> None:
         table(f"[{args.label}] inpainting, time span 0.4-0.6 masked", res["inpaint"])
     if args.heldout_run and "fewshot" not in skip:
         res["fewshot_steps"] = args.fewshot_steps
-        res["fewshot"] = bench_fewshot(pipe, args.heldout_run, encoder, ds, split, cfg, args.fewshot_steps)
+        res["fewshot"] = bench_fewshot(
+            pipe,
+            args.heldout_run,
+            encoder,
+            ds,
+            split,
+            cfg,
+            args.fewshot_steps,
+            pictures=args.pictures,
+            label=args.label,
+        )
         table(f"[{args.label}] few-shot identity accuracy", res["fewshot"])
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     RESULTS.parent.mkdir(exist_ok=True)

@@ -202,3 +202,14 @@ def test_bad_arguments(pipe):
     pipe.set_scheduler("dpmpp")
     with pytest.raises(DopplerDiffError, match="ddim or ddpm"):
         pipe(["ID_1"], num_inference_steps=2, image=x, mask=torch.ones(16, 16), resample_steps=1)
+
+
+def test_call_restores_modes_and_sample_keeps_them(smoke_config):
+    p = build_tiny_pipeline(smoke_config)
+    p.denoiser.train()
+    seen = []
+    real = p._forward
+    p._forward = lambda *a: (seen.append(p.denoiser.training), real(*a))[1]
+    p([0], num_inference_steps=1, seed=0)
+    p.sample([0], num_inference_steps=1, seed=0)
+    assert seen == [False, True] and p.denoiser.training

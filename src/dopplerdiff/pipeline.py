@@ -16,6 +16,7 @@ from ``z_model / scaling_factor + shift_factor``. ``output_type='latent'`` retur
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,25 @@ def latent_scale_of(vae: Any) -> tuple[float, float]:
     """(scaling_factor, shift_factor) of an autoencoder (an unmeasured scale is an error)."""
     scale, shift = latent_scale(vae)
     return float(scale), float(shift)
+
+
+def _eval_modes(fn):
+    """Run the modules in eval mode (decoders can differ between modes) and give them their mode back
+    afterwards, so the training stage can sample with its live modules."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args: Any, **kwargs: Any):
+        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            return fn(self, *args, **kwargs)
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+
+    return wrapper
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -195,6 +215,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
         device = self._execution_device
         return ids.to(device), None if weights is None else weights.to(device)
 
+    @_eval_modes
+    @torch.inference_mode()
     def __call__(
         self,
         identities: list[int | str | dict] | None = None,
@@ -244,54 +266,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
             >>> moved = pipe(["ID_7"], image=x, strength=0.6, seed=0, output_type="pt").images
             >>> mix = pipe([{"ID_3": 0.5, "ID_7": 0.5}], seed=0).images
 
-        Modules run in eval mode (decoders can differ between modes) and get their mode back afterwards,
-        so the training stage can sample with its live modules.
+        ``pipe.sample(...)`` takes the same arguments and leaves the modules' train/eval mode alone.
         """
-        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
-        modes = [m.training for m in modules]
-        try:
-            for m in modules:
-                m.eval()
-            return self.sample(
-                identities,
-                num_inference_steps,
-                guidance_scale,
-                generator,
-                latents,
-                output_type,
-                return_dict,
-                seed=seed,
-                image=image,
-                strength=strength,
-                mask=mask,
-                resample_steps=resample_steps,
-                guidance_interval=guidance_interval,
-                identity_weights=identity_weights,
-            )
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
-
-    @torch.inference_mode()
-    def sample(
-        self,
-        identities: list[int | str | dict] | None = None,
-        num_inference_steps: int = 20,
-        guidance_scale: float = 2.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        output_type: str = "np",
-        return_dict: bool = True,
-        *,
-        seed: int | None = None,
-        image: torch.Tensor | np.ndarray | None = None,
-        strength: float = 1.0,
-        mask: torch.Tensor | np.ndarray | None = None,
-        resample_steps: int = 0,
-        guidance_interval: tuple[float, float] | None = None,
-        identity_weights: torch.Tensor | np.ndarray | None = None,
-    ):
-        """The sampling loop behind ``__call__`` (same arguments; modules keep their mode)."""
         if output_type not in OUTPUT_TYPES:
             raise DopplerDiffError(
                 f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
@@ -340,6 +316,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
             resample_steps=resample_steps,
         )
         return self._output(latents, output_type, return_dict)
+
+    sample = __call__.__wrapped__  # the same loop without the eval-mode switch
 
     def _denoise_loop(
         self,
