@@ -24,16 +24,9 @@ def run(tmp_path, smoke_config):
     pipe = build_tiny_pipeline(smoke_config, names=NAMES, native_size=None)
     pipe.save_pretrained(run / "pipeline")
     smoke_config.save(run / "config.yaml")
-    (run / "data.json").write_text(
-        json.dumps(
-            {
-                "data_root": "x",
-                "identities": NAMES,
-                "split": {},
-                "meta": {"colormap": "jet", "native_size": None},
-            }
-        )
-    )
+    meta = {"colormap": "jet", "native_size": None}
+    data = {"data_root": "x", "identities": NAMES, "split": {}, "meta": meta}
+    (run / "data.json").write_text(json.dumps(data))
     rng = np.random.default_rng(0)
     (tmp_path / "npy").mkdir()
     for i in range(5):
@@ -42,26 +35,17 @@ def run(tmp_path, smoke_config):
     return run
 
 
-def test_transfer_writes_reproducible_outputs(run, tmp_path, monkeypatch, capsys):
-    args = [
-        "edit",
-        "transfer",
-        "--run",
-        run,
-        "--input",
-        tmp_path / "in",
-        "--identity",
-        "ID_2",
-        "--strength",
-        "0.5",
-        "--steps",
-        "4",
-        "--format",
-        "npy",
-        "--quiet",
-    ]
-    assert run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "a")[0] == 0
-    assert run_cli(monkeypatch, capsys, *args, "--out", tmp_path / "b")[0] == 0
+@pytest.fixture()
+def cli(monkeypatch, capsys):
+    """``cli(*args)`` -> (exit code, stdout, stderr) of ``dopplerdiff ARGS``."""
+    return lambda *args: run_cli(monkeypatch, capsys, *args)
+
+
+def test_transfer_writes_reproducible_outputs(run, tmp_path, cli):
+    args = ["edit", "transfer", "--run", run, "--input", tmp_path / "in", "--identity", "ID_2",
+            "--strength", "0.5", "--steps", "4", "--format", "npy", "--quiet"]
+    assert cli(*args, "--out", tmp_path / "a")[0] == 0
+    assert cli(*args, "--out", tmp_path / "b")[0] == 0
     man = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert man["kind"] == "edit-transfer" and man["strength"] == 0.5 and len(man["files"]) == 5
     assert man["inputs"][0]["resized"] and man["inputs"][0]["native_size"] == [24, 24]
@@ -69,30 +53,10 @@ def test_transfer_writes_reproducible_outputs(run, tmp_path, monkeypatch, capsys
         assert np.array_equal(np.load(tmp_path / "a" / f), np.load(tmp_path / "b" / f))
 
 
-def test_inpaint_keeps_known_pixels(run, tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "edit",
-        "inpaint",
-        "--run",
-        run,
-        "--input",
-        tmp_path / "npy" / "w0.npy",
-        "--mask-time",
-        "0.25:0.5",
-        "--identity",
-        "ID_1",
-        "--resample",
-        "1",
-        "--steps",
-        "3",
-        "--format",
-        "npy",
-        "--out",
-        tmp_path / "p",
-        "--quiet",
-    )
+def test_inpaint_keeps_known_pixels(run, tmp_path, cli):
+    code, _, err = cli("edit", "inpaint", "--run", run, "--input", tmp_path / "npy" / "w0.npy",
+                       "--mask-time", "0.25:0.5", "--identity", "ID_1", "--resample", "1", "--steps", "3",
+                       "--format", "npy", "--out", tmp_path / "p", "--quiet")
     assert code == 0, err
     src, out = np.load(tmp_path / "npy" / "w0.npy"), np.load(tmp_path / "p" / "w0_inpainted.npy")
     mask = span_mask((16, 16), (0.25, 0.5), None).astype(bool)
@@ -101,91 +65,32 @@ def test_inpaint_keeps_known_pixels(run, tmp_path, monkeypatch, capsys):
     assert json.loads((tmp_path / "p" / "manifest.json").read_text())["scheduler"] == "ddim"
 
 
-def test_interpolate_modes(run, tmp_path, monkeypatch, capsys):
+def test_interpolate_modes(run, tmp_path, cli):
     base = ["edit", "interpolate", "--run", run, "--num", "3", "--steps", "2", "--quiet"]
-    assert (
-        run_cli(monkeypatch, capsys, *base, "--from", "ID_1", "--to", "ID_3", "--out", tmp_path / "s")[0] == 0
-    )
-    assert sorted(p.name for p in (tmp_path / "s").glob("*.png")) == [
-        f"ID_1_to_ID_3_{i}.png" for i in range(3)
-    ]
-    assert (
-        run_cli(monkeypatch, capsys, *base, "--identity", "ID_2", "--seeds", "0:1", "--out", tmp_path / "n")[
-            0
-        ]
-        == 0
-    )
-    assert (
-        run_cli(monkeypatch, capsys, *base, "--identity", "ID_1:0.5,ID_2:0.5", "--out", tmp_path / "m")[0]
-        == 0
-    )
+    assert cli(*base, "--from", "ID_1", "--to", "ID_3", "--out", tmp_path / "s")[0] == 0
+    names = sorted(p.name for p in (tmp_path / "s").glob("*.png"))
+    assert names == [f"ID_1_to_ID_3_{i}.png" for i in range(3)]
+    assert cli(*base, "--identity", "ID_2", "--seeds", "0:1", "--out", tmp_path / "n")[0] == 0
+    assert cli(*base, "--identity", "ID_1:0.5,ID_2:0.5", "--out", tmp_path / "m")[0] == 0
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["mix"] == {"ID_1": 0.5, "ID_2": 0.5}
 
 
-def test_enroll_generator_then_generate(run, tmp_path, monkeypatch, capsys):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "enroll-generator",
-        "--run",
-        run,
-        "--identity",
-        "NEW",
-        tmp_path / "in",
-        "--steps",
-        "3",
-        "--quiet",
-    )
+def test_enroll_generator_then_generate(run, tmp_path, cli):
+    def enroll(*extra):
+        return cli("enroll-generator", "--run", run, "--identity", "NEW", tmp_path / "in", *extra)
+
+    code, _, err = enroll("--steps", "3", "--quiet")
     assert code == 0, err
     pipe = DopplerDiffPipeline.from_pretrained(run / "pipeline")
     assert pipe.identities == [*NAMES, "NEW"]
     assert json.loads((run / "pipeline" / "enrolled.json").read_text())["enrolled"][0]["windows"] == 5
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "generate",
-        "--run",
-        run,
-        "--identity",
-        "NEW",
-        "--num",
-        "1",
-        "--out",
-        tmp_path / "g",
-        "--quiet",
-    )
+    code, _, err = cli("generate", "--run", run, "--identity", "NEW", "--num", "1", "--out", tmp_path / "g",
+                       "--quiet")
     assert code == 0, err
     assert Image.open(tmp_path / "g" / "NEW" / "NEW_gen_0.png").size == (16, 16)
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "enroll-generator",
-        "--run",
-        run,
-        "--identity",
-        "NEW",
-        tmp_path / "in",
-        "--steps",
-        "1",
-    )
+    code, _, err = enroll("--steps", "1")
     assert code == 2 and "--replace" in err
-    assert (
-        run_cli(
-            monkeypatch,
-            capsys,
-            "enroll-generator",
-            "--run",
-            run,
-            "--identity",
-            "NEW",
-            tmp_path / "in",
-            "--steps",
-            "1",
-            "--replace",
-            "--quiet",
-        )[0]
-        == 0
-    )
+    assert enroll("--steps", "1", "--replace", "--quiet")[0] == 0
 
 
 @pytest.mark.parametrize(
@@ -204,49 +109,22 @@ def test_enroll_generator_then_generate(run, tmp_path, monkeypatch, capsys):
         ),
     ],
 )
-def test_bad_input_is_one_error_line(run, tmp_path, monkeypatch, capsys, args, message):
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        *args,
-        "--run",
-        run,
-        "--input",
-        tmp_path / "in",
-        "--out",
-        tmp_path / "o",
-        "--steps",
-        "4",
-    )
+def test_bad_input_is_one_error_line(run, tmp_path, cli, args, message):
+    inputs = ["--input", tmp_path / "in", "--out", tmp_path / "o", "--steps", "4"]
+    code, _, err = cli(*args, "--run", run, *inputs)
     assert code == 2 and err.startswith("error:") and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize(
-    ("name", "files", "message"),
-    [
-        ("../evil", "in", "not a usable name"),
-        ("", "in", "not a usable name"),
-        ("NEW", "few", "at least 3"),
-    ],
-)
-def test_enroll_generator_bad_input(run, tmp_path, monkeypatch, capsys, name, files, message):
+@pytest.mark.parametrize(("name", "files", "message"), [
+    ("../evil", "in", "not a usable name"), ("", "in", "not a usable name"), ("NEW", "few", "at least 3"),
+])
+def test_enroll_generator_bad_input(run, tmp_path, cli, name, files, message):
     (tmp_path / "few").mkdir()
     for i in range(2):
         write_image(tmp_path / "few" / f"x{i}.png", np.zeros((16, 16)), "jet")
     before = (run / "pipeline" / "model_index.json").read_text()
-    code, _, err = run_cli(
-        monkeypatch,
-        capsys,
-        "enroll-generator",
-        "--run",
-        run,
-        "--identity",
-        name,
-        tmp_path / files,
-        "--steps",
-        "1",
-    )
+    code, _, err = cli("enroll-generator", "--run", run, "--identity", name, tmp_path / files, "--steps", "1")
     assert code == 2 and message in err
     assert (run / "pipeline" / "model_index.json").read_text() == before
 

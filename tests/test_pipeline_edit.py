@@ -55,15 +55,8 @@ def test_oracle_img2img_returns_source(pipe, monkeypatch):
     z0 = pipe.encode_images(x)
     oracle(pipe, monkeypatch, z0)
     for strength in (0.25, 0.5, 1.0):
-        z = pipe(
-            ["ID_2"],
-            num_inference_steps=4,
-            guidance_scale=1.0,
-            seed=1,
-            image=x,
-            strength=strength,
-            output_type="latent",
-        ).images
+        z = pipe(["ID_2"], num_inference_steps=4, guidance_scale=1.0, seed=1, image=x, strength=strength,
+                 output_type="latent").images
         assert torch.allclose(z, z0, atol=1e-4), strength
 
 
@@ -80,16 +73,8 @@ def test_oracle_inpaint_blends_exactly(pipe, monkeypatch):
     lm = torch.zeros(1, 1, 8, 8)
     lm[..., 2:4] = 1
     for resample in (0, 2):
-        z = pipe(
-            ["ID_1"],
-            num_inference_steps=4,
-            guidance_scale=1.0,
-            seed=0,
-            image=x,
-            mask=mask,
-            resample_steps=resample,
-            output_type="latent",
-        ).images
+        z = pipe(["ID_1"], num_inference_steps=4, guidance_scale=1.0, seed=0, image=x, mask=mask,
+                 resample_steps=resample, output_type="latent").images
         assert torch.allclose(z, lm * z1 + (1 - lm) * z0, atol=1e-4), resample
 
 

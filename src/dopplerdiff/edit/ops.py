@@ -41,20 +41,9 @@ def transfer(
     for s in range(0, len(images), batch_size):
         x = torch.from_numpy(images[s : s + batch_size])
         gens = _generators(pipe, seed, k, len(images))[s : s + len(x)]
-        out.append(
-            pipe(
-                [k] * len(x),
-                num_inference_steps=steps,
-                guidance_scale=guidance,
-                generator=gens,
-                image=x,
-                strength=strength,
-                output_type="pt",
-            )
-            .images.float()
-            .cpu()
-            .numpy()
-        )
+        res = pipe([k] * len(x), num_inference_steps=steps, guidance_scale=guidance, generator=gens, image=x,
+                   strength=strength, output_type="pt")
+        out.append(res.images.float().cpu().numpy())
     return np.concatenate(out)
 
 
