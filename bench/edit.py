@@ -356,9 +356,12 @@ def main() -> None:
             label=args.label,
         )
         table(f"[{args.label}] few-shot identity accuracy", res["fewshot"])
+    if not {"transfer", "inpaint", "fewshot"} & set(res):
+        return  # pictures only
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({**old, args.label: res}, indent=2) + "\n")
+    merged = {**old.get(args.label, {}), **res}  # parts measured in separate invocations accumulate
+    RESULTS.write_text(json.dumps({**old, args.label: merged}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -136,3 +136,18 @@ def test_span_mask():
     assert m.sum() == 4 and m[2:, 2:4].all()
     with pytest.raises(DopplerDiffError):
         span_mask((4, 8), None, None)
+
+
+def test_read_inputs_reports_size_and_colormap(tmp_path, smoke_config, caplog):
+    from dopplerdiff.edit.io import read_inputs
+
+    img = np.tile(np.linspace(0, 1, 24), (24, 1))
+    write_image(tmp_path / "jet.png", img, "jet")
+    write_image(tmp_path / "viridis.png", img, "viridis")
+    with caplog.at_level("WARNING"):
+        images, notes = read_inputs([tmp_path / "jet.png", tmp_path / "viridis.png"], smoke_config.data)
+    assert images.shape == (2, 1, 16, 16) and images.min() >= -1 and images.max() <= 1
+    assert [n["resized"] for n in notes] == [True, True] and notes[0]["native_size"] == [24, 24]
+    assert notes[0]["colormap_residual"] < 5 < 40 < notes[1]["colormap_residual"]
+    assert "viridis.png: colours fit the 'jet' colormap poorly" in caplog.text
+    assert "jet.png: colours" not in caplog.text.replace("viridis.png", "")

@@ -115,7 +115,7 @@ def transfer_cmd(
 def inpaint_cmd(
     run: Path = RunOpt, inputs: list[Path] = InputOpt, out: Path = OutOpt,
     mask_time: str = typer.Option(None, "--mask-time", help="Time span T0:T1 to regenerate (fractions)."),
-    mask_doppler: str = typer.Option(None, "--mask-doppler", help="Doppler band F0:F1 (fractions of rows)."),
+    mask_doppler: str = typer.Option(None, "--mask-doppler", help="Doppler band F0:F1 (rows, 0 = top)."),
     identity: str = typer.Option(None, "--identity", "-i", help="Fill as this identity (default: none)."),
     resample: int = typer.Option(0, "--resample", help="RePaint resampling per step (ddim/ddpm samplers)."),
     guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
