@@ -53,7 +53,7 @@ def test_growing_keeps_old_identities_and_null(smoke_config, tmp_path, backbone,
     loaded = DopplerDiffPipeline.from_pretrained(tmp_path / "p")
     loaded.set_progress_bar_config(disable=True)
     assert loaded.identities == ["ID_1", "ID_2", "ID_3", "NEW"]
-    assert torch.equal(sample(loaded, ["NEW"]), new)
+    assert torch.allclose(sample(loaded, ["NEW"]), new, rtol=1e-4, atol=1e-4)  # float summation order
 
 
 @pytest.mark.parametrize(("backbone", "kind"), [CASES[0], CASES[3]])

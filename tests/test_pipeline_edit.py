@@ -32,7 +32,7 @@ def oracle(pipe, monkeypatch, target: torch.Tensor) -> None:
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, set_alpha_to_one=True)
     ac = pipe.scheduler.alphas_cumprod
 
-    def forward(x, t, ids, weights):
+    def forward(x, t, cond, soft):
         a = ac[int(t)]
         return (x - a.sqrt() * target.expand_as(x)) / (1 - a).sqrt()
 

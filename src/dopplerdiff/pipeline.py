@@ -154,15 +154,19 @@ class DopplerDiffPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def _forward(self, x: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, weights: torch.Tensor | None):
-        """One denoiser forward for ids (B,) or, with ``weights`` (B, K+1), for identity mixtures."""
+    def _condition(self, ids: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Denoiser conditioning of ids (B,), or of mixtures ``weights`` (B, K+1) for the UNet."""
         enc = self.condition_encoder
-        if weights is None:
-            return denoise(self.denoiser, x, t, enc.encode(ids))
-        if enc.config.kind != "label":
-            return denoise(self.denoiser, x, t, mixed_tokens(enc, weights))
-        with soft_labels(self.denoiser, weights):
-            return denoise(self.denoiser, x, t, ids)
+        if weights is None or enc.config.kind == "label":
+            return enc.encode(ids)  # the DiT mixes inside its label tables (see _forward)
+        return mixed_tokens(enc, weights)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, soft: torch.Tensor | None):
+        """One denoiser forward; ``soft`` (B, K+1) mixes the DiT's label-table rows for this call."""
+        if soft is None:
+            return denoise(self.denoiser, x, t, cond)
+        with soft_labels(self.denoiser, soft):
+            return denoise(self.denoiser, x, t, cond)
 
     def predict(
         self,
@@ -177,16 +181,17 @@ class DopplerDiffPipeline(DiffusionPipeline):
         ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows.
         """
         enc = self.condition_encoder
-        b = latents.shape[0]
+        dit_mix = weights is not None and enc.config.kind == "label"
         if guidance_scale == 1.0:
-            return self._forward(latents, t, ids, weights)
-        null_ids = enc.null_ids(b, latents.device)
+            return self._forward(latents, t, self._condition(ids, weights), weights if dit_mix else None)
+        null_ids = enc.null_ids(latents.shape[0], latents.device)
         if guidance_scale == 0.0:
-            return self._forward(latents, t, null_ids, None)
-        both_w = None
-        if weights is not None:
-            both_w = torch.cat([weights, F.one_hot(null_ids, weights.shape[1]).to(weights.dtype)])
-        out = self._forward(torch.cat([latents, latents]), t, torch.cat([ids, null_ids]), both_w)
+            return self._forward(latents, t, enc.encode(null_ids), None)
+        cond = torch.cat([self._condition(ids, weights), enc.encode(null_ids)])
+        soft = None
+        if dit_mix:
+            soft = torch.cat([weights, F.one_hot(null_ids, weights.shape[1]).to(weights.dtype)])
+        out = self._forward(torch.cat([latents, latents]), t, cond, soft)
         cond_out, null_out = out.chunk(2)
         return null_out + guidance_scale * (cond_out - null_out)
 
