@@ -295,64 +295,46 @@ class DopplerDiffPipeline(DiffusionPipeline):
         noise = latents.to(device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps, z0, m = self.scheduler.timesteps, None, None
-        if image is not None:
-            hw = (self.latent_shape[1] * self.vae_factor(),) * 2
-            x = as_image_tensor(image, shape[0], (int(self.config.channels), *hw))
-            z0 = self.encode_images(x).to(dtype)
-            timesteps, _ = img2img_timesteps(self.scheduler, num_inference_steps, strength)
-            if mask is not None:
-                m = latent_mask(mask, shape[0], hw, self.latent_shape[1:]).to(device, dtype)
+        timesteps, z0, m = self._source(image, mask, strength, num_inference_steps, shape[0])
         if z0 is None or strength >= 1.0:
             latents = noise * self.scheduler.init_noise_sigma  # 1.0 = from pure noise (as diffusers' inpaint)
         else:
             latents = self.scheduler.add_noise(z0, noise, timesteps[:1])
-        latents = self._denoise_loop(
-            latents,
-            timesteps,
-            ids,
-            weights,
-            guidance_scale,
-            interval,
-            generator,
-            z0=z0,
-            mask=m,
-            noise=noise,
-            resample_steps=resample_steps,
-        )
+        known = None if m is None else (z0, m, noise)
+        latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
+                                     known, resample_steps)
         return self._output(latents, output_type, return_dict)
 
     sample = __call__.__wrapped__  # the same loop without the eval-mode switch
 
-    def _denoise_loop(
-        self,
-        latents,
-        timesteps,
-        ids,
-        weights,
-        guidance,
-        interval,
-        generator,
-        *,
-        z0,
-        mask,
-        noise,
-        resample_steps,
-    ):
-        """Denoise along ``timesteps``; with ``mask``, keep the source outside it (re-noised per level)."""
+    def _source(self, image: Any, mask: Any, strength: float, steps: int, batch: int):
+        """(timesteps, encoded source z0, latent mask) for img2img/inpainting; the full schedule without."""
+        if image is None:
+            return self.scheduler.timesteps, None, None
+        hw = (self.latent_shape[1] * self.vae_factor(),) * 2
+        x = as_image_tensor(image, batch, (int(self.config.channels), *hw))
+        z0 = self.encode_images(x).to(self.denoiser.dtype)
+        timesteps, _ = img2img_timesteps(self.scheduler, steps, strength)
+        m = None if mask is None else latent_mask(mask, batch, hw, self.latent_shape[1:]).to(z0)
+        return timesteps, z0, m
+
+    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, known, resample):
+        """Denoise along ``timesteps``; with ``known`` = (z0, mask, noise), keep the source outside the mask
+        (re-noised to each level, as diffusers' inpainting pipelines do), with `resample` RePaint repeats."""
         extra = self._step_kwargs(generator)
         n_train = int(self.scheduler.config.num_train_timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
             g = guidance_at(t, n_train, float(guidance), interval)
             last = i == len(timesteps) - 1
-            for r in range(resample_steps + 1):
+            for r in range(resample + 1):
                 model_in = self.scheduler.scale_model_input(latents, t)
                 out = self.predict(model_in, t, ids, g, weights)
                 prev = self.scheduler.step(out, t, latents, **extra).prev_sample
-                if mask is not None:
-                    known = z0 if last else self.scheduler.add_noise(z0, noise, timesteps[i + 1 : i + 2])
-                    prev = (1 - mask) * known + mask * prev
-                if r < resample_steps and not last:
+                if known is not None:
+                    z0, mask, noise = known
+                    kept = z0 if last else self.scheduler.add_noise(z0, noise, timesteps[i + 1 : i + 2])
+                    prev = (1 - mask) * kept + mask * prev
+                if r < resample and not last:
                     latents = renoise(self.scheduler, prev, timesteps[i + 1], t, generator)
                 else:
                     latents = prev
