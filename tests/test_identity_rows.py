@@ -92,5 +92,11 @@ def test_learning_refuses_bad_requests(smoke_config):
     with pytest.raises(DopplerDiffError, match="at least 3 windows"):
         learn_identity(pipe, images[:2], "NEW", cfg, steps=1, progress=False)
     assert pipe.identities == ["ID_1", "ID_2", "ID_3"]
-    info = learn_identity(pipe, images, "ID_2", cfg, replace=True, steps=2, progress=False)
-    assert info["row"] == 1 and pipe.identities == ["ID_1", "ID_2", "ID_3"]
+    learn_identity(pipe, images, "NEW", cfg, steps=2, progress=False)  # leaves no gradient mask behind
+    table = pipe.condition_encoder.table.weight.detach().clone()
+    info = learn_identity(pipe, images, "ID_2", cfg, replace=True, steps=3, progress=False)
+    after = pipe.condition_encoder.table.weight.detach()
+    assert info["row"] == 1 and pipe.identities == ["ID_1", "ID_2", "ID_3", "NEW"]
+    reset = table[[0, 2, 3]].mean(0)
+    assert not torch.allclose(after[1], table[1]) and not torch.allclose(after[1], reset)
+    assert torch.equal(after[[0, 2, 3, 4]], table[[0, 2, 3, 4]])

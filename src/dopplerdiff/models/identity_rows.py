@@ -74,12 +74,15 @@ def reset_identity_row(condition_encoder: nn.Module, denoiser: nn.Module, row: i
             )
 
 
-def train_only_row(condition_encoder: nn.Module, denoiser: nn.Module, row: int) -> list[nn.Parameter]:
+def train_only_row(
+    condition_encoder: nn.Module, denoiser: nn.Module, row: int
+) -> tuple[list[nn.Parameter], list]:
     """Freeze everything except identity ``row`` (gradient hooks zero every other row); return the
-    parameters to optimise (whole tables, of which only ``row`` ever changes with a decay-free optimiser)."""
+    parameters to optimise (whole tables, of which only ``row`` ever changes with a decay-free optimiser)
+    and the hook handles, to remove when done."""
     for module in (condition_encoder, denoiser):
         module.requires_grad_(False)
-    params = []
+    params, handles = [], []
     for module, name, axis in identity_tables(condition_encoder, denoiser):
         p = getattr(module, name)
         p.requires_grad_(True)
@@ -87,6 +90,6 @@ def train_only_row(condition_encoder: nn.Module, denoiser: nn.Module, row: int) 
         keep[row] = 1.0
         shape = [1] * p.ndim
         shape[axis] = -1
-        p.register_hook(lambda g, keep=keep.view(shape): g * keep)
+        handles.append(p.register_hook(lambda g, keep=keep.view(shape): g * keep))
         params.append(p)
-    return params
+    return params, handles

@@ -62,21 +62,8 @@ def learn_identity(
     gen = torch.Generator(device=pipe._execution_device).manual_seed(seed)
     with torch.no_grad():
         z = pipe.encode_images(torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)))
-    params = train_only_row(enc, den, row)
-    opt = torch.optim.Adam(params, lr=lr, weight_decay=0.0)
-    noise_sched = make_scheduler("ddpm", pipe.scheduler.config)
-    ids = torch.full((min(batch_size, len(z)),), row, dtype=torch.long, device=z.device)
-    den.eval()
-    losses = []
-    for _ in tqdm(range(steps), desc=f"learn {name}", disable=not progress):
-        pick = torch.randperm(len(z), generator=gen, device=z.device)[: len(ids)]
-        loss = diffusion_loss(den, enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    for module in (enc, den):
-        module.requires_grad_(False)
+    losses = _optimise_row(pipe, z, row, cfg, steps=steps, lr=lr, batch_size=batch_size, gen=gen,
+                           desc=f"learn {name}", progress=progress)
     return {
         "identity": name,
         "row": row,
@@ -86,6 +73,32 @@ def learn_identity(
         "loss_first": float(np.mean(losses[:10])),
         "loss_last": float(np.mean(losses[-10:])),
     }
+
+
+def _optimise_row(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Config, *, steps: int, lr: float,
+                  batch_size: int, gen: torch.Generator, desc: str, progress: bool) -> list[float]:
+    """Adam on identity ``row`` alone with the diffusion stage's loss on latents ``z``; returns the losses."""
+    enc, den = pipe.condition_encoder, pipe.denoiser
+    params, hooks = train_only_row(enc, den, row)
+    opt = torch.optim.Adam(params, lr=lr, weight_decay=0.0)  # no decay: the frozen rows must not move
+    noise_sched = make_scheduler("ddpm", pipe.scheduler.config)
+    ids = torch.full((min(batch_size, len(z)),), row, dtype=torch.long, device=z.device)
+    den.eval()
+    losses = []
+    try:
+        for _ in tqdm(range(steps), desc=desc, disable=not progress):
+            pick = torch.randperm(len(z), generator=gen, device=z.device)[: len(ids)]
+            loss = diffusion_loss(den, enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    finally:
+        for h in hooks:  # a later relearn of another row must not inherit this row's gradient mask
+            h.remove()
+        for module in (enc, den):
+            module.requires_grad_(False)
+    return losses
 
 
 def save_pipeline(pipe: DopplerDiffPipeline, run: Path, event: dict[str, Any]) -> Path:
