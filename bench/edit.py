@@ -254,7 +254,7 @@ def grid(rows: list[np.ndarray], cmap: str, path: Path, gap: int = 2) -> None:
             canvas[i * (h + gap) : i * (h + gap) + h, j * (w + gap) : j * (w + gap) + w] = apply_colormap(
                 np.clip(img.mean(0), 0, 1), cmap
             )
-    Image.fromarray(canvas).save(path, optimize=True)
+    Image.fromarray(canvas).quantize(256).save(path, optimize=True)  # a palette keeps the docs small
 
 
 def pictures(pipe, ds, idx, d, out: Path, label: str) -> None:
