@@ -16,30 +16,65 @@ from ``z_model / scaling_factor + shift_factor``. ``output_type='latent'`` retur
 
 from __future__ import annotations
 
+import functools
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import encode as encode_latents
 from dopplerdiff.models.autoencoder import latent_scale
-from dopplerdiff.models.condition import IdentityConditionEncoder
-from dopplerdiff.models.denoiser import denoise, load_denoiser
+from dopplerdiff.models.denoiser import denoise
+from dopplerdiff.pipeline_io import (  # noqa: F401 - load_autoencoder_any is re-exported for the stages
+    images_to_pil,
+    load_autoencoder_any,
+    load_parts,
+)
+from dopplerdiff.sampling import (
+    as_image_tensor,
+    check_interval,
+    check_sample_args,
+    condition_weights,
+    guidance_at,
+    img2img_timesteps,
+    latent_mask,
+    mixed_tokens,
+    renoise,
+    soft_labels,
+)
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
-from dopplerdiff.utils.names import check_identity_names
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
-COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
 
 
 def latent_scale_of(vae: Any) -> tuple[float, float]:
     """(scaling_factor, shift_factor) of an autoencoder: the first stage's one definition."""
     return latent_scale(vae)
+
+
+def _eval_modes(fn):
+    """Run the modules in eval mode (decoders can differ between modes) and give them their mode back
+    afterwards, so the training stage can sample with its live modules."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args: Any, **kwargs: Any):
+        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            return fn(self, *args, **kwargs)
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+
+    return wrapper
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -118,16 +153,44 @@ class DopplerDiffPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def predict(self, latents: torch.Tensor, t: torch.Tensor, ids: torch.Tensor, guidance_scale: float):
-        """Guided model output for ``latents`` at time ``t`` (cond + null in one forward)."""
+    def _condition(self, ids: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+        """Denoiser conditioning of ids (B,), or of mixtures ``weights`` (B, K+1) for the UNet."""
         enc = self.condition_encoder
-        b = latents.shape[0]
+        if weights is None or enc.config.kind == "label":
+            return enc.encode(ids)  # the DiT mixes inside its label tables (see _forward)
+        return mixed_tokens(enc, weights)
+
+    def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, soft: torch.Tensor | None):
+        """One denoiser forward; ``soft`` (B, K+1) mixes the DiT's label-table rows for this call."""
+        if soft is None:
+            return denoise(self.denoiser, x, t, cond)
+        with soft_labels(self.denoiser, soft):
+            return denoise(self.denoiser, x, t, cond)
+
+    def predict(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor,
+        ids: torch.Tensor,
+        guidance_scale: float,
+        weights: torch.Tensor | None = None,
+    ):
+        """Guided model output for ``latents`` at time ``t`` (cond + null in one forward).
+
+        ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows.
+        """
+        enc = self.condition_encoder
+        dit_mix = weights is not None and enc.config.kind == "label"
         if guidance_scale == 1.0:
-            return denoise(self.denoiser, latents, t, enc.encode(ids))
-        null = enc.encode(enc.null_ids(b, latents.device))
+            return self._forward(latents, t, self._condition(ids, weights), weights if dit_mix else None)
+        null_ids = enc.null_ids(latents.shape[0], latents.device)
         if guidance_scale == 0.0:
-            return denoise(self.denoiser, latents, t, null)
-        out = denoise(self.denoiser, torch.cat([latents, latents]), t, torch.cat([enc.encode(ids), null]))
+            return self._forward(latents, t, enc.encode(null_ids), None)
+        cond = torch.cat([self._condition(ids, weights), enc.encode(null_ids)])
+        soft = None
+        if dit_mix:
+            soft = torch.cat([weights, F.one_hot(null_ids, weights.shape[1]).to(weights.dtype)])
+        out = self._forward(torch.cat([latents, latents]), t, cond, soft)
         cond_out, null_out = out.chunk(2)
         return null_out + guidance_scale * (cond_out - null_out)
 
@@ -137,65 +200,146 @@ class DopplerDiffPipeline(DiffusionPipeline):
         z = (z_model / scale + shift).to(self.autoencoder.dtype)
         return self.autoencoder.decode(z).sample.clamp(-1, 1)
 
-    def __call__(self, identities: list[int | str], *args: Any, **kwargs: Any):
-        """Sample one image per entry of ``identities`` (names or indices); see ``sample`` for arguments.
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> model-space latents (posterior mean)."""
+        return encode_latents(self.autoencoder, images.to(self._execution_device))
 
-        Modules run in eval mode (decoders can differ between modes) and get their mode back afterwards,
-        so the training stage can sample with its live modules.
+    def identity_condition(
+        self, identities: Any, identity_weights: Any = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(ids (B,), weights (B, K+1) or None) from names/indices/mixtures or explicit weights.
+
+        An entry of ``identities`` may be a mapping {name or index: weight} (a convex mix of identities);
+        ``identity_weights`` (B, K) gives the mixtures as a matrix instead. Plain identities give
+        ``weights=None`` and take the exact one-row path.
         """
-        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
-        modes = [m.training for m in modules]
-        try:
-            for m in modules:
-                m.eval()
-            return self.sample(identities, *args, **kwargs)
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
+        ids, weights = condition_weights(
+            identities, identity_weights, len(self.identities), self.identity_ids
+        )
+        device = self._execution_device
+        return ids.to(device), None if weights is None else weights.to(device)
 
+    @_eval_modes
     @torch.inference_mode()
-    def sample(
+    def __call__(
         self,
-        identities: list[int | str],
+        identities: list[int | str | dict] | None = None,
         num_inference_steps: int = 20,
         guidance_scale: float = 2.0,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        *,
+        seed: int | None = None,
+        image: torch.Tensor | np.ndarray | None = None,
+        strength: float = 1.0,
+        mask: torch.Tensor | np.ndarray | None = None,
+        resample_steps: int = 0,
+        guidance_interval: tuple[float, float] | None = None,
+        identity_weights: torch.Tensor | np.ndarray | None = None,
     ):
-        if isinstance(identities, int | str):
-            identities = [identities]
-        if num_inference_steps < 1:
-            raise DopplerDiffError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if guidance_scale < 0:
-            raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        r"""Sample (or edit) one spectrogram per entry of ``identities``.
+
+        Args:
+            identities: names or indices of the pipeline's label map, or mappings {name: weight} for a
+                "virtual" walker mixed from several identities (a convex mix of condition embeddings).
+            num_inference_steps: sampler steps of the full schedule (img2img runs the last
+                ``int(num_inference_steps * strength)`` of them).
+            guidance_scale: classifier-free guidance ``eps_null + g (eps_cond - eps_null)``; 1 = none.
+            generator: a ``torch.Generator`` or one per sample (initial noise and sampler noise).
+            latents: initial noise (B, C, h, w) in model space, e.g. a slerp of two seeds' noise; with
+                ``image`` it is the noise added to the encoded source.
+            output_type: ``np`` (B,H,W,C in [0,1]), ``pt`` (B,C,H,W in [0,1]), ``pil`` or ``latent``.
+            seed: shorthand for ``generator=torch.Generator().manual_seed(seed)`` (ignored with a generator).
+            image: img2img / inpainting source, (B,C,H,W) or (C,H,W) in [-1, 1] at the model's image size.
+            strength: noise strength in (0, 1]: the source is noised to the timestep at this fraction of the
+                schedule and denoised with the given identity; 1.0 starts from pure noise.
+            mask: inpainting mask at image size, 1 = regenerate, 0 = keep; after every step the kept part is
+                replaced by the source re-noised to the current noise level (latent blending).
+            resample_steps: RePaint resampling: each step is repeated this many extra times after jumping
+                back to the noisier level (harmonises the fill with the kept part; ddim/ddpm samplers).
+            guidance_interval: (lo, hi) in units of t / num_train_timesteps: guidance only while the noise
+                level lies inside [lo, hi], plain conditional prediction outside (Kynkäänniemi et al. 2024).
+            identity_weights: (B, K) non-negative weights over identities instead of ``identities``.
+
+        Examples:
+            >>> pipe = DopplerDiffPipeline.from_pretrained("runs/demo/pipeline")
+            >>> imgs = pipe(["ID_3", "ID_7"], num_inference_steps=10, guidance_scale=4.0, seed=0).images
+            >>> x = torch.zeros(1, 1, 64, 64)  # a window in [-1, 1]
+            >>> moved = pipe(["ID_7"], image=x, strength=0.6, seed=0, output_type="pt").images
+            >>> mix = pipe([{"ID_3": 0.5, "ID_7": 0.5}], seed=0).images
+
+        ``pipe.sample(...)`` takes the same arguments and leaves the modules' train/eval mode alone.
+        """
         if output_type not in OUTPUT_TYPES:
             raise DopplerDiffError(
                 f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
             )
-        ids_list = self.identity_ids(list(identities))
-        if not ids_list:
-            raise DopplerDiffError("no identities given")
-        device, dtype = self.denoiser.device, self.denoiser.dtype
-        shape = (len(ids_list), *self.latent_shape)
+        check_sample_args(num_inference_steps, guidance_scale, strength, resample_steps, self.scheduler)
+        interval = check_interval(guidance_interval)
+        if mask is not None and image is None:
+            raise DopplerDiffError("mask needs the source image (image=...)")
+        ids, weights = self.identity_condition(identities, identity_weights)
+        device, dtype = self._execution_device, self.denoiser.dtype
+        shape = (int(ids.shape[0]), *self.latent_shape)
+        if generator is None and seed is not None:
+            generator = torch.Generator(device=device).manual_seed(int(seed))
         if isinstance(generator, list) and len(generator) != shape[0]:
             raise DopplerDiffError(f"got {len(generator)} generators for a batch of {shape[0]}")
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
             raise DopplerDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        latents = latents.to(device=device, dtype=dtype)
-        ids = torch.tensor(ids_list, dtype=torch.long, device=device)
+        noise = latents.to(device=device, dtype=dtype)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = latents * self.scheduler.init_noise_sigma
-        extra = self._step_kwargs(generator)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            model_in = self.scheduler.scale_model_input(latents, t)
-            out = self.predict(model_in, t, ids, float(guidance_scale))
-            latents = self.scheduler.step(out, t, latents, **extra).prev_sample
+        timesteps, z0, m = self._source(image, mask, strength, num_inference_steps, shape[0])
+        if z0 is None or strength >= 1.0:
+            latents = noise * self.scheduler.init_noise_sigma  # 1.0 = from pure noise (as diffusers' inpaint)
+        else:
+            latents = self.scheduler.add_noise(z0, noise, timesteps[:1])
+        known = None if m is None else (z0, m, noise)
+        latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
+                                     known, resample_steps)
+        return self._output(latents, output_type, return_dict)
 
+    sample = __call__.__wrapped__  # the same loop without the eval-mode switch
+
+    def _source(self, image: Any, mask: Any, strength: float, steps: int, batch: int):
+        """(timesteps, encoded source z0, latent mask) for img2img/inpainting; the full schedule without."""
+        if image is None:
+            return self.scheduler.timesteps, None, None
+        hw = (self.latent_shape[1] * self.vae_factor(),) * 2
+        x = as_image_tensor(image, batch, (int(self.config.channels), *hw))
+        z0 = self.encode_images(x).to(self.denoiser.dtype)
+        timesteps, _ = img2img_timesteps(self.scheduler, steps, strength)
+        m = None if mask is None else latent_mask(mask, batch, hw, self.latent_shape[1:]).to(z0)
+        return timesteps, z0, m
+
+    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, known, resample):
+        """Denoise along ``timesteps``; with ``known`` = (z0, mask, noise), keep the source outside the mask
+        (re-noised to each level, as diffusers' inpainting pipelines do), with `resample` RePaint repeats."""
+        extra = self._step_kwargs(generator)
+        n_train = int(self.scheduler.config.num_train_timesteps)
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            g = guidance_at(t, n_train, float(guidance), interval)
+            last = i == len(timesteps) - 1
+            for r in range(resample + 1):
+                model_in = self.scheduler.scale_model_input(latents, t)
+                out = self.predict(model_in, t, ids, g, weights)
+                prev = self.scheduler.step(out, t, latents, **extra).prev_sample
+                if known is not None:
+                    z0, mask, noise = known
+                    kept = z0 if last else self.scheduler.add_noise(z0, noise, timesteps[i + 1 : i + 2])
+                    prev = (1 - mask) * kept + mask * prev
+                if r < resample and not last:
+                    latents = renoise(self.scheduler, prev, timesteps[i + 1], t, generator)
+                else:
+                    latents = prev
+        return latents
+
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
         if output_type == "latent":
             images = latents
         else:
@@ -209,67 +353,22 @@ class DopplerDiffPipeline(DiffusionPipeline):
             return (images,)
         return ImagePipelineOutput(images=images)
 
+    def vae_factor(self) -> int:
+        """Spatial down-sampling factor of the autoencoder (2^(levels-1))."""
+        return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
+
     def to_pil(self, images01: np.ndarray) -> list:
         """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
-        from PIL import Image
-
-        from dopplerdiff.data.colormap import apply_colormap
-
-        out = []
-        cmap = self.config.colormap
-        for img in np.clip(images01, 0, 1):
-            if img.shape[0] == 1 and cmap not in ("gray", "grey"):
-                out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
-            elif img.shape[0] == 1:
-                out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
-            else:
-                out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
-        return out
+        return images_to_pil(images01, self.config.colormap)
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DopplerDiffPipeline:  # type: ignore[override]
         """Load a saved pipeline directory (local only); a missing part is a clear error."""
-        path = Path(path)
-        index = path / "model_index.json"
-        if not index.is_file():
-            raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
-        config = json.loads(index.read_text())
-        check_identity_names(config.get("identities") or [], f"'{index}'")
-        for name in COMPONENTS:
-            if not (path / name).is_dir():
-                raise DopplerDiffError(f"pipeline '{path}' is missing its '{name}' directory")
-        parts = {
-            "autoencoder": load_autoencoder_any(path / "autoencoder"),
-            "denoiser": load_denoiser(path / "denoiser"),
-            "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
-            "scheduler": load_scheduler(path / "scheduler"),
-        }
-        init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS}
-        pipe = cls(**parts, **init)
+        pipe = cls(**load_parts(Path(path)))
         dtype = kwargs.get("torch_dtype")
         if dtype is not None:
             pipe.to(dtype=dtype)
         for module in (pipe.autoencoder, pipe.denoiser, pipe.condition_encoder):
             module.eval()
         return pipe
-
-
-def load_autoencoder_any(path: Path):
-    """AutoencoderKL or VQModel from a save_pretrained directory (the first stage's loader)."""
-    from dopplerdiff.models.autoencoder import load_autoencoder
-
-    return load_autoencoder(Path(path))
-
-
-def load_scheduler(path: Path):
-    import diffusers
-
-    cfg_file = Path(path) / "scheduler_config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"scheduler directory '{path}' has no scheduler_config.json")
-    name = json.loads(cfg_file.read_text()).get("_class_name", "")
-    cls = getattr(diffusers, name, None)
-    if cls is None or not name.endswith("Scheduler"):
-        raise DopplerDiffError(f"scheduler '{path}' has unsupported class {name!r}")
-    return cls.from_pretrained(path)

@@ -8,7 +8,17 @@ import sys
 import typer
 
 # Each module registers its commands on ``app`` when imported; a missing module is an import error.
-from dopplerdiff.cli import autoencoder, data, diffusion, embed, encoder, evaluate, run, simulate  # noqa: F401
+from dopplerdiff.cli import (  # noqa: F401
+    autoencoder,
+    data,
+    diffusion,
+    edit,
+    embed,
+    encoder,
+    evaluate,
+    run,
+    simulate,
+)
 from dopplerdiff.cli.app import app
 from dopplerdiff.errors import DopplerDiffError
 

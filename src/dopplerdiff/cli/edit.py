@@ -1,0 +1,213 @@
+"""`dopplerdiff edit transfer|inpaint|interpolate` and `dopplerdiff enroll-generator`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from dopplerdiff.cli.app import app
+from dopplerdiff.cli.common import QuietOpt, existing_dir, setup_logging
+from dopplerdiff.config import config_for
+from dopplerdiff.errors import DopplerDiffError
+
+edit_app = typer.Typer(help="Edit spectrograms with a trained run: transfer, inpaint, interpolate.",
+                       no_args_is_help=True)
+app.add_typer(edit_app, name="edit")
+
+RunOpt = typer.Option(..., "--run", "-r", help="Trained run directory (uses RUN/pipeline).")
+OutOpt = typer.Option(..., "--out", "-o", help="Output directory (must not exist).")
+InputOpt = typer.Option(..., "--input", help="Spectrogram file or folder; repeatable.")
+StepsOpt = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config).")
+GuidanceOpt = typer.Option(None, "--guidance", help="Guidance scale (default: the run's).")
+SchedulerOpt = typer.Option(None, "--scheduler", help="Sampler name (default: the run's).")
+SeedOpt = typer.Option(0, "--seed", help="Base seed; output i uses seed (seed, identity, i).")
+FormatOpt = typer.Option("png", "--format", help="png, jpg or npy.")
+
+
+@dataclasses.dataclass
+class Edit:
+    """What every edit command resolves first: config, pipeline, data settings, sampling settings."""
+
+    run: Path
+    out: Path | None
+    cfg: Any
+    pipe: Any
+    data_cfg: Any
+    steps: int
+    guidance: float
+    seed: int
+
+    def inputs(self, paths: list[Path]) -> tuple[list[Path], np.ndarray, list[dict]]:
+        from dopplerdiff.edit.io import read_inputs
+        from dopplerdiff.embed.encode import expand_files
+
+        files = expand_files(list(paths))
+        return (files, *read_inputs(files, self.data_cfg))
+
+    def write(self, images01: np.ndarray, names: list[str], fmt: str, **manifest: Any) -> None:
+        """Outputs at the run's native size and colormap, with the settings in manifest.json."""
+        from dopplerdiff.edit.io import write_outputs
+
+        p = self.pipe
+        write_outputs(self.out, images01, names, colormap=p.config.colormap, size=p.config.native_size,
+                      fmt=fmt, run=str(self.run), scheduler=p.scheduler_name, steps=self.steps,
+                      guidance=self.guidance, seed=self.seed,
+                      seed_rule="generate.sample_seed(seed, identity, i)", **manifest)
+
+
+def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, steps: int | None = None,
+           guidance: float | None = None, seed: int = 0) -> Edit:
+    """Resolve the run (its config, pipeline with the chosen sampler, data settings); refuse an existing
+    --out before any work."""
+    from dopplerdiff.generate import load_run_pipeline
+
+    setup_logging(quiet)
+    existing_dir(run, "--run")
+    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
+        raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
+    cfg = config_for(run, None, [])
+    pipe = load_run_pipeline(run)
+    pipe.set_progress_bar_config(disable=quiet)
+    pipe.set_scheduler(scheduler or cfg.diffusion.scheduler)
+    d = cfg.diffusion
+    return Edit(run, out, cfg, pipe, dataclasses.replace(cfg.data, colormap=pipe.config.colormap),
+                steps or d.num_inference_steps, d.guidance_scale if guidance is None else guidance, seed)
+
+
+def _span(text: str | None, arg: str) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise DopplerDiffError(f"{arg} '{text}' must be START:END (e.g. 0.4:0.6)") from None
+    return lo, hi
+
+
+@edit_app.command("transfer")
+def transfer_cmd(
+    run: Path = RunOpt, inputs: list[Path] = InputOpt, out: Path = OutOpt,
+    identity: str = typer.Option(..., "--identity", "-i", help="Target identity."),
+    strength: float = typer.Option(0.6, "--strength", help="Noise strength in (0, 1]; 1 = from pure noise."),
+    guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
+    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Re-render walks as another person (img2img): the same timing and speed course, identity k."""
+    from dopplerdiff.edit.ops import transfer
+    from dopplerdiff.sampling import check_strength
+
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
+    check_strength(strength, e.steps)
+    e.pipe.identity_ids([identity])
+    files, images, notes = e.inputs(inputs)
+    res = transfer(e.pipe, images, identity, strength=strength, guidance=e.guidance, steps=e.steps, seed=seed)
+    e.write(res, [f"{f.stem}_as_{identity}" for f in files], fmt, kind="edit-transfer", inputs=notes,
+            identity=identity, strength=strength)
+    if not quiet:
+        typer.echo(f"wrote {len(files)} transferred windows to {out}")
+
+
+@edit_app.command("inpaint")
+def inpaint_cmd(
+    run: Path = RunOpt, inputs: list[Path] = InputOpt, out: Path = OutOpt,
+    mask_time: str = typer.Option(None, "--mask-time", help="Time span T0:T1 to regenerate (fractions)."),
+    mask_doppler: str = typer.Option(None, "--mask-doppler", help="Doppler band F0:F1 (rows, 0 = top)."),
+    identity: str = typer.Option(None, "--identity", "-i", help="Fill as this identity (default: none)."),
+    resample: int = typer.Option(0, "--resample", help="RePaint resampling per step (ddim/ddpm samplers)."),
+    guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
+    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Regenerate a masked time span and/or Doppler band consistently with the rest of the window."""
+    from dopplerdiff.edit.ops import inpaint, span_mask
+
+    if resample and scheduler is None:
+        scheduler = "ddim"  # resampling repeats steps: needs a sampler without step history
+    if resample and scheduler not in ("ddim", "ddpm"):
+        raise DopplerDiffError(f"--resample needs --scheduler ddim or ddpm (a step that can be repeated), "
+                               f"not {scheduler}")
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
+    size = e.data_cfg.size
+    mask = span_mask((size, size), _span(mask_time, "--mask-time"), _span(mask_doppler, "--mask-doppler"))
+    if identity is not None:
+        e.pipe.identity_ids([identity])
+    files, images, notes = e.inputs(inputs)
+    res = inpaint(e.pipe, images, mask, identity, guidance=e.guidance, steps=e.steps, seed=seed,
+                  resample_steps=resample)
+    e.write(res, [f"{f.stem}_inpainted" for f in files], fmt, kind="edit-inpaint", inputs=notes,
+            identity=identity, mask_time=mask_time, mask_doppler=mask_doppler, resample_steps=resample)
+    if not quiet:
+        typer.echo(f"wrote {len(files)} inpainted windows to {out}")
+
+
+@edit_app.command("interpolate")
+def interpolate_cmd(
+    run: Path = RunOpt, out: Path = OutOpt,
+    start: str = typer.Option(None, "--from", help="Identity at one end of an identity strip."),
+    end: str = typer.Option(None, "--to", help="Identity at the other end."),
+    identity: str = typer.Option(None, "--identity", "-i",
+                                 help="One identity (with --seeds) or a mix like ID_3:0.5,ID_7:0.5."),
+    seeds: str = typer.Option(None, "--seeds", help="S0:S1 -- slerp between the noise of two seeds."),
+    num: int = typer.Option(5, "--num", "-n", help="Images in the strip (or samples of a mix)."),
+    guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
+    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Identity strips (--from/--to), noise strips (--identity --seeds), virtual walkers (--identity MIX)."""
+    from dopplerdiff.edit.ops import mix_samples, mix_strip, noise_strip
+    from dopplerdiff.sampling import parse_identity_mix
+
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
+    args = {"guidance": e.guidance, "steps": e.steps}
+    if (start is None) != (end is None):
+        raise DopplerDiffError("give both --from and --to")
+    if start is not None:
+        e.pipe.identity_ids([start, end])
+        imgs, ws = mix_strip(e.pipe, start, end, num, seed=seed, **args)
+        names, what = [f"{start}_to_{end}_{i}" for i in range(num)], {"from": start, "to": end}
+    elif identity is not None and seeds is not None:
+        s0, s1 = (int(v) for v in _span(seeds, "--seeds"))
+        e.pipe.identity_ids([identity])
+        imgs, ws = noise_strip(e.pipe, identity, (s0, s1), num, **args)
+        names, what = [f"{identity}_slerp_{i}" for i in range(num)], {"identity": identity, "seeds": [s0, s1]}
+    elif identity is not None:
+        mix = parse_identity_mix(identity)
+        imgs, ws = mix_samples(e.pipe, mix, num, seed=seed, **args), []
+        names, what = [f"mix_{i}" for i in range(num)], {"mix": mix}
+    else:
+        raise DopplerDiffError("give --from A --to B, --identity ID --seeds S0:S1, or --identity A:w,B:w")
+    e.write(imgs, names, fmt, kind="edit-interpolate", weights=ws, **what)
+    if not quiet:
+        typer.echo(f"wrote {len(names)} images to {out}")
+
+
+@app.command("enroll-generator")
+def enroll_generator_cmd(
+    run: Path = RunOpt,
+    identity: str = typer.Option(..., "--identity", "-i", help="Name of the new person."),
+    files: list[Path] = typer.Argument(..., help="Windows of the new person (files or folders)."),
+    replace: bool = typer.Option(False, "--replace", help="Relearn an identity that already exists."),
+    steps: int = typer.Option(300, "--steps", help="Optimisation steps of the new identity row."),
+    lr: float = typer.Option(5e-2, "--lr", help="Learning rate of the new row."),
+    seed: int = SeedOpt, quiet: bool = QuietOpt,
+) -> None:
+    """Learn a new identity row from k windows (denoiser frozen); then `generate --identity NAME` works.
+
+    Enroll the same files with `dopplerdiff enroll --index INDEX --identity NAME` so that `identify` and
+    `generate` use the same name."""
+    from dopplerdiff.edit.io import safe_identity_name
+    from dopplerdiff.train.identity import learn_identity, save_pipeline
+
+    safe_identity_name(identity)
+    e = _setup(run, None, None, quiet, seed=seed)
+    if identity in e.pipe.identities and not replace:
+        raise DopplerDiffError(f"identity '{identity}' already exists in the generator; pass --replace")
+    paths, images, notes = e.inputs(files)
+    info = learn_identity(e.pipe, images, identity, e.cfg, replace=replace, steps=steps, lr=lr, seed=seed,
+                          progress=not quiet)
+    save_pipeline(e.pipe, run, {**info, "files": [str(p) for p in paths], "inputs": notes, "seed": seed})
+    if not quiet:
+        typer.echo(f"identity '{identity}' learned from {len(paths)} windows (loss {info['loss_first']:.4f} "
+                   f"-> {info['loss_last']:.4f}); `dopplerdiff generate --run {run} --identity {identity}`")

@@ -1,0 +1,1 @@
+"""Editing with a trained pipeline: identity transfer (img2img), inpainting, interpolation."""

@@ -1,0 +1,72 @@
+"""Loading a saved DopplerDiffPipeline's parts, and turning its images into PIL images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import load_autoencoder
+from dopplerdiff.models.condition import IdentityConditionEncoder
+from dopplerdiff.models.denoiser import load_denoiser
+from dopplerdiff.utils.names import check_identity_names
+
+COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
+
+
+def load_parts(path: Path) -> dict[str, Any]:
+    """Constructor arguments of a saved pipeline directory (local only); a missing part is a clear error."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
+    config = json.loads(index.read_text())
+    check_identity_names(config.get("identities") or [], f"'{index}'")  # names become paths: refuse "../x"
+    for name in COMPONENTS:
+        if not (path / name).is_dir():
+            raise DopplerDiffError(f"pipeline '{path}' is missing its '{name}' directory")
+    parts = {
+        "autoencoder": load_autoencoder_any(path / "autoencoder"),
+        "denoiser": load_denoiser(path / "denoiser"),
+        "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
+        "scheduler": load_scheduler(path / "scheduler"),
+    }
+    init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS}
+    return {**parts, **init}
+
+
+def load_autoencoder_any(path: Path):
+    """AutoencoderKL or VQModel from a save_pretrained directory (the first stage's loader)."""
+    return load_autoencoder(Path(path))
+
+
+def load_scheduler(path: Path):
+    import diffusers
+
+    cfg_file = Path(path) / "scheduler_config.json"
+    if not cfg_file.is_file():
+        raise DopplerDiffError(f"scheduler directory '{path}' has no scheduler_config.json")
+    name = json.loads(cfg_file.read_text()).get("_class_name", "")
+    cls = getattr(diffusers, name, None)
+    if cls is None or not name.endswith("Scheduler"):
+        raise DopplerDiffError(f"scheduler '{path}' has unsupported class {name!r}")
+    return cls.from_pretrained(path)
+
+
+def images_to_pil(images01: np.ndarray, cmap: str) -> list:
+    """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with ``cmap`` (gray: 'L')."""
+    from PIL import Image
+
+    from dopplerdiff.data.colormap import apply_colormap
+
+    out = []
+    for img in np.clip(images01, 0, 1):
+        if img.shape[0] == 1 and cmap not in ("gray", "grey"):
+            out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
+        elif img.shape[0] == 1:
+            out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
+        else:
+            out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
+    return out
