@@ -206,6 +206,24 @@ def print_table(rows: list[dict]) -> None:
         print(_line(cells, [w for _, w in cols]))
 
 
+def recon_picture(names: list[str], data: Path, work: Path, out: Path, n: int = 8) -> None:
+    """Real test windows (one per identity) above each variant's reconstructions of them."""
+    runs = [work / v for v in names if (work / v / "autoencoder/config.json").is_file()]
+    if not runs:
+        return
+    cfg = config_from_dict(yaml.safe_load((runs[0] / "config.yaml").read_text()))
+    ds, split = prepare_run_data(runs[0], data, cfg.data)
+    pick = [next(i for i in split["test"] if ds.labels[i] == k) for k in range(min(n, len(ds.identities)))]
+    real = torch.from_numpy(np.ascontiguousarray(ds.images[pick]))
+    grid, labels = [to_unit(real).numpy()], ["real test"]
+    for run in runs:
+        vae = load_autoencoder(run / "autoencoder").eval()
+        with torch.no_grad():
+            grid.append(to_unit(reconstruct(vae, real).clamp(-1, 1)).numpy())
+        labels.append(f"{run.name} recon")
+    save_grid(out, grid, cfg.data.colormap, labels=labels)
+
+
 def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str], quick: bool) -> list[dict]:
     """First stage alone, in this process: each variant's reconstructions of the real test windows under the
     independent judge (trained once on real train, shared by every variant), C2ST and texture statistics."""
@@ -251,6 +269,8 @@ def main() -> None:
     ap.add_argument("--work", default=None)
     ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after which runs are stopped")
+    ap.add_argument("--picture-only", action="store_true",
+                    help="only redraw the reconstruction picture of existing --autoencoder-only runs")
     ap.add_argument("--autoencoder-only", action="store_true",
                     help="first stage alone, variants in sequence in this process (no diffusion)")
     ap.add_argument("--quick", action="store_true", help="smoke profile (checks the script runs)")
@@ -265,6 +285,9 @@ def main() -> None:
     data = simulate_default(work / "simdata", args.quick) if args.data == "sim" else Path(args.data)
     threads = max(1, (os.cpu_count() or 2) // max(args.jobs, 1))
     t0 = time.time()
+    if args.picture_only:
+        recon_picture(names, data, work, RESULTS / f"first_stage_ae_{name}.png")
+        return
     if args.autoencoder_only:
         rows = autoencoder_only(names, data, work, args.extra, args.quick)
         out = RESULTS / f"first_stage_ae_{name}{'_quick' if args.quick else ''}.json"
@@ -272,6 +295,7 @@ def main() -> None:
         out.write_text(json.dumps({"dataset": name, "variants": {v: VARIANTS[v] for v in names},
                                    "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0,
                                    "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+        recon_picture(names, data, work, out.with_suffix(".png"))
         return
     deadline = None if args.deadline is None else t0 + args.deadline
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
