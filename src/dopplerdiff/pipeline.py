@@ -28,8 +28,8 @@ from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import decode as decode_latents
 from dopplerdiff.models.autoencoder import encode as encode_latents
-from dopplerdiff.models.autoencoder import latent_scale
 from dopplerdiff.models.denoiser import denoise
 from dopplerdiff.pipeline_io import (  # noqa: F401 - load_autoencoder_any is re-exported for the stages
     images_to_pil,
@@ -51,11 +51,6 @@ from dopplerdiff.sampling import (
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
-
-
-def latent_scale_of(vae: Any) -> tuple[float, float]:
-    """(scaling_factor, shift_factor) of an autoencoder: the first stage's one definition."""
-    return latent_scale(vae)
 
 
 def _eval_modes(fn):
@@ -196,9 +191,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
     def decode_latents(self, z_model: torch.Tensor) -> torch.Tensor:
         """Model-space latents -> images in [-1, 1]."""
-        scale, shift = latent_scale_of(self.autoencoder)
-        z = (z_model / scale + shift).to(self.autoencoder.dtype)
-        return self.autoencoder.decode(z).sample.clamp(-1, 1)
+        return decode_latents(self.autoencoder, z_model).clamp(-1, 1)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> model-space latents (posterior mean)."""

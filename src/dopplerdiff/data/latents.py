@@ -25,6 +25,16 @@ SPLITS = ("train", "val", "test")
 INFO = "info.json"
 
 
+def to_model_space(z: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """The project's one latent convention: ``z_model = (z - shift) * scale`` (scale/shift measured)."""
+    return (z - shift) * scale
+
+
+def from_model_space(z_model: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """Inverse of ``to_model_space``: ``z = z_model / scale + shift``."""
+    return z_model / scale + shift
+
+
 def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], info: dict[str, Any],
                        overwrite: bool = False) -> Path:
     """Write the cache directory ``out`` atomically (an existing cache only with ``overwrite``)."""
@@ -97,4 +107,4 @@ class LatentDataset(Dataset):
             z = z + self.std[i] * torch.randn_like(z)
         if self.time_shift:
             z = torch.roll(z, int(torch.randint(0, z.shape[-1], ())), dims=-1)
-        return {"latents": (z - self.shift) * self.scale, "labels": self.labels[i]}
+        return {"latents": to_model_space(z, self.scale, self.shift), "labels": self.labels[i]}

@@ -26,6 +26,7 @@ from diffusers import AutoencoderKL, VQModel
 
 from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.latents import from_model_space, to_model_space
 from dopplerdiff.errors import ConfigError, DopplerDiffError
 
 Autoencoder = AutoencoderKL | VQModel
@@ -127,13 +128,13 @@ def encode(vae: Autoencoder, x: torch.Tensor, sample: bool = False,
     if sample:
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
         z = mean + std * eps
-    return (z - shift) * scale
+    return to_model_space(z, scale, shift)
 
 
 def decode(vae: Autoencoder, z_model: torch.Tensor) -> torch.Tensor:
     """Model-space latents -> images (roughly [-1, 1], not clamped)."""
     scale, shift = latent_scale(vae)
-    z = _to(z_model / scale + shift, vae)
+    z = _to(from_model_space(z_model, scale, shift), vae)
     return vae.decode(z).sample
 
 
