@@ -16,6 +16,7 @@ RUN/pipeline, each with config.yaml and manifest.json.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -28,8 +29,12 @@ from torch import Tensor, nn
 
 from dopplerdiff.config import Config
 from dopplerdiff.config.diffusion import DiffusionConfig
+from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
+from dopplerdiff.data.latents import LatentDataset
+from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.generate import generate_samples
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
 from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
@@ -127,9 +132,6 @@ class DiffusionStage(TrainStage):
         return pipe
 
     def validate(self, step: int, out_dir: Path) -> dict[str, float]:
-        from dopplerdiff.data.contact import save_grid
-        from dopplerdiff.generate import generate_samples
-
         device = self.device
         self.vae.to(device)
         z = self.val_latents[:VAL_LOSS_MAX].to(device)
@@ -183,9 +185,7 @@ def _val_identities(labels: Tensor, k: int, limit: int) -> list[int]:
     return [int(present[i]) for i in pick]
 
 
-def _load_latents(run: Path, split: str, sample: bool, time_shift: bool = False):
-    from dopplerdiff.data.latents import LatentDataset
-
+def _load_latents(run: Path, split: str, sample: bool, time_shift: bool = False) -> LatentDataset:
     return LatentDataset(run, split, sample=sample, time_shift=time_shift)
 
 
@@ -198,14 +198,8 @@ def _stack(ds: Any) -> tuple[Tensor, Tensor]:
     )
 
 
-def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
-    """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline."""
-    import json
-
-    from dopplerdiff.data.run_data import read_run_data
-
-    run = Path(run)
-    cfg = config.diffusion
+def _check_inputs(run: Path, cfg: DiffusionConfig, resume: str | None) -> dict[str, Any]:
+    """RUN/latents/info.json of a run ready for diffusion training (clear errors otherwise)."""
     check_scheduler_name(cfg.scheduler)
     info_path = run / "latents" / "info.json"
     if not info_path.is_file():
@@ -221,91 +215,86 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
             "or use a new run directory"
         )
     info = json.loads(info_path.read_text())
-    identities = list(info["identities"])
-    meta = read_run_data(run).get("meta", {})
-    train_ds = _load_latents(run, "train", cfg.sample_posterior, cfg.latent_time_shift)
-    val_z, val_y = _stack(_load_latents(run, "val", False))
     c, h, w = (int(v) for v in info["latent_shape"][-3:])
     if h != w:
         raise DopplerDiffError(f"latents of '{run}' are {h}x{w}; the denoisers need square latents")
-    seed = cfg.train.seed if cfg.train.seed else config.seed
-    torch.manual_seed(seed)
+    return info
+
+
+def _best_weights(cfg: DiffusionConfig, work: Path, resume: str | None) -> BestWeights | None:
+    if not cfg.select_best:
+        return None
+    best = BestWeights(work / "best")
+    ckpt = resolve_resume(resume, work)
+    best.restore(checkpoint_step(ckpt) if ckpt is not None else None)
+    return best
+
+
+def _build_stage(run: Path, config: Config, info: dict[str, Any], meta: dict[str, Any],
+                 best: BestWeights | None) -> DiffusionStage:
+    """Fresh denoiser and condition encoder (seeded), the run's autoencoder and validation latents."""
+    cfg, identities = config.diffusion, list(info["identities"])
+    c, h, _ = (int(v) for v in info["latent_shape"][-3:])
+    val_z, val_y = _stack(_load_latents(run, "val", False))
+    torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     denoiser = build_denoiser(cfg, c, h, len(identities))
     encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
     vae = load_autoencoder_any(run / "autoencoder")
     colormap = str(meta.get("colormap", config.data.colormap))
-    best = None
-    if cfg.select_best:
-        best = BestWeights(work / "best")
-        ckpt = resolve_resume(resume, work)
-        best.restore(checkpoint_step(ckpt) if ckpt is not None else None)
-    stage = DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best)
-    params = {"denoiser": count_parameters(denoiser), "condition_encoder": count_parameters(encoder)}
-    log.info(
-        "diffusion: %s %.2fM params, %d train latents %s",
-        cfg.backbone,
-        params["denoiser"] / 1e6,
-        len(train_ds),
-        (c, h, w),
+    return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best)
+
+
+def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dict[str, nn.Module],
+                  meta: dict[str, Any], manifest: dict[str, Any], overwrite: bool) -> None:
+    """RUN/diffusion (denoiser, condition encoder) and RUN/pipeline, each atomically with its manifest."""
+    cfg = config.diffusion
+    den, enc = modules["denoiser"], modules.get("condition_encoder", stage.encoder)
+    with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
+        den.save_pretrained(tmp / "denoiser")
+        enc.save_pretrained(tmp / "condition_encoder")
+        config.save(tmp / "config.yaml")
+        write_manifest(tmp, kind="diffusion", **manifest)
+    stage.vae.to(den.device)
+    pipe = DopplerDiffPipeline(
+        stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
+        identities=stage.identities, colormap=stage.colormap,
+        channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
     )
+    with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
+        pipe.save_pretrained(tmp)
+        config.save(tmp / "config.yaml")
+        write_manifest(tmp, kind="pipeline", scheduler=cfg.scheduler,
+                       weights="ema" if cfg.train.ema else "raw", **manifest)
+
+
+def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+    """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline."""
+    run, cfg = Path(run), config.diffusion
+    info = _check_inputs(run, cfg, resume)
+    work = run / "train" / "diffusion"
+    meta = read_run_data(run).get("meta", {})
+    train_ds = _load_latents(run, "train", cfg.sample_posterior, cfg.latent_time_shift)
+    best = _best_weights(cfg, work, resume)
+    stage = _build_stage(run, config, info, meta, best)
+    params = {"denoiser": count_parameters(stage.denoiser),
+              "condition_encoder": count_parameters(stage.encoder)}
+    log.info("diffusion: %s %.2fM params, %d train latents %s", cfg.backbone, params["denoiser"] / 1e6,
+             len(train_ds), tuple(info["latent_shape"]))
     start = time.time()
     result = train_loop(stage, train_ds, cfg.train, work, resume=resume, progress=progress, desc="diffusion")
     acc = result.accelerator
     if acc is not None and not acc.is_main_process:
         return run / "pipeline"
-    den = result.modules["denoiser"]
-    enc = result.modules.get("condition_encoder", encoder)
     selected = best.load_into({k: result.modules[k] for k in stage.modules()}) if best is not None else None
     if selected is not None:
         log.info("diffusion: keeping the weights of step %d (lowest validation loss %.4f)", selected["step"],
                  selected["value"])
-    overwrite = resume is not None
-    with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
-        den.save_pretrained(tmp / "denoiser")
-        enc.save_pretrained(tmp / "condition_encoder")
-        config.save(tmp / "config.yaml")
-        write_manifest(
-            tmp,
-            kind="diffusion",
-            run=str(run),
-            step=result.step,
-            label_map=identities,
-            params=params,
-            latent_shape=[c, h, w],
-        )
-    vae.to(den.device)
-    pipe = DopplerDiffPipeline(
-        vae,
-        den,
-        enc,
-        make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
-        identities=identities,
-        colormap=colormap,
-        channels=int(meta.get("channels", config.data.channels)),
-        native_size=meta.get("native_size"),
-    )
-    with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
-        pipe.save_pretrained(tmp)
-        config.save(tmp / "config.yaml")
-        write_manifest(
-            tmp,
-            kind="pipeline",
-            run=str(run),
-            step=result.step,
-            label_map=identities,
-            scheduler=cfg.scheduler,
-            weights="ema" if cfg.train.ema else "raw",
-            selected_step=selected["step"] if selected else result.step,
-        )
-    write_json(
-        work / "metrics.json",
-        {
-            "step": result.step,
-            "wall_s": round(time.time() - start, 1),
-            "params": params,
-            "val": result.val,
-            "selected": selected,
-            "final_loss": result.history[-1].get("loss") if result.history else None,
-        },
-    )
+    manifest = {"run": str(run), "step": result.step, "label_map": stage.identities, "params": params,
+                "latent_shape": list(info["latent_shape"]),
+                "selected_step": selected["step"] if selected else result.step}
+    _save_outputs(run, config, stage, result.modules, meta, manifest, overwrite=resume is not None)
+    write_json(work / "metrics.json", {
+        "step": result.step, "wall_s": round(time.time() - start, 1), "params": params, "val": result.val,
+        "selected": selected, "final_loss": result.history[-1].get("loss") if result.history else None,
+    })
     return run / "pipeline"
