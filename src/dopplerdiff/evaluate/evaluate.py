@@ -36,12 +36,19 @@ import numpy as np
 import torch
 
 from dopplerdiff.config import Config
-from dopplerdiff.config.base import from_dict
-from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.images import to_unit
+from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
+from dopplerdiff.evaluate.loading import (
+    eval_device,
+    load_run_autoencoder,
+    load_run_encoder,
+    load_run_pipeline,
+    run_data_config,
+)
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
 from dopplerdiff.evaluate.parts import Part, distribution, first_per_identity, make_part, reconstruct
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
@@ -65,10 +72,6 @@ class EvalState:
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def _device(name: str | None) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _sanitize(obj: Any) -> Any:
@@ -86,71 +89,7 @@ def _sanitize(obj: Any) -> Any:
     return obj
 
 
-def _run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
-    """The data config recorded with the run wins: the encoder and autoencoder were trained on it."""
-    from dopplerdiff.data.run_data import read_run_data
-
-    if not (run / "data.json").is_file():
-        return cfg
-    recorded = read_run_data(run).get("data_config")
-    if not recorded:
-        return cfg
-    rec = from_dict(DataConfig, recorded, prefix="data.json:data_config.")
-    if (rec.size, rec.channels, rec.colormap) != (cfg.size, cfg.channels, cfg.colormap):
-        log.warning("using the run's recorded data settings (size %d, channels %d, colormap %s)",
-                    rec.size, rec.channels, rec.colormap)
-    return rec
-
-
 Arrays = tuple[np.ndarray, np.ndarray]
-
-
-def _load_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
-                  identities: list[str], st: EvalState, progress: bool) -> Any:
-    """RUN/encoder (trained on real train only); without one, an in-memory classifier on real train."""
-    from dopplerdiff.models.encoder import load_encoder
-
-    path = run / "encoder"
-    if path.is_dir():
-        enc = load_encoder(path)
-        names = enc.config.identities
-        if names is not None and list(names) != list(identities):
-            raise DopplerDiffError(f"encoder '{path}' was trained on {len(names)} identities "
-                                   f"({', '.join(names[:5])}...) but the run's data has {len(identities)} "
-                                   f"({', '.join(identities[:5])}...); retrain the encoder")
-        if enc.config.in_channels != train[0].shape[1]:
-            raise DopplerDiffError(f"encoder '{path}' expects {enc.config.in_channels} channel(s), the data "
-                                   f"has {train[0].shape[1]}")
-        return enc
-    from dopplerdiff.train.encoder import fit_classifier
-
-    steps = cfg.encoder.train.steps
-    st.missing.append(f"no encoder at '{path}': metrics use an in-memory classifier trained on real train "
-                      f"for {steps} steps (train one with `dopplerdiff train-encoder`)")
-    return fit_classifier(train[0], train[1], len(identities), cfg.encoder, steps=steps, seed=cfg.seed,
-                          augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress,
-                          identities=identities, colormap=cfg.data.colormap).eval()
-
-
-def _load_pipeline(run: Path, identities: list[str], st: EvalState, device: torch.device) -> Any | None:
-    path = run / "pipeline"
-    if not (path / "model_index.json").is_file():
-        st.missing.append(
-            f"no diffusion pipeline at '{path}' (train one with `dopplerdiff train-diffusion`): "
-            "no generated samples, so no generated accuracy, Fréchet distance of samples, "
-            "physics, memorisation, augmentation experiment or guidance sweep"
-        )
-        return None
-    from dopplerdiff.pipeline import DopplerDiffPipeline
-
-    pipe = DopplerDiffPipeline.from_pretrained(path)
-    if list(pipe.identities) != list(identities):
-        raise DopplerDiffError(
-            f"pipeline '{path}' has {len(pipe.identities)} identities but the run's data has "
-            f"{len(identities)}; they must be the same label map"
-        )
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
 
 
 def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool,
@@ -182,7 +121,7 @@ def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalSt
     st.plots["memorisation"] = plots.distance_hist_plot(fr["gen_nn_distance"], fr["test_nn_distance"],
                                                         fr["threshold"])
     for gi, ti, d in fr["examples"][:MEMORISATION_PAIRS]:
-        st.pairs.append(MemorisationPair((gen.x[gi] + 1) / 2, (train.x[ti] + 1) / 2, d, ids[gen.y[gi]],
+        st.pairs.append(MemorisationPair(to_unit(gen.x[gi]), to_unit(train.x[ti]), d, ids[gen.y[gi]],
                                          train.files[ti] if train.files else ""))
 
 
@@ -221,13 +160,6 @@ def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
                                f"{MIN_SAMPLES_FD}")
 
 
-def _load_vae(run: Path, device: torch.device) -> Any | None:
-    from dopplerdiff.models.autoencoder import load_autoencoder
-
-    path = run / "autoencoder"
-    return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
-
-
 def _sample_pool(pipe: Any, encoder: Any, cfg: Config, k: int, n: int, shape: tuple[int, ...],
                  progress: bool) -> Part:
     ecfg = cfg.evaluate
@@ -246,7 +178,7 @@ def _generated_metrics(gen: Part, cfg: Config, train: Part, test: Part, ids: lis
     real = acc["real_test"]["overall"]
     acc["ratio"] = acc["generated"]["overall"] / real if real > 0 else None
     st.metrics["distribution"]["gen_vs_test"] = distribution(gen.f, test.f, ecfg.knn_k, ecfg.seed)
-    _physics((test.x + 1) / 2, test.y, (gen.x + 1) / 2, gen.y, ids, st)
+    _physics(to_unit(test.x), test.y, to_unit(gen.x), gen.y, ids, st)
     _memorisation(gen, train, test, ids, st)
 
 
@@ -293,84 +225,125 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
             val=val if len(val[1]) else None, progress=progress)
 
 
-def evaluate_run(
-    run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
-    overwrite: bool = False, device: str | None = None, progress: bool = True,
-) -> dict[str, Any]:
-    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
-    from dopplerdiff.data.run_data import prepare_run_data
+@dataclass
+class EvalContext:
+    """What every part of one evaluation shares: settings, real parts, encoder, judge, accumulated state."""
 
-    run = Path(run)
-    if not run.is_dir():
-        raise DopplerDiffError(f"run directory '{run}' does not exist")
-    out = Path(out) if out is not None else run / "eval"
-    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before minutes of work, not after
-        raise DopplerDiffError(f"output '{out}' already exists; pass --overwrite or choose --out")
-    ecfg, dev, t0 = cfg.evaluate, _device(device), time.time()
-    cfg.data = _run_data_config(run, cfg.data)
+    cfg: Config
+    device: torch.device
+    ids: list[str]
+    train: Part
+    val: Arrays
+    test: Part
+    encoder: Any
+    st: EvalState
+    ind: IndependentEval | None
+    progress: bool
+    confusions: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def k(self) -> int:
+        return len(self.ids)
+
+
+def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
+    """Test windows through the first stage alone: the floor generated samples can at best reach."""
+    ecfg, acc, dist = ctx.cfg.evaluate, ctx.st.metrics["accuracy"], ctx.st.metrics["distribution"]
+    vae = load_run_autoencoder(run, ctx.device)
+    if vae is None:
+        ctx.st.missing.append(f"no autoencoder at '{run / 'autoencoder'}': no reconstruction floor")
+        return
+    rec = make_part(ctx.encoder, reconstruct(vae, ctx.test.x), ctx.test.y)
+    acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, ctx.k, ecfg.bootstrap, ecfg.seed)
+    dist["recon_vs_test"] = distribution(rec.f, ctx.test.f, ecfg.knn_k, ecfg.seed)
+    ctx.confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
+    if ctx.ind is not None:  # C2ST: real train windows vs reconstructions of OTHER train windows
+        pair = disjoint_pair(ctx.train.x, reconstruct(vae, ctx.train.x), seed=ecfg.seed)
+        ctx.ind.add_set("reconstruction", rec.x, rec.y, pair)
+
+
+def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
+    """One pool of samples: scored, swept over guidance and used by the augmentation experiment."""
+    ecfg, st = ctx.cfg.evaluate, ctx.st
+    pipe = load_run_pipeline(run, ctx.ids, st.missing, ctx.device)
+    if pipe is None:
+        return None
+    augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
+    n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
+    pool = _sample_pool(pipe, ctx.encoder, ctx.cfg, ctx.k, n_pool, ctx.test.x.shape[1:], ctx.progress)
+    gen = first_per_identity(pool, ecfg.num_per_identity, ctx.k)
+    _generated_metrics(gen, ctx.cfg, ctx.train, ctx.test, ctx.ids, st)
+    ctx.confusions["generated"] = st.metrics["accuracy"]["generated"]["confusion"]
+    if ctx.ind is not None:
+        ctx.ind.add_set("generated", gen.x, gen.y, (ctx.train.x, gen.x))
+    _guidance_sweep(pipe, ctx.encoder, ctx.cfg, pool, ctx.test, ctx.k, ctx.progress, st)
+    if augment_on:
+        synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
+        _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
+                      ctx.device)
+    else:
+        st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
+                          "evaluate.augment_synthetic_per_identity is 0)")
+    return gen
+
+
+def _context(run: Path, cfg: Config, data_root: Path | None, device: torch.device,
+             progress: bool) -> tuple[EvalContext, Any]:
+    """Data, encoder, real parts, the independent judge and the metrics skeleton."""
+    ecfg = cfg.evaluate
+    cfg.data = run_data_config(run, cfg.data)
     ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
     ids, k = list(ds.identities), len(ds.identities)
     tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
     check_sample_sizes(len(te), k, ecfg.num_per_identity)
     settings = {name: getattr(ecfg, name) for name in
                 ("num_per_identity", "steps", "scheduler", "guidance", "seed", "bootstrap", "knn_k")}
-    settings.update(data_size=cfg.data.size, channels=cfg.data.channels, device=str(dev))
+    settings.update(data_size=cfg.data.size, channels=cfg.data.channels, device=str(device))
     st = EvalState(metrics={
         "run": str(run.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identities": ids,
         "settings": settings, "counts": {"train": len(tr), "val": len(va), "test": len(te)},
         "accuracy": {}, "distribution": {},
     })
-    encoder = _load_encoder(run, cfg, (tr.images, tr.labels), (va.images, va.labels), ids, st, progress)
-    encoder = encoder.to(dev)
+    encoder = load_run_encoder(run, cfg, (tr.images, tr.labels), (va.images, va.labels), ids, st.missing,
+                               progress)
+    encoder = encoder.to(device)
     train = make_part(encoder, tr.images, tr.labels, tr.files)
     test = make_part(encoder, te.images, te.labels, te.files)
-    acc, dist = st.metrics["accuracy"], st.metrics["distribution"]
-    acc["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap, seed=ecfg.seed)
-    dist["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
-    confusions = {"real test": acc["real_test"]["confusion"]}
+    st.metrics["accuracy"]["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap,
+                                                            seed=ecfg.seed)
+    st.metrics["distribution"]["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
     ind = None
     if ecfg.judge_steps > 0:
-        ind = IndependentEval(ecfg, (train.x, train.y), (va.images, va.labels), (test.x, test.y), k, dev)
+        ind = IndependentEval(ecfg, (train.x, train.y), (va.images, va.labels), (test.x, test.y), k, device)
     else:
         st.missing.append("independent judge, C2ST and texture statistics disabled "
                           "(evaluate.judge_steps = 0)")
+    ctx = EvalContext(cfg, device, ids, train, (va.images, va.labels), test, encoder, st, ind, progress,
+                      {"real test": st.metrics["accuracy"]["real_test"]["confusion"]})
+    return ctx, ds
 
-    vae = _load_vae(run, dev)
-    if vae is None:
-        st.missing.append(f"no autoencoder at '{run / 'autoencoder'}': no reconstruction floor")
-    else:
-        rec = make_part(encoder, reconstruct(vae, te.images), te.labels)
-        acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, k, ecfg.bootstrap, ecfg.seed)
-        dist["recon_vs_test"] = distribution(rec.f, test.f, ecfg.knn_k, ecfg.seed)
-        confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
-        if ind is not None:  # C2ST: real train windows vs reconstructions of OTHER train windows
-            pair = disjoint_pair(train.x, reconstruct(vae, train.x), seed=ecfg.seed)
-            ind.add_set("reconstruction", rec.x, rec.y, pair)
-        del vae
 
-    pipe = _load_pipeline(run, ids, st, dev)
-    gen = None
-    if pipe is not None:
-        augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
-        n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
-        pool = _sample_pool(pipe, encoder, cfg, k, n_pool, test.x.shape[1:], progress)
-        gen = first_per_identity(pool, ecfg.num_per_identity, k)
-        _generated_metrics(gen, cfg, train, test, ids, st)
-        confusions["generated"] = acc["generated"]["confusion"]
-        if ind is not None:
-            ind.add_set("generated", gen.x, gen.y, (train.x, gen.x))
-        _guidance_sweep(pipe, encoder, cfg, pool, test, k, progress, st)
-        if augment_on:
-            synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, k)
-            _augmentation(synthetic, cfg, train, (va.images, va.labels), test, k, progress, st, ind, dev)
-        else:
-            st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
-                              "evaluate.augment_synthetic_per_identity is 0)")
-    if ind is not None:
-        ind.write(st.metrics, st.plots)
-    st.plots["confusion"] = plots.confusion_plot(confusions, ids)
-    st.examples = _examples((test.x + 1) / 2, test.y, None if gen is None else (gen.x + 1) / 2,
-                            None if gen is None else gen.y, ids)
+def evaluate_run(
+    run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
+    overwrite: bool = False, device: str | None = None, progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
+    run = Path(run)
+    if not run.is_dir():
+        raise DopplerDiffError(f"run directory '{run}' does not exist")
+    out = Path(out) if out is not None else run / "eval"
+    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before minutes of work, not after
+        raise DopplerDiffError(f"output '{out}' already exists; pass --overwrite or choose --out")
+    t0 = time.time()
+    ctx, ds = _context(run, cfg, data_root, eval_device(device), progress)
+    st, test = ctx.st, ctx.test
+    _reconstruction_part(ctx, run)
+    gen = _generation_part(ctx, run)
+    if ctx.ind is not None:
+        ctx.ind.write(st.metrics, st.plots)
+    st.plots["confusion"] = plots.confusion_plot(ctx.confusions, ctx.ids)
+    st.examples = _examples(to_unit(test.x), test.y, None if gen is None else to_unit(gen.x),
+                            None if gen is None else gen.y, ctx.ids)
     st.metrics["missing"] = st.missing
     st.metrics["seconds"] = round(time.time() - t0, 1)
     metrics = _sanitize(st.metrics)
@@ -381,7 +354,7 @@ def evaluate_run(
         atomic_write_bytes(tmp / "report.html", html_text.encode("utf-8"))
         cfg.save(tmp / "config.yaml")
         write_manifest(tmp, command="evaluate", run=str(run.resolve()),
-                       data_root=str(ds.meta.get("root", "")), seed=ecfg.seed, identities=ids,
+                       data_root=str(ds.meta.get("root", "")), seed=cfg.evaluate.seed, identities=ctx.ids,
                        missing=st.missing)
     log.info("wrote %s and %s (%.0f s)", out / "metrics.json", out / "report.html", time.time() - t0)
     return metrics

@@ -1,0 +1,94 @@
+"""What an evaluation loads from a run: its data settings, encoder, autoencoder and pipeline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dopplerdiff.config import Config
+from dopplerdiff.config.base import from_dict
+from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.run_data import read_run_data
+from dopplerdiff.errors import DopplerDiffError
+
+log = logging.getLogger(__name__)
+Arrays = tuple[Any, Any]
+
+
+def eval_device(name: str | None) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
+    """The data config recorded with the run wins: the encoder and autoencoder were trained on it."""
+    if not (run / "data.json").is_file():
+        return cfg
+    recorded = read_run_data(run).get("data_config")
+    if not recorded:
+        return cfg
+    rec = from_dict(DataConfig, recorded, prefix="data.json:data_config.")
+    if (rec.size, rec.channels, rec.colormap) != (cfg.size, cfg.channels, cfg.colormap):
+        log.warning("using the run's recorded data settings (size %d, channels %d, colormap %s)",
+                    rec.size, rec.channels, rec.colormap)
+    return rec
+
+
+def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
+                  identities: list[str], missing: list[str], progress: bool) -> Any:
+    """RUN/encoder (trained on real train only); without one, an in-memory classifier on real train."""
+    from dopplerdiff.models.encoder import load_encoder
+
+    path = run / "encoder"
+    if path.is_dir():
+        enc = load_encoder(path)
+        names = enc.config.identities
+        if names is not None and list(names) != list(identities):
+            raise DopplerDiffError(f"encoder '{path}' was trained on {len(names)} identities "
+                                   f"({', '.join(names[:5])}...) but the run's data has {len(identities)} "
+                                   f"({', '.join(identities[:5])}...); retrain the encoder")
+        if enc.config.in_channels != train[0].shape[1]:
+            raise DopplerDiffError(f"encoder '{path}' expects {enc.config.in_channels} channel(s), the data "
+                                   f"has {train[0].shape[1]}")
+        return enc
+    from dopplerdiff.train.encoder import fit_classifier
+
+    steps = cfg.encoder.train.steps
+    missing.append(f"no encoder at '{path}': metrics use an in-memory classifier trained on real train "
+                      f"for {steps} steps (train one with `dopplerdiff train-encoder`)")
+    return fit_classifier(train[0], train[1], len(identities), cfg.encoder, steps=steps, seed=cfg.seed,
+                          augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress,
+                          identities=identities, colormap=cfg.data.colormap).eval()
+
+
+def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
+                      device: torch.device) -> Any | None:
+    path = run / "pipeline"
+    if not (path / "model_index.json").is_file():
+        missing.append(
+            f"no diffusion pipeline at '{path}' (train one with `dopplerdiff train-diffusion`): "
+            "no generated samples, so no generated accuracy, Fréchet distance of samples, "
+            "physics, memorisation, augmentation experiment or guidance sweep"
+        )
+        return None
+    from dopplerdiff.pipeline import DopplerDiffPipeline
+
+    pipe = DopplerDiffPipeline.from_pretrained(path)
+    if list(pipe.identities) != list(identities):
+        raise DopplerDiffError(
+            f"pipeline '{path}' has {len(pipe.identities)} identities but the run's data has "
+            f"{len(identities)}; they must be the same label map"
+        )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def load_run_autoencoder(run: Path, device: torch.device) -> Any | None:
+    from dopplerdiff.models.autoencoder import load_autoencoder
+
+    path = run / "autoencoder"
+    return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None
