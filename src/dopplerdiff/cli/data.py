@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
+from dopplerdiff.data.contact import identity_rows, save_grid
+from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.split import leak_free_split, split_summary
 from dopplerdiff.errors import DopplerDiffError
 
 
@@ -30,15 +36,25 @@ def inspect_cmd(
     quiet: bool = QuietOpt,
 ) -> None:
     """Summarise a spectrogram folder: identities, recordings, sizes, file types, the leak-free split."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dopplerdiff.data.contact import identity_rows, save_grid
-    from dopplerdiff.data.images import load_spectrograms
-    from dopplerdiff.data.split import leak_free_split, split_summary
-
     setup_logging(quiet)
     cfg = resolve_config(config, overrides)
+    sheet = _sheet_path(data, sheet, force)
+    t0 = time.perf_counter()
+    ds = load_spectrograms(data, cfg.data, progress=not quiet)
+    load_s = time.perf_counter() - t0
+    summary = split_summary(ds, leak_free_split(ds, cfg.data.split))
+    console = Console()
+    console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities")
+    console.print(_split_table(ds, summary))
+    for line in _facts(ds, summary, cfg, load_s):
+        console.print(line)
+    rows, labels = identity_rows(ds, per_identity)
+    save_grid(sheet, rows, cfg.data.colormap, labels)
+    console.print(f"contact sheet: {sheet}")
+
+
+def _sheet_path(data: Path, sheet: Path | None, force: bool) -> Path:
+    """The contact sheet's path: a new .png outside DATA (an existing one only with --force)."""
     data_res = Path(data).resolve()
     sheet = Path(sheet) if sheet is not None else Path.cwd() / f"inspect_{data_res.name or 'data'}.png"
     if sheet.resolve().is_relative_to(data_res):
@@ -49,16 +65,11 @@ def inspect_cmd(
         raise DopplerDiffError(f"--sheet '{sheet}' must be a .png file")
     if sheet.exists() and not force:
         raise DopplerDiffError(f"contact sheet '{sheet}' already exists; pass --force to replace it")
+    return sheet
 
-    t0 = time.perf_counter()
-    ds = load_spectrograms(data, cfg.data, progress=not quiet)
-    load_s = time.perf_counter() - t0
-    split = leak_free_split(ds, cfg.data.split)
-    summary = split_summary(ds, split)
-    meta = ds.meta
 
-    console = Console()
-    console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities")
+def _split_table(ds: Any, summary: dict[str, Any]) -> Table:
+    """One row per identity: files, recordings, window span and the split's counts."""
     table = Table()
     for col in ("identity", "files", "recordings", "windows", "train", "val", "test", "gap"):
         table.add_column(col, justify="left" if col == "identity" else "right")
@@ -70,9 +81,12 @@ def inspect_cmd(
     tot = summary["totals"]
     table.add_row("total", str(len(ds)), str(len(set(ds.recordings))), "",
                   *(str(tot[k]) for k in ("train", "val", "test", "gap")), style="bold")
-    console.print(table)
+    return table
 
-    sp = cfg.data.split
+
+def _facts(ds: Any, summary: dict[str, Any], cfg: Any, load_s: float) -> list[str]:
+    """Sizes, file types, colormap fit, window-index source, the split rule, and warnings."""
+    meta, sp, tot = ds.meta, cfg.data.split, summary["totals"]
     lines = [
         f"native sizes (HxW): {_counts(meta['native_sizes'])}"
         + ("  [mixed sizes: all resized]" if len(meta["native_sizes"]) > 1 else ""),
@@ -103,9 +117,4 @@ def inspect_cmd(
     missing = [r["identity"] for r in summary["identities"] if r["train"] == 0]
     if missing:
         lines.append(f"[yellow]warning: no training windows for {', '.join(missing)}[/yellow]")
-    for line in lines:
-        console.print(line)
-
-    rows, labels = identity_rows(ds, per_identity)
-    save_grid(sheet, rows, cfg.data.colormap, labels)
-    console.print(f"contact sheet: {sheet}")
+    return lines
