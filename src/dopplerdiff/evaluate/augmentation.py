@@ -13,7 +13,7 @@ The synthetic images may be the scored evaluation samples (``dopplerdiff.evaluat
 pool): generation after training sees no real test window, so nothing leaks into the test score.
 
 All images are (N, C, H, W) float32 in [-1, 1]. The classifier functions default to
-``dopplerdiff.train.encoder.fit_classifier`` / ``predict`` and can be injected (tests, other models).
+``dopplerdiff.classifier.fit_classifier`` / ``predict`` and can be injected (tests, other models).
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from dopplerdiff.classifier import fit_classifier
+from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import AugmentConfig, EncoderConfig
 from dopplerdiff.errors import DopplerDiffError
 
@@ -79,12 +81,8 @@ def run_augmentation_experiment(
 
     ``val`` (real validation windows) is passed to every arm alike for model selection; test is never used.
     """
-    if fit is None or predict is None:
-        from dopplerdiff.train.encoder import fit_classifier
-        from dopplerdiff.train.encoder import predict as enc_predict
-
-        fit = fit or fit_classifier
-        predict = predict or enc_predict
+    fit = fit or fit_classifier
+    predict = predict or classifier_predict
     if steps < 1:
         raise DopplerDiffError(f"augmentation experiment: steps must be >= 1, got {steps}")
     if len(seeds) < 1:

@@ -122,7 +122,7 @@ def _load_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
             raise DopplerDiffError(f"encoder '{path}' expects {enc.config.in_channels} channel(s), the data "
                                    f"has {train[0].shape[1]}")
         return enc
-    from dopplerdiff.train.encoder import fit_classifier
+    from dopplerdiff.classifier import fit_classifier
 
     steps = cfg.encoder.train.steps
     st.missing.append(f"no encoder at '{path}': metrics use an in-memory classifier trained on real train "
