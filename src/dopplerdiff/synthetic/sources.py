@@ -46,6 +46,13 @@ class RealSources:
     def count(self, k: int) -> int:
         return len(self.images.get(k, ()))
 
+    def limit(self, m: int) -> RealSources:
+        """Only the first ``m`` windows of each identity (a real-data budget)."""
+        cut = {k: slice(0, m) for k in self.images}
+        return RealSources(self.origin, {k: v[cut[k]] for k, v in self.paths.items()},
+                           {k: v[cut[k]] for k, v in self.names.items()},
+                           {k: v[cut[k]] for k, v in self.images.items()})
+
 
 def split_files(run: Path, part: str = "train") -> tuple[Path, dict[str, list[str]]]:
     """(data root, {identity: files of ``part`` relative to the root, natural order}) from RUN/data.json."""

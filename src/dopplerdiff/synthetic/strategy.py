@@ -66,12 +66,18 @@ def _encoder(run: Path, label_map: list[str]) -> Any:
 
 
 def resolve(
-    strategy: Strategy, run: Path, label_map: list[str], cfg: DataConfig, steps: int
+    strategy: Strategy, run: Path, label_map: list[str], cfg: DataConfig, steps: int,
+    budget: int | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments for ``write_generated``/``draw``: guidance_interval, sources, strength, filter."""
+    """Keyword arguments for ``write_generated``/``draw``: guidance_interval, sources, strength, filter.
+
+    ``budget``: only the first ``budget`` training windows per identity seed samples and set physics ranges.
+    """
     strategy.check(steps)
     s = strategy
     sources = real_sources(s.from_real, run, label_map, cfg) if s.from_real else None
+    if sources is not None and budget is not None and s.from_real == "split":
+        sources = sources.limit(budget)
     out: dict[str, Any] = {
         "guidance_interval": tuple(s.guidance_interval) if s.guidance_interval else None,
         "sources": sources,
@@ -84,6 +90,7 @@ def resolve(
         real01 = labels = None
         if s.physics_stats:
             train = sources if s.from_real == "split" else train_sources(run, label_map, cfg)
+            train = train.limit(budget) if budget is not None else train
             real01 = np.concatenate([(train.images[k] + 1) / 2 for k in sorted(train.images)])
             labels = np.concatenate([np.full(train.count(k), k) for k in sorted(train.images)])
         out["sample_filter"] = build_filter(enc, real01, labels, min_confidence=s.min_confidence,
