@@ -42,8 +42,10 @@ def render(
     sources: Any = None,
     strength: float = 1.0,
     bar: Any = None,
+    output_type: str = "pt",
 ) -> np.ndarray:
-    """Images (N,C,H,W) in [0,1] for jobs ``(identity, index)``, each from its own ``sample_seed``.
+    """Images (N,C,H,W) in [0,1] for jobs ``(identity, index)``, each from its own ``sample_seed``
+    (``output_type="latent"``: the model-space latents instead).
 
     With ``sources`` (an object with ``image(k, i)`` -> (C,H,W) in [-1,1]) each job is img2img from its source
     window at ``strength``; otherwise from pure noise. Uses the pipeline's current scheduler.
@@ -61,7 +63,7 @@ def render(
             num_inference_steps=steps,
             guidance_scale=guidance,
             generator=gens,
-            output_type="pt",
+            output_type=output_type,
             guidance_interval=guidance_interval,
             **img2img,
         ).images
