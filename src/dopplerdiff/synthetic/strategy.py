@@ -17,7 +17,13 @@ from dopplerdiff.config.data import DataConfig
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.encoder import load_encoder
 from dopplerdiff.sampling import check_interval, check_strength
-from dopplerdiff.synthetic.filtering import DEFAULT_QUANTILES, DEFAULT_STATS, build_filter
+from dopplerdiff.synthetic.filtering import (
+    DEFAULT_QUANTILES,
+    DEFAULT_STATS,
+    build_filter,
+    check_quantiles,
+    check_stats,
+)
 from dopplerdiff.synthetic.sources import real_sources, train_sources
 
 DEFAULT_STRENGTH = 0.6
@@ -44,6 +50,11 @@ class Strategy:
             check_strength(self.strength if self.strength is not None else DEFAULT_STRENGTH, steps)
         if self.max_attempts < 1:
             raise DopplerDiffError(f"--max-attempts must be >= 1, got {self.max_attempts}")
+        if self.filter:
+            check_quantiles(self.physics_quantiles)
+            check_stats(self.physics_stats)
+            if not 0.0 <= self.min_confidence <= 1.0:
+                raise DopplerDiffError(f"--min-confidence must be in [0, 1], got {self.min_confidence}")
 
     def describe(self) -> str:
         parts = ["from-real" if self.from_real else "noise"]
