@@ -159,3 +159,18 @@ def test_augment_budget_larger_than_data(setup, tmp_path, cli):
     assert code == 2 and "larger than the data" in err and not (tmp_path / "o").exists()
     code, _, err = cli("augment", "--run", setup[0], "--out", tmp_path / "o", "-q")
     assert code == 2 and "exactly one of" in err
+
+
+def test_read_synthetic_takes_generate_and_augment_outputs(setup, tmp_path, cli, smoke_config):
+    from dopplerdiff.evaluate.augmentation import read_synthetic
+
+    run = setup[0]
+    names = json.loads((run / "data.json").read_text())["identities"]
+    assert cli("generate", "--run", run, "-i", "ID_2", "--num", "2", "--steps", "2", "--out", tmp_path / "g",
+               "-q")[0] == 0
+    x, y = read_synthetic(tmp_path / "g", names, smoke_config.data)
+    assert x.shape == (2, 1, 16, 16) and list(y) == [1, 1] and x.min() >= -1 and x.max() <= 1
+    assert cli("augment", "--run", run, "--per-identity", "1", "--steps", "2", "--out", tmp_path / "a",
+               "-q")[0] == 0
+    x, y = read_synthetic(tmp_path / "a", names, smoke_config.data)
+    assert sorted(y) == [0, 1, 2]  # the 24 real windows of the folder are left out
