@@ -36,6 +36,7 @@ def _imported_modules(path: Path) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):  # every import, also those inside functions
         if isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)  # from dopplerdiff import train
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
     return names
