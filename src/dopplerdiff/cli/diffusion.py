@@ -97,7 +97,7 @@ def generate_cmd(
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
     strategy = strategy_from(guidance_interval, from_real, strength, filter_, min_confidence, physics_stats,
                              physics_quantiles, max_attempts)
-    if Path(out).exists() and any(Path(out).iterdir()):
+    if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir())):
         raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
     cfg = config_for(run, config, list(overrides or []))
     d = cfg.diffusion
