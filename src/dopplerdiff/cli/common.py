@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -41,3 +42,49 @@ def existing_dir(path: Path, what: str) -> Path:
     if not Path(path).is_dir():
         raise DopplerDiffError(f"{what} '{path}' is not a directory")
     return Path(path)
+
+
+GuidanceIntervalOpt = typer.Option(
+    None, "--guidance-interval", help="LO HI: guidance only for noise levels t/T in [LO, HI]."
+)
+FromRealOpt = typer.Option(
+    None, "--from-real", help="'split' (the run's training windows) or a folder ID_k/*: seeds."
+)
+StrengthOpt = typer.Option(None, "--strength", help="Noise strength in (0, 1] (--from-real; default 0.6).")
+FilterOpt = typer.Option(False, "--filter", help="Keep samples passing confidence + physics tests.")
+MinConfidenceOpt = typer.Option(
+    0.5, "--min-confidence", help="--filter: least softmax confidence of the intended identity (0 = off)."
+)
+PhysicsStatsOpt = typer.Option(
+    None, "--physics-stats",
+    help="--filter: comma-separated physics statistics to keep in the identity's real range ('' = off; "
+    "default extent,peak_extent,background,mean_intensity,occupancy).",
+)
+PhysicsQuantilesOpt = typer.Option(
+    "0.025:0.975", "--physics-quantiles", help="--filter: the real training range LO:HI as quantiles."
+)
+MaxAttemptsOpt = typer.Option(10, "--max-attempts", help="--filter: attempts per wanted sample, then error.")
+
+
+def strategy_from(
+    guidance_interval: tuple[float, float] | None, from_real: str | None, strength: float | None,
+    filter_: bool, min_confidence: float, physics_stats: str | None, physics_quantiles: str,
+    max_attempts: int,
+) -> Any:
+    """A ``synthetic.strategy.Strategy`` from the shared sampling options."""
+    from dopplerdiff.synthetic.strategy import Strategy
+
+    try:
+        lo, hi = (float(v) for v in physics_quantiles.split(":"))
+    except ValueError:
+        msg = f"--physics-quantiles '{physics_quantiles}' must be LO:HI, e.g. 0.025:0.975"
+        raise DopplerDiffError(msg) from None
+    finite(strength)
+    finite(min_confidence)
+    stats = {} if physics_stats is None else {
+        "physics_stats": tuple(s.strip() for s in physics_stats.split(",") if s.strip())}
+    return Strategy(
+        guidance_interval=tuple(guidance_interval) if guidance_interval else None, from_real=from_real,
+        strength=strength, filter=filter_, min_confidence=min_confidence, physics_quantiles=(lo, hi),
+        max_attempts=max_attempts, **stats,
+    )

@@ -8,7 +8,23 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, finite, setup_logging
+from dopplerdiff.cli.common import (
+    ConfigOpt,
+    FilterOpt,
+    FromRealOpt,
+    GuidanceIntervalOpt,
+    MaxAttemptsOpt,
+    MinConfidenceOpt,
+    OverridesArg,
+    PhysicsQuantilesOpt,
+    PhysicsStatsOpt,
+    QuietOpt,
+    StrengthOpt,
+    existing_dir,
+    finite,
+    setup_logging,
+    strategy_from,
+)
 from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
 
@@ -53,28 +69,50 @@ def generate_cmd(
     batch_size: int = typer.Option(
         16, "--batch-size", min=1, help="Images per sampler batch (results do not depend on it)."
     ),
+    guidance_interval: tuple[float, float] = GuidanceIntervalOpt,
+    from_real: str = FromRealOpt,
+    strength: float = StrengthOpt,
+    filter_: bool = FilterOpt,
+    min_confidence: float = MinConfidenceOpt,
+    physics_stats: str = PhysicsStatsOpt,
+    physics_quantiles: str = PhysicsQuantilesOpt,
+    max_attempts: int = MaxAttemptsOpt,
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Generate spectrograms of chosen identities in the input data's layout, colormap and native size."""
+    """Generate spectrograms of chosen identities in the input data's layout, colormap and native size.
+
+    Strategies: --guidance-interval; --from-real split|DIR --strength S (variations of real windows);
+    --filter (oversample until N samples pass the run's encoder confidence and physics ranges)."""
+    import dataclasses
+
     from dopplerdiff.data.run_data import read_run_data
     from dopplerdiff.generate import load_run_pipeline, write_generated
+    from dopplerdiff.synthetic.strategy import resolve
 
     setup_logging(quiet)
     existing_dir(run, "--run")
     if bool(identity) == all_ids:
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
+    strategy = strategy_from(guidance_interval, from_real, strength, filter_, min_confidence, physics_stats,
+                             physics_quantiles, max_attempts)
+    if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir())):
+        raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
     cfg = config_for(run, config, list(overrides or []))
     d = cfg.diffusion
+    steps = steps if steps is not None else d.num_inference_steps
+    strategy.check(steps)
     pipe = load_run_pipeline(run)
+    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
+    plan = resolve(strategy, run, pipe.identities, data_cfg, steps)
     meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
     path = write_generated(
         pipe,
         out,
         None if all_ids else list(identity),
         num,
-        steps=steps if steps is not None else d.num_inference_steps,
+        steps=steps,
         guidance=guidance if guidance is not None else d.guidance_scale,
         scheduler=scheduler or d.scheduler,
         seed=seed,
@@ -85,6 +123,7 @@ def generate_cmd(
         progress=not quiet,
         extra_manifest={"run": str(run)},
         config=cfg,
+        **plan,
     )
     if not quiet:
         typer.echo(f"wrote {path}")

@@ -12,20 +12,28 @@ Every arm is repeated for each seed; the result gives mean ± std over seeds and
 The synthetic images may be the scored evaluation samples (``dopplerdiff.evaluate.evaluate`` reuses its
 pool): generation after training sees no real test window, so nothing leaks into the test score.
 
-All images are (N, C, H, W) float32 in [-1, 1]. The classifier functions default to
-``dopplerdiff.train.encoder.fit_classifier`` / ``predict`` and can be injected (tests, other models).
+All images are (N, C, H, W) float32 in [-1, 1]. ``read_synthetic(folder, identities, cfg)`` reads the
+synthetic windows of a `generate` or `augment` output (any sampling strategy) into such a set. The classifier
+functions default to ``dopplerdiff.classifier.fit_classifier`` / ``predict`` and can be injected (tests,
+other models).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dopplerdiff.classifier import fit_classifier
+from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import AugmentConfig, EncoderConfig
+from dopplerdiff.config.data import DataConfig
+from dopplerdiff.data.images import from_unit, read_file, resize
 from dopplerdiff.errors import DopplerDiffError
 
 log = logging.getLogger(__name__)
@@ -59,6 +67,27 @@ def _summary(runs: list[float]) -> dict[str, Any]:
     return {"mean": float(arr.mean()), "std": std, "runs": [float(x) for x in arr]}
 
 
+def read_synthetic(folder: Path, identities: list[str], cfg: DataConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Synthetic windows of a `generate` or `augment` output -> (images in [-1, 1] at ``cfg.size``, labels
+    in the order of ``identities``); real windows of an augment output are left out."""
+    man = json.loads((Path(folder) / "manifest.json").read_text())
+    if man.get("kind") == "augment":
+        rels = [(f["identity"], f["file"]) for f in man["files"] if f["synthetic"]]
+    elif man.get("kind") == "generate":
+        rels = [(name, rel) for name, files in man["files"].items() for rel in files]
+    else:
+        kind = man.get("kind")
+        raise DopplerDiffError(f"'{folder}' is not a generate or augment output (manifest kind {kind})")
+    unknown = sorted({n for n, _ in rels} - set(identities))
+    if unknown:
+        raise DopplerDiffError(f"synthetic set '{folder}' has identities unknown here: {', '.join(unknown)}")
+    if not rels:
+        raise DopplerDiffError(f"synthetic set '{folder}' holds no synthetic windows")
+    images = [resize(read_file(Path(folder) / rel, cfg).array, cfg.size, cfg.resample) for _, rel in rels]
+    labels = np.array([identities.index(n) for n, _ in rels], dtype=np.int64)
+    return from_unit(np.stack(images)).astype(np.float32), labels
+
+
 def run_augmentation_experiment(
     real_train: tuple[np.ndarray, np.ndarray],
     real_test: tuple[np.ndarray, np.ndarray],
@@ -79,12 +108,8 @@ def run_augmentation_experiment(
 
     ``val`` (real validation windows) is passed to every arm alike for model selection; test is never used.
     """
-    if fit is None or predict is None:
-        from dopplerdiff.train.encoder import fit_classifier
-        from dopplerdiff.train.encoder import predict as enc_predict
-
-        fit = fit or fit_classifier
-        predict = predict or enc_predict
+    fit = fit or fit_classifier
+    predict = predict or classifier_predict
     if steps < 1:
         raise DopplerDiffError(f"augmentation experiment: steps must be >= 1, got {steps}")
     if len(seeds) < 1:

@@ -8,11 +8,15 @@ from typing import Any
 
 import torch
 
+from dopplerdiff.classifier import fit_classifier
 from dopplerdiff.config import Config
 from dopplerdiff.config.base import from_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.autoencoder import load_autoencoder
+from dopplerdiff.models.encoder import load_encoder
+from dopplerdiff.pipeline import DopplerDiffPipeline
 
 log = logging.getLogger(__name__)
 Arrays = tuple[Any, Any]
@@ -41,8 +45,6 @@ def run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
 def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
                   identities: list[str], missing: list[str], progress: bool) -> Any:
     """RUN/encoder (trained on real train only); without one, an in-memory classifier on real train."""
-    from dopplerdiff.models.encoder import load_encoder
-
     path = run / "encoder"
     if path.is_dir():
         enc = load_encoder(path)
@@ -55,8 +57,6 @@ def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
             raise DopplerDiffError(f"encoder '{path}' expects {enc.config.in_channels} channel(s), the data "
                                    f"has {train[0].shape[1]}")
         return enc
-    from dopplerdiff.train.encoder import fit_classifier
-
     steps = cfg.encoder.train.steps
     missing.append(f"no encoder at '{path}': metrics use an in-memory classifier trained on real train "
                       f"for {steps} steps (train one with `dopplerdiff train-encoder`)")
@@ -75,8 +75,6 @@ def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
             "physics, memorisation, augmentation experiment or guidance sweep"
         )
         return None
-    from dopplerdiff.pipeline import DopplerDiffPipeline
-
     pipe = DopplerDiffPipeline.from_pretrained(path)
     if list(pipe.identities) != list(identities):
         raise DopplerDiffError(
@@ -88,7 +86,5 @@ def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
 
 
 def load_run_autoencoder(run: Path, device: torch.device) -> Any | None:
-    from dopplerdiff.models.autoencoder import load_autoencoder
-
     path = run / "autoencoder"
     return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None

@@ -10,8 +10,8 @@
   ``kid_images`` is the torchmetrics version on images.
 * ``precision_recall(real, fake, k)``: k-NN precision/recall (Kynkäänniemi et al., 2019), plus density and
   coverage (Naeem et al., 2020).
-* ``identity_accuracy(pred, labels, num_classes)``: overall and per-identity accuracy with a percentile
-  bootstrap 95 % CI and the confusion matrix.
+* ``identity_accuracy(pred, labels, num_classes)`` (defined in ``dopplerdiff.classifier``): overall and
+  per-identity accuracy with a percentile bootstrap 95 % CI and the confusion matrix.
 
 Too few samples raise ``DopplerDiffError`` stating the minimum (``MIN_SAMPLES_FD`` = 2 per set for a
 covariance; a KID subset needs 2 samples and at most as many as the smaller set). The Fréchet distance is
@@ -21,13 +21,13 @@ biased upwards when a set has fewer samples than feature dimensions; compare val
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dopplerdiff.classifier import identity_accuracy  # noqa: F401 - kept importable from here
 from dopplerdiff.errors import DopplerDiffError
 
 MIN_SAMPLES_FD = 2
@@ -206,54 +206,4 @@ def precision_recall(real: Any, fake: Any, k: int = 3) -> dict[str, float]:
         "density": float(in_real.sum(axis=0).mean() / k),
         "coverage": float(in_real.any(axis=1).mean()),
         "k": k,
-    }
-
-
-def identity_accuracy(
-    pred: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray, num_classes: int,
-    bootstrap: int = 1000, seed: int = 0,
-) -> dict[str, Any]:
-    """Identity accuracy with a percentile bootstrap CI.
-
-    ``pred`` is (N,) predicted labels or (N, K) logits/scores (argmax is taken). Returns ``overall``,
-    ``ci95`` [lo, hi] (resampling samples with replacement ``bootstrap`` times), ``per_identity`` (accuracy
-    per class, None where a class has no samples), ``per_identity_n``, ``per_identity_ci95``,
-    ``confusion`` (K x K, rows = true, columns = predicted), ``n`` and ``chance`` = 1/K.
-    """
-    p = np.asarray(pred)
-    if p.ndim == 2:
-        p = p.argmax(axis=1)
-    p = p.astype(np.int64)
-    y = np.asarray(labels).astype(np.int64)
-    if p.shape != y.shape or y.ndim != 1:
-        raise DopplerDiffError(f"identity_accuracy: predictions {p.shape} and labels {y.shape} differ")
-    if len(y) == 0:
-        raise DopplerDiffError("identity_accuracy needs at least one sample")
-    if y.min() < 0 or y.max() >= num_classes or p.min() < 0 or p.max() >= num_classes:
-        raise DopplerDiffError(f"identity_accuracy: labels must be in [0, {num_classes - 1}]")
-    correct = (p == y).astype(np.float64)
-    rng = np.random.default_rng(seed)
-    ci = [float(correct.mean())] * 2
-    per_ci: list[list[float] | None] = [None] * num_classes
-    if bootstrap > 0:
-        idx = rng.integers(0, len(y), size=(bootstrap, len(y)))
-        ci = [float(v) for v in np.percentile(correct[idx].mean(axis=1), [2.5, 97.5])]
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (y, p), 1)
-    per: list[float | None] = []
-    for c in range(num_classes):
-        sel = correct[y == c]
-        per.append(float(sel.mean()) if len(sel) else None)
-        if bootstrap > 0 and len(sel):
-            boot = sel[rng.integers(0, len(sel), size=(bootstrap, len(sel)))].mean(axis=1)
-            per_ci[c] = [float(v) for v in np.percentile(boot, [2.5, 97.5])]
-    return {
-        "overall": float(correct.mean()),
-        "ci95": ci,
-        "per_identity": per,
-        "per_identity_n": [int((y == c).sum()) for c in range(num_classes)],
-        "per_identity_ci95": per_ci,
-        "confusion": confusion.tolist(),
-        "n": int(len(y)),
-        "chance": 1.0 / num_classes,
     }

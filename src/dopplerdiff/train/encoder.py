@@ -6,14 +6,13 @@
   ``RUN/train/encoder`` (``out.parent/train/<out.name>``), selects the weights with the best
   validation accuracy and writes ``out`` (``save_pretrained``) + ``metrics.json`` (val/test accuracy with
   bootstrap CIs, per-identity accuracy, confusion) + ``config.yaml`` + ``manifest.json``, atomically.
-* ``fit_classifier(images, labels, num_classes, cfg, steps=, seed=, augment=, val=)``: the same model and
-  loss in a small in-memory loop for experiments (no files), deterministic per seed.
-* ``predict(encoder, images) -> (logits, embeddings)`` as numpy arrays.
+* ``evaluate_encoder``: identity accuracy of an encoder on a labelled set.
+
+The loss, ``fit_classifier`` and ``predict`` live in ``dopplerdiff.classifier`` (shared with evaluation).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import time
@@ -22,11 +21,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from diffusers.optimization import get_scheduler
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+# fit_classifier / predict / supcon_loss are re-exported: they lived here before moving to the shared module
+from dopplerdiff.classifier import (  # noqa: F401
+    accuracy_of,
+    encoder_loss,
+    fit_classifier,
+    identity_accuracy,
+    predict,
+    supcon_loss,
+)
 from dopplerdiff.config import Config
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.encoder import EncoderConfig
@@ -39,141 +44,11 @@ from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json, wr
 log = logging.getLogger(__name__)
 
 
-def supcon_loss(emb: Tensor, labels: Tensor, temperature: float) -> Tensor:
-    """Supervised contrastive loss (Khosla et al. 2020, L_out) on L2-normalised embeddings (B, D).
-
-    Anchors without another sample of their class in the batch are skipped; 0 if there are none.
-    """
-    b = emb.shape[0]
-    sim = emb.float() @ emb.float().T / temperature
-    eye = torch.eye(b, dtype=torch.bool, device=emb.device)
-    sim = sim.masked_fill(eye, float("-inf"))
-    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
-    pos = (labels[:, None] == labels[None, :]) & ~eye
-    n_pos = pos.sum(1)
-    has = n_pos > 0
-    if not has.any():
-        return emb.sum() * 0.0
-    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
-    return -mean_log_prob.mean()
-
-
-def encoder_loss(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig
-) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy (+ label smoothing) + ``supcon_weight`` x supervised contrastive; terms for logging."""
-    emb, logits = model(x)
-    ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
-    terms = {"ce": float(ce.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
-    loss = ce
-    if cfg.supcon_weight > 0:
-        sc = supcon_loss(emb, y, cfg.supcon_temperature)
-        loss = loss + cfg.supcon_weight * sc
-        terms["supcon"] = float(sc.detach())
-    return loss, terms
-
-
-@torch.no_grad()
-def predict(
-    encoder: SpectrogramEncoder, images: np.ndarray | Tensor, batch_size: int = 256
-) -> tuple[np.ndarray, np.ndarray]:
-    """(logits (N, K), L2-normalised embeddings (N, D)) for images (N, C, H, W) in [-1, 1], eval mode."""
-    was_training = encoder.training
-    encoder.eval()
-    t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images, dtype=torch.float32)
-    dev = next(encoder.parameters()).device
-    logits, embs = [], []
-    try:
-        for i in range(0, len(t), batch_size):
-            e, lg = encoder(t[i : i + batch_size].to(dev))
-            logits.append(lg.float().cpu())
-            embs.append(e.float().cpu())
-    finally:
-        encoder.train(was_training)
-    if not logits:
-        k, d = encoder.config.num_classes, encoder.config.embed_dim
-        return np.zeros((0, k), np.float32), np.zeros((0, d), np.float32)
-    return torch.cat(logits).numpy(), torch.cat(embs).numpy()
-
-
-def _accuracy(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndarray, bs: int) -> float:
-    logits, _ = predict(encoder, images, bs)
-    return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
-
-
-def fit_classifier(
-    images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
-    augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
-    progress: bool = False, identities: list[str] | None = None, colormap: str = "jet",
-    device: str | torch.device = "cpu",
-) -> SpectrogramEncoder:
-    """Train an encoder in memory (no files) on images (N, C, H, W) in [-1, 1]; returns it in eval mode.
-
-    Uses ``cfg.train`` for batch size, lr, weight decay, warmup, schedule and clipping (``steps``
-    overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
-    returned (model selection on validation only). Deterministic for a given ``seed``.
-    """
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if x_all.ndim != 4 or len(x_all) != len(y_all):
-        raise DataError(
-            f"fit_classifier: images must be (N, C, H, W) matching labels, got {tuple(x_all.shape)}"
-        )
-    if len(x_all) < 2:
-        raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
-    if y_all.min() < 0 or y_all.max() >= num_classes:
-        raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
-    tc = cfg.train
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = encoder_from_config(
-            cfg, num_classes=num_classes, image_size=int(x_all.shape[-1]), in_channels=int(x_all.shape[1]),
-            identities=identities, colormap=colormap,
-        ).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
-    sched = get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)
-    bs = min(tc.batch_size, len(x_all))
-    eval_every = max(steps // 10, 1)
-    best_acc, best_state = -1.0, None
-    order, pos = torch.randperm(len(x_all), generator=gen), 0
-    model.train()
-    for step in tqdm(range(steps), desc="fit encoder", disable=not progress, dynamic_ncols=True):
-        if pos + bs > len(order):
-            order, pos = torch.randperm(len(x_all), generator=gen), 0
-        idx = order[pos : pos + bs]
-        pos += bs
-        x, y = x_all[idx], y_all[idx]
-        if augment is not None:
-            x = augment_batch(x, augment, generator=gen)
-        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg)
-        if not torch.isfinite(loss):
-            raise DopplerDiffError(
-                f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        if val is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
-            acc = _accuracy(model, val[0], np.asarray(val[1]), cfg.eval_batch_size)
-            if acc > best_acc:  # strictly better: ties keep the earlier, less fitted weights
-                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval()
-
-
 def evaluate_encoder(
     encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndarray, num_classes: int,
     bootstrap: int = 1000, seed: int = 0, batch_size: int = 256,
 ) -> dict[str, Any]:
     """Identity accuracy (bootstrap CI, per identity, confusion) of ``encoder`` on a labelled set."""
-    from dopplerdiff.evaluate.metrics import identity_accuracy
-
     if len(labels) == 0:
         return {"overall": None, "n": 0}
     logits, _ = predict(encoder, images, batch_size)
@@ -214,7 +89,7 @@ class EncoderStage(TrainStage):
         model = self.unwrapped("encoder")
         if len(self.val[1]) == 0:
             return {}
-        acc = _accuracy(model, self.val[0], self.val[1], self.cfg.eval_batch_size)
+        acc = accuracy_of(model, self.val[0], self.val[1], self.cfg.eval_batch_size)
         if acc > self.best_acc:  # model selection on val; kept on disk so a resumed run remembers it
             self.best_acc = acc
             tmp = self.work_dir / ".best.tmp"
@@ -293,7 +168,7 @@ def train_encoder(
         "steps": result.step,
         "train_seconds": train_seconds,
         "split_sizes": {p: int(len(split[p])) for p in ("train", "val", "test")},
-        "train_accuracy": _accuracy(selected, ds.images[tr], ds.labels[tr], bs),
+        "train_accuracy": accuracy_of(selected, ds.images[tr], ds.labels[tr], bs),
         "val": evaluate_encoder(selected, ds.images[va], ds.labels[va], k, boot, cfg.seed, bs),
         "test": evaluate_encoder(selected, ds.images[te], ds.labels[te], k, boot, cfg.seed, bs),
         "chance": 1.0 / k,

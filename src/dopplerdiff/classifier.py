@@ -1,0 +1,209 @@
+"""The identity classifier shared by training and evaluation: its loss, in-memory fitting, prediction
+and identity accuracy.
+
+* ``fit_classifier(images, labels, num_classes, cfg, steps=, seed=, augment=, val=)``: the encoder's model
+  and loss (cross-entropy + supervised contrastive) in a small in-memory loop (no files), deterministic per
+  seed; used by experiments, evaluation and `train-encoder`'s building blocks.
+* ``predict(encoder, images) -> (logits, embeddings)`` as numpy arrays.
+* ``identity_accuracy(pred, labels, num_classes)``: overall and per-identity accuracy with a percentile
+  bootstrap 95 % CI and the confusion matrix.
+
+Both ``dopplerdiff.train`` and ``dopplerdiff.evaluate`` import this module; it imports neither.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_scheduler
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from dopplerdiff.config.data import AugmentConfig
+from dopplerdiff.config.encoder import EncoderConfig
+from dopplerdiff.data.augment import augment_batch
+from dopplerdiff.errors import DataError, DopplerDiffError
+from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
+
+
+def supcon_loss(emb: Tensor, labels: Tensor, temperature: float) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, L_out) on L2-normalised embeddings (B, D).
+
+    Anchors without another sample of their class in the batch are skipped; 0 if there are none.
+    """
+    b = emb.shape[0]
+    sim = emb.float() @ emb.float().T / temperature
+    eye = torch.eye(b, dtype=torch.bool, device=emb.device)
+    sim = sim.masked_fill(eye, float("-inf"))
+    log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
+    pos = (labels[:, None] == labels[None, :]) & ~eye
+    n_pos = pos.sum(1)
+    has = n_pos > 0
+    if not has.any():
+        return emb.sum() * 0.0
+    mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
+    return -mean_log_prob.mean()
+
+
+def encoder_loss(
+    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig
+) -> tuple[Tensor, dict[str, float]]:
+    """Cross-entropy (+ label smoothing) + ``supcon_weight`` x supervised contrastive; terms for logging."""
+    emb, logits = model(x)
+    ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    terms = {"ce": float(ce.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
+    loss = ce
+    if cfg.supcon_weight > 0:
+        sc = supcon_loss(emb, y, cfg.supcon_temperature)
+        loss = loss + cfg.supcon_weight * sc
+        terms["supcon"] = float(sc.detach())
+    return loss, terms
+
+
+@torch.no_grad()
+def predict(
+    encoder: SpectrogramEncoder, images: np.ndarray | Tensor, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, K), L2-normalised embeddings (N, D)) for images (N, C, H, W) in [-1, 1], eval mode."""
+    was_training = encoder.training
+    encoder.eval()
+    t = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images, dtype=torch.float32)
+    dev = next(encoder.parameters()).device
+    logits, embs = [], []
+    try:
+        for i in range(0, len(t), batch_size):
+            e, lg = encoder(t[i : i + batch_size].to(dev))
+            logits.append(lg.float().cpu())
+            embs.append(e.float().cpu())
+    finally:
+        encoder.train(was_training)
+    if not logits:
+        k, d = encoder.config.num_classes, encoder.config.embed_dim
+        return np.zeros((0, k), np.float32), np.zeros((0, d), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(embs).numpy()
+
+
+def accuracy_of(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndarray, bs: int) -> float:
+    logits, _ = predict(encoder, images, bs)
+    return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
+
+
+def fit_classifier(
+    images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
+    augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: bool = False, identities: list[str] | None = None, colormap: str = "jet",
+    device: str | torch.device = "cpu",
+) -> SpectrogramEncoder:
+    """Train an encoder in memory (no files) on images (N, C, H, W) in [-1, 1]; returns it in eval mode.
+
+    Uses ``cfg.train`` for batch size, lr, weight decay, warmup, schedule and clipping (``steps``
+    overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
+    returned (model selection on validation only). Deterministic for a given ``seed``.
+    """
+    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if x_all.ndim != 4 or len(x_all) != len(y_all):
+        raise DataError(
+            f"fit_classifier: images must be (N, C, H, W) matching labels, got {tuple(x_all.shape)}"
+        )
+    if len(x_all) < 2:
+        raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
+    if y_all.min() < 0 or y_all.max() >= num_classes:
+        raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
+    tc = cfg.train
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = encoder_from_config(
+            cfg, num_classes=num_classes, image_size=int(x_all.shape[-1]), in_channels=int(x_all.shape[1]),
+            identities=identities, colormap=colormap,
+        ).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
+    sched = get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)
+    bs = min(tc.batch_size, len(x_all))
+    eval_every = max(steps // 10, 1)
+    best_acc, best_state = -1.0, None
+    order, pos = torch.randperm(len(x_all), generator=gen), 0
+    model.train()
+    for step in tqdm(range(steps), desc="fit encoder", disable=not progress, dynamic_ncols=True):
+        if pos + bs > len(order):
+            order, pos = torch.randperm(len(x_all), generator=gen), 0
+        idx = order[pos : pos + bs]
+        pos += bs
+        x, y = x_all[idx], y_all[idx]
+        if augment is not None:
+            x = augment_batch(x, augment, generator=gen)
+        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg)
+        if not torch.isfinite(loss):
+            raise DopplerDiffError(
+                f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"
+            )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        if val is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
+            acc = accuracy_of(model, val[0], np.asarray(val[1]), cfg.eval_batch_size)
+            if acc > best_acc:  # strictly better: ties keep the earlier, less fitted weights
+                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval()
+
+
+def identity_accuracy(
+    pred: Sequence[int] | np.ndarray, labels: Sequence[int] | np.ndarray, num_classes: int,
+    bootstrap: int = 1000, seed: int = 0,
+) -> dict[str, Any]:
+    """Identity accuracy with a percentile bootstrap CI.
+
+    ``pred`` is (N,) predicted labels or (N, K) logits/scores (argmax is taken). Returns ``overall``,
+    ``ci95`` [lo, hi] (resampling samples with replacement ``bootstrap`` times), ``per_identity`` (accuracy
+    per class, None where a class has no samples), ``per_identity_n``, ``per_identity_ci95``,
+    ``confusion`` (K x K, rows = true, columns = predicted), ``n`` and ``chance`` = 1/K.
+    """
+    p = np.asarray(pred)
+    if p.ndim == 2:
+        p = p.argmax(axis=1)
+    p = p.astype(np.int64)
+    y = np.asarray(labels).astype(np.int64)
+    if p.shape != y.shape or y.ndim != 1:
+        raise DopplerDiffError(f"identity_accuracy: predictions {p.shape} and labels {y.shape} differ")
+    if len(y) == 0:
+        raise DopplerDiffError("identity_accuracy needs at least one sample")
+    if y.min() < 0 or y.max() >= num_classes or p.min() < 0 or p.max() >= num_classes:
+        raise DopplerDiffError(f"identity_accuracy: labels must be in [0, {num_classes - 1}]")
+    correct = (p == y).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    ci = [float(correct.mean())] * 2
+    per_ci: list[list[float] | None] = [None] * num_classes
+    if bootstrap > 0:
+        idx = rng.integers(0, len(y), size=(bootstrap, len(y)))
+        ci = [float(v) for v in np.percentile(correct[idx].mean(axis=1), [2.5, 97.5])]
+    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(confusion, (y, p), 1)
+    per: list[float | None] = []
+    for c in range(num_classes):
+        sel = correct[y == c]
+        per.append(float(sel.mean()) if len(sel) else None)
+        if bootstrap > 0 and len(sel):
+            boot = sel[rng.integers(0, len(sel), size=(bootstrap, len(sel)))].mean(axis=1)
+            per_ci[c] = [float(v) for v in np.percentile(boot, [2.5, 97.5])]
+    return {
+        "overall": float(correct.mean()),
+        "ci95": ci,
+        "per_identity": per,
+        "per_identity_n": [int((y == c).sum()) for c in range(num_classes)],
+        "per_identity_ci95": per_ci,
+        "confusion": confusion.tolist(),
+        "n": int(len(y)),
+        "chance": 1.0 / num_classes,
+    }

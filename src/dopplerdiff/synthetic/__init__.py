@@ -1,0 +1,1 @@
+"""Synthetic training data: real-seeded sampling sources, sample filters and augmented training folders."""
