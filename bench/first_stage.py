@@ -28,6 +28,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -224,9 +225,11 @@ def recon_picture(names: list[str], data: Path, work: Path, out: Path, n: int = 
     save_grid(out, grid, cfg.data.colormap, labels=labels)
 
 
-def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str], quick: bool) -> list[dict]:
+def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str], quick: bool,
+                     save: Any = None) -> list[dict]:
     """First stage alone, in this process: each variant's reconstructions of the real test windows under the
-    independent judge (trained once on real train, shared by every variant), C2ST and texture statistics."""
+    independent judge (trained once on real train, shared by every variant), C2ST and texture statistics.
+    ``save(rows)`` is called after every variant, so a stopped grid keeps what it measured."""
     profile = "smoke" if quick else "quick"
     rows, judge, ref = [], None, None
     for name in names:
@@ -257,6 +260,8 @@ def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str],
         print(f"{name:<12} PSNR {fmt(r['psnr'], 1)}  judge recon {fmt(r['judge_reconstruction'])} "
               f"(real {fmt(ref)})  C2ST {fmt(r['c2st_reconstruction'])} (floor {fmt(r['c2st_floor'])})  "
               f"HF {fmt(r['texture']['ratio_to_real']['high_frequency_ratio'])}", flush=True)
+        if save is not None:
+            save(rows)
     return rows
 
 
@@ -289,12 +294,15 @@ def main() -> None:
         recon_picture(names, data, work, RESULTS / f"first_stage_ae_{name}.png")
         return
     if args.autoencoder_only:
-        rows = autoencoder_only(names, data, work, args.extra, args.quick)
         out = RESULTS / f"first_stage_ae_{name}{'_quick' if args.quick else ''}.json"
         RESULTS.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"dataset": name, "variants": {v: VARIANTS[v] for v in names},
-                                   "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0,
-                                   "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+
+        def save(rows: list[dict]) -> None:
+            out.write_text(json.dumps({"dataset": name, "variants": {v: VARIANTS[v] for v in names},
+                                       "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - t0,
+                                       "threads": torch.get_num_threads(), "rows": rows}, indent=2) + "\n")
+
+        autoencoder_only(names, data, work, args.extra, args.quick, save)
         recon_picture(names, data, work, out.with_suffix(".png"))
         return
     deadline = None if args.deadline is None else t0 + args.deadline
