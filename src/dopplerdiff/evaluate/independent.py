@@ -91,9 +91,10 @@ class IndependentEval:
                  self.c2st_m.get(key, {}).get("accuracy"))
 
     def augmentation(self, run_experiment: Any, synthetic: tuple[np.ndarray, np.ndarray], **kw: Any) -> dict:
-        """The augmentation experiment with judge-architecture classifiers (its own recipe and widths)."""
+        """The augmentation experiment with judge-architecture classifiers (its own recipe and widths; the
+        same step budget as the encoder-architecture arms, evaluate.augment_steps)."""
         fit = partial(fit_for_experiment, channels=tuple(self.cfg.judge_channels))
-        res = run_experiment(self.train, self.test, synthetic, self.k, None, steps=self.cfg.judge_steps,
+        res = run_experiment(self.train, self.test, synthetic, self.k, None, steps=self.cfg.augment_steps,
                              fit=fit, predict=predict_for_experiment, device=self.device, **kw)
         res["classifier"] = f"judge CNN {list(self.cfg.judge_channels)}"
         return res
