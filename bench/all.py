@@ -35,9 +35,11 @@ def run_script(name: str, quick: bool) -> dict:
     return row
 
 
-def time_run(profile: str) -> dict:
-    """Wall time and peak RSS of the end-to-end job on the simulated default."""
-    out = Path(tempfile.mkdtemp(prefix="dd-bench-")) / "run"
+def time_run(profile: str, keep: str = "") -> dict:
+    """Wall time and peak RSS of the end-to-end job on the simulated default (run kept in ``keep`` if given)."""
+    out = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dd-bench-")) / "run"
+    if keep and out.exists():
+        sys.exit(f"error: --keep-run {keep} already exists; give a new folder")
     cli = Path(sys.executable).parent / "dopplerdiff"
     t0 = time.time()
     proc = subprocess.run([str(cli), "run", "--profile", profile, "--out", str(out), "--quiet"])
@@ -51,7 +53,8 @@ def time_run(profile: str) -> dict:
               "stage_min": {r["stage"]: round(r["seconds"] / 60, 2) for r in stages},
               "eval": read("eval/metrics.json"), "date": time.strftime("%Y-%m-%d")}
     (RESULTS / f"run_{profile}.json").write_text(json.dumps(result, indent=2, default=str) + "\n")
-    shutil.rmtree(out.parent, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out.parent, ignore_errors=True)
     return result
 
 
@@ -60,6 +63,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test of the benchmarks)")
     ap.add_argument("--only", default="", help="comma-separated subset of: " + ", ".join(SCRIPTS))
     ap.add_argument("--run-profile", default="", help="also time `dopplerdiff run` with this profile")
+    ap.add_argument("--keep-run", default="", help="run the timed job in this new folder and keep it")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.only.split(",") if n] or SCRIPTS
@@ -71,7 +75,7 @@ def main() -> None:
         print(f"\n=== {name} ===", flush=True)
         rows.append(run_script(name, args.quick))
     if args.run_profile:
-        res = time_run(args.run_profile)
+        res = time_run(args.run_profile, args.keep_run)
         rows.append({"name": f"run {args.run_profile}", "ok": res["ok"], "seconds": res["wall_min"] * 60})
         print(f"run {args.run_profile}: {res['wall_min']:.1f} min, peak RSS {res['peak_rss_mb']:.0f} MB")
     print(f"\n{'benchmark':<16}{'ok':>4}{'seconds':>10}  results")
