@@ -4,7 +4,7 @@
 
 ``--run-profile P`` also times the whole ``dopplerdiff run --profile P`` on the simulated default and records
 its wall time, peak resident memory and minutes per stage (bench/results/run_<P>.json); it is off by default
-because the quick profile takes over 20 minutes on 2 cores.
+because the quick profile takes 15–30 minutes on 2 cores.
 """
 
 from __future__ import annotations
