@@ -266,13 +266,8 @@ def _windows_for(identity: str, rels: list[str]) -> tuple[list[str], list[int], 
     return [f"{identity}/sorted"] * len(rels), list(range(len(rels))), False
 
 
-def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> SpectrogramSet:
-    """Load ``root/<identity>/*`` into a SpectrogramSet resized to cfg.size, normalised to [-1, 1]."""
-    root = Path(root)
-    if cfg.colormap != "gray":
-        colormap_lut(cfg.colormap)  # fail fast on an unknown colormap
-        if cfg.channels == 1:
-            inverse_table(cfg.colormap)  # build once here, not concurrently in every worker thread
+def _index_tree(root: Path) -> tuple[list[str], list, list[str], list[int], list[str], list[int], list[str]]:
+    """Identities, ignored files, files, labels, recordings, windows, identities ordered by sorting."""
     identities, per_id, ignored = scan_tree(root)
     files, labels, recordings, windows, sorted_ids = [], [], [], [], []
     for label, ident in enumerate(identities):
@@ -283,7 +278,11 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
         labels += [label] * len(recs)
         recordings += recs
         windows += wins
+    return identities, ignored, files, labels, recordings, windows, sorted_ids
 
+
+def _decode_all(root: Path, files: list[str], cfg: DataConfig, progress: bool) -> tuple[np.ndarray, list]:
+    """Decode every file into one preallocated array; per file (native size, residual, mode, scaling)."""
     # Workers write straight into one preallocated array: peak memory stays ~1x the dataset.
     images = np.empty((len(files), cfg.channels, cfg.size, cfg.size), dtype=np.float32)
 
@@ -308,14 +307,19 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
     if bad:
         listed = "; ".join(bad[:5]) + (f"; ... and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise DataError(f"{len(bad)} unreadable file(s) under '{root}': {listed}")
-    ok = [r for r in results if not isinstance(r, str)]
-    natives = Counter(native for native, _, _, _ in ok)
+    return images, results
+
+
+def _load_meta(root: Path, cfg: DataConfig, files: list[str], decoded: list, sorted_ids: list[str],
+               n_identities: int, ignored: list[str]) -> dict:
+    """What loading found: native sizes, formats, value modes, colormap fit, where window order came from."""
+    natives = Counter(native for native, _, _, _ in decoded)
     h, w = (int(v) for v in natives.most_common(1)[0][0].split("x"))
-    residuals = [res for _, res, _, _ in ok if res is not None]
+    residuals = [res for _, res, _, _ in decoded if res is not None]
     exts = Counter(Path(f).suffix.lower() for f in files)
     ext = exts.most_common(1)[0][0]
-    source = "filename" if not sorted_ids else ("sorted" if len(sorted_ids) == len(identities) else "mixed")
-    meta = {
+    source = "filename" if not sorted_ids else ("sorted" if len(sorted_ids) == n_identities else "mixed")
+    return {
         "root": str(root.resolve()),
         "colormap": cfg.colormap,
         "channels": cfg.channels,
@@ -325,13 +329,25 @@ def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> Sp
         "ext": ext,
         "exts": dict(exts),
         "format": {".jpeg": "jpg"}.get(ext, ext.lstrip(".")),
-        "modes": dict(Counter(mode for _, _, mode, _ in ok)),
-        "value_scaling": dict(Counter(sc for _, _, mode, sc in ok if mode in _NUMERIC_MODES)),
+        "modes": dict(Counter(mode for _, _, mode, _ in decoded)),
+        "value_scaling": dict(Counter(sc for _, _, mode, sc in decoded if mode in _NUMERIC_MODES)),
         "colormap_residual": float(np.mean(residuals)) if residuals else None,
         "window_index_source": source,
         "sorted_identities": sorted_ids,
         "ignored_files": ignored,
     }
+
+
+def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> SpectrogramSet:
+    """Load ``root/<identity>/*`` into a SpectrogramSet resized to cfg.size, normalised to [-1, 1]."""
+    root = Path(root)
+    if cfg.colormap != "gray":
+        colormap_lut(cfg.colormap)  # fail fast on an unknown colormap
+        if cfg.channels == 1:
+            inverse_table(cfg.colormap)  # build once here, not concurrently in every worker thread
+    identities, ignored, files, labels, recordings, windows, sorted_ids = _index_tree(root)
+    images, decoded = _decode_all(root, files, cfg, progress)
+    meta = _load_meta(root, cfg, files, decoded, sorted_ids, len(identities), ignored)
     return SpectrogramSet(
         images=images,
         labels=np.asarray(labels, dtype=np.int64),

@@ -77,13 +77,8 @@ def _periodic_pchip(xs: list[float], ys: list[float], grid: np.ndarray) -> np.nd
     return pchip(x[keep], y[keep].astype(np.float64), grid)
 
 
-def trajectory_tables(rv: float, n: int = TABLE_POINTS) -> dict[str, np.ndarray]:
-    """Boulic's trajectories over one cycle for relative velocity ``rv`` (gaits a < 0.5 <= b < 1.3 <= c)."""
-    rv = float(np.clip(rv, 0.1, 3.0))
-    t = np.arange(n) / n
-    c = (rv - 1.3) / 1.7  # interpolation coordinate of the fast gait
-    slow, fast = rv < 0.5, rv >= 1.3
-    duty = (0.752 * (1.346 / np.sqrt(rv)) - 0.143) / (1.346 / np.sqrt(rv))  # relative support duration
+def _pelvis(rv: float, t: np.ndarray, slow: bool, duty: float) -> dict[str, np.ndarray]:
+    """Translations of the spine base (units of H_t) and pelvis rotations (degrees) over one cycle."""
     out: dict[str, np.ndarray] = {}
     # Translations of the spine base, in units of H_t.
     out["vertical"] = -0.015 * rv + 0.015 * rv * np.sin(2 * np.pi * (2 * t - 0.35))
@@ -102,6 +97,12 @@ def trajectory_tables(rv: float, n: int = TABLE_POINTS) -> dict[str, np.ndarray]
         a2 + a2 * np.cos(2 * np.pi * 10 * (t - 0.65) / 7),
     )
     out["torsion"] = -4 * rv * np.cos(2 * np.pi * t)
+    return out
+
+
+def _legs(rv: float, t: np.ndarray, slow: bool, fast: bool, c: float, duty: float) -> dict[str, np.ndarray]:
+    """Hip, knee and ankle flexion (degrees) over one cycle from Boulic's control points."""
+    out: dict[str, np.ndarray] = {}
     # Hip flexion: 3 control points.
     if slow:
         hx, hy = [-0.1, 0.5, 0.9], [50 * rv, -30 * rv, 50 * rv]
@@ -129,6 +130,12 @@ def trajectory_tables(rv: float, n: int = TABLE_POINTS) -> dict[str, np.ndarray]
         ay = [5 * c - 3, 4 * c - 18, -3 * c + 8, -8 * c - 20, 5 * c - 3]
     ax_sorted = sorted(zip(ax, ay, strict=True))
     out["ankle"] = _periodic_pchip([p[0] for p in ax_sorted], [p[1] for p in ax_sorted], t)
+    return out
+
+
+def _upper_body(rv: float, t: np.ndarray, slow: bool, fast: bool, c: float) -> dict[str, np.ndarray]:
+    """Thorax torsion, shoulder swing and elbow flexion (degrees) over one cycle."""
+    out: dict[str, np.ndarray] = {}
     # Upper body: thorax torsion, shoulder swing, elbow flexion.
     r = rv / 3
     out["thorax"] = _periodic_pchip([0.1, 0.4, 0.6, 0.9], [4 * r, -4.5 * r, -4 * r, 4.5 * r], t)
@@ -143,6 +150,17 @@ def trajectory_tables(rv: float, n: int = TABLE_POINTS) -> dict[str, np.ndarray]
         ex, ey = [0.05, 0.04 * c + 0.51, -0.1 * c + 0.9], [-6 * c + 14, 26 * c + 44, -6 * c + 17]
     out["elbow"] = _periodic_pchip(ex, ey, t)
     return out
+
+
+def trajectory_tables(rv: float, n: int = TABLE_POINTS) -> dict[str, np.ndarray]:
+    """Boulic's trajectories over one cycle for relative velocity ``rv`` (gaits a < 0.5 <= b < 1.3 <= c)."""
+    rv = float(np.clip(rv, 0.1, 3.0))
+    t = np.arange(n) / n
+    c = (rv - 1.3) / 1.7  # interpolation coordinate of the fast gait
+    slow, fast = rv < 0.5, rv >= 1.3
+    duty = (0.752 * (1.346 / np.sqrt(rv)) - 0.143) / (1.346 / np.sqrt(rv))  # relative support duration
+    return {**_pelvis(rv, t, slow, duty), **_legs(rv, t, slow, fast, c, duty),
+            **_upper_body(rv, t, slow, fast, c)}
 
 
 def _lookup(table: np.ndarray, phase: np.ndarray) -> np.ndarray:

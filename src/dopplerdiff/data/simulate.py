@@ -152,30 +152,14 @@ def windows_per_recording(cfg: SimulateConfig) -> list[int]:
     return [n + (1 if r < rem else 0) for r in range(cfg.recordings_per_identity)]
 
 
-def simulate_recording(
-    cfg: SimulateConfig, person: Person, rec: Recording, n_windows: int, seed_key: tuple[int, ...] = (0,)
-) -> np.ndarray:
-    """Simulate one continuous recording; returns (n_windows, size, size) float32 images in [0, 1]."""
-    fs = cfg.prf_hz
-    dt_col = cfg.window_s / cfg.time_bins
-    hop_cols = int(round(cfg.hop_s / dt_col))
-    total_cols = (n_windows - 1) * hop_cols + cfg.time_bins
-    nperseg = max(8, int(round(cfg.stft_window_s * fs)))
-    length = int(np.ceil(total_cols * dt_col * fs)) + nperseg + 1
-    # Sample i is at time (i - nperseg / 2) / fs so frame j (start round((j + 0.5) dt_col fs)) is centred at
-    # the middle of column j.
-    up = cfg.kinematics_upsample
-    # Body motion is evaluated on a coarser grid: one knot per `up` samples, with one extra knot before and
-    # two after for the cubic upsampler. Output sample i is at time (i - nperseg / 2) / fs.
-    if up > 1:
-        t = ((np.arange(int(np.ceil(length / up)) + 3) - 1) * up - nperseg / 2) / fs
-    else:
-        t = (np.arange(length) - nperseg / 2) / fs
+def _body_motion(
+    cfg: SimulateConfig, person: Person, rec: Recording, t: np.ndarray, walk_rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """World positions of the body points at times ``t``: gait phase, drifting speed, heading and swing."""
     walker = person.walker
     rv = rec.speed / walker.leg_length
     step_rate = rec.cadence / float(cycle_duration(rv))
-    walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
-    dt = float(t[1] - t[0]) if t.size > 1 else 1.0 / fs
+    dt = float(t[1] - t[0]) if t.size > 1 else 1.0 / cfg.prf_hz
     speed_dev = random_walk(walk_rng, t, cfg.drift_tau_s, rec.speed_walk)  # relative speed deviation
     for amp, freq, ph in rec.drift:
         speed_dev += amp * np.cos(2 * np.pi * freq * t + ph)
@@ -198,14 +182,20 @@ def simulate_recording(
         offset = end[None, :] - (_cumint(vel[::-1], dt)[::-1])
     else:
         offset = end  # treadmill: the body stays in place, the belt carries the stance foot backwards
-    world = {name: radar.body_to_world(p, np.pi + aspect, offset) for name, p in points.items()}
-    lam = radar.wavelength(cfg.carrier_ghz)
-    radar_pos = np.array([0.0, 0.0, RADAR_HEIGHT_M])
-    noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2, *seed_key]))
+    return {name: radar.body_to_world(p, np.pi + aspect, offset) for name, p in points.items()}
+
+
+def _received(
+    cfg: SimulateConfig, person: Person, rec: Recording, world: dict[str, np.ndarray], length: int,
+    nperseg: int, walk_rng: np.random.Generator, noise_rng: np.random.Generator,
+) -> np.ndarray:
+    """Baseband returns of the body with fading, noise, clutter and interference bursts, clutter-filtered."""
+    fs, up = cfg.prf_hz, cfg.kinematics_upsample
     fading = (noise_rng, cfg.fading, cfg.fading_hz * up / fs) if cfg.fading > 0 else None
     sig = radar.segment_returns(
-        world, walker.height, lam, radar_pos, person.girth, ref_range=rec.range_m,
-        scatterers=cfg.scatterers_per_segment, fading=fading, upsample=up, n_out=length,
+        world, person.walker.height, radar.wavelength(cfg.carrier_ghz), np.array([0.0, 0.0, RADAR_HEIGHT_M]),
+        person.girth, ref_range=rec.range_m, scatterers=cfg.scatterers_per_segment, fading=fading,
+        upsample=up, n_out=length,
     )
     ref_power = float(np.mean(np.abs(sig) ** 2))
     sig = sig * np.float32(np.sqrt(person.rcs_scale))
@@ -215,9 +205,14 @@ def simulate_recording(
     sig = radar.add_noise_clutter(
         sig, noise_rng, snr, cfg.clutter_db, ref_power, fs, rec.burst_rate_hz, burst_active, 10.0
     )
-    sig = spectrogram.clutter_filter(sig, cfg.clutter_filter, fs)
+    return spectrogram.clutter_filter(sig, cfg.clutter_filter, fs)
 
-    starts = np.round((np.arange(total_cols) + 0.5) * dt_col * fs).astype(np.int64)
+
+def _windows(cfg: SimulateConfig, sig: np.ndarray, nperseg: int, n_windows: int, hop_cols: int) -> np.ndarray:
+    """STFT power of the whole recording cut into overlapping windows, in dB mapped to [0, 1]."""
+    dt_col = cfg.window_s / cfg.time_bins
+    total_cols = (n_windows - 1) * hop_cols + cfg.time_bins
+    starts = np.round((np.arange(total_cols) + 0.5) * dt_col * cfg.prf_hz).astype(np.int64)
     power = spectrogram.stft_power(sig, nperseg, starts, spectrogram.taper(cfg.stft_taper, nperseg))
     power = spectrogram.resample_matrix(nperseg, cfg.size) @ power  # (size, total_cols)
     cols = np.arange(n_windows)[:, None] * hop_cols + np.arange(cfg.time_bins)[None, :]
@@ -229,6 +224,32 @@ def simulate_recording(
     else:
         ref = spectrogram.reference_db(db, cfg.ref_quantile, axes=(1, 2))
     return spectrogram.db_to_unit(db, ref, cfg.dynamic_range_db)
+
+
+def simulate_recording(
+    cfg: SimulateConfig, person: Person, rec: Recording, n_windows: int, seed_key: tuple[int, ...] = (0,)
+) -> np.ndarray:
+    """Simulate one continuous recording; returns (n_windows, size, size) float32 images in [0, 1]."""
+    fs = cfg.prf_hz
+    dt_col = cfg.window_s / cfg.time_bins
+    hop_cols = int(round(cfg.hop_s / dt_col))
+    total_cols = (n_windows - 1) * hop_cols + cfg.time_bins
+    nperseg = max(8, int(round(cfg.stft_window_s * fs)))
+    length = int(np.ceil(total_cols * dt_col * fs)) + nperseg + 1
+    # Sample i is at time (i - nperseg / 2) / fs so frame j (start round((j + 0.5) dt_col fs)) is centred at
+    # the middle of column j.
+    up = cfg.kinematics_upsample
+    # Body motion is evaluated on a coarser grid: one knot per `up` samples, with one extra knot before and
+    # two after for the cubic upsampler. Output sample i is at time (i - nperseg / 2) / fs.
+    if up > 1:
+        t = ((np.arange(int(np.ceil(length / up)) + 3) - 1) * up - nperseg / 2) / fs
+    else:
+        t = (np.arange(length) - nperseg / 2) / fs
+    walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
+    world = _body_motion(cfg, person, rec, t, walk_rng)
+    noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2, *seed_key]))
+    sig = _received(cfg, person, rec, world, length, nperseg, walk_rng, noise_rng)
+    return _windows(cfg, sig, nperseg, n_windows, hop_cols)
 
 
 def identity_name(k: int) -> str:

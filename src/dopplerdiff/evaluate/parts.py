@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from dopplerdiff.evaluate.metrics import frechet_distance, kid, precision_recall
+from dopplerdiff.models.autoencoder import reconstruct as ae_reconstruct
 
 
 class Part(NamedTuple):
@@ -44,7 +45,6 @@ def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tu
 @torch.no_grad()
 def reconstruct(vae: Any, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Test images through the first stage (posterior mean / quantised latents) -> [-1, 1]."""
-    from dopplerdiff.models.autoencoder import reconstruct as ae_reconstruct
 
     out = [ae_reconstruct(vae, torch.as_tensor(images[i : i + batch_size], dtype=torch.float32))
            .clamp(-1, 1).float().cpu().numpy() for i in range(0, len(images), batch_size)]

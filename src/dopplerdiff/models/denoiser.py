@@ -25,7 +25,7 @@ from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 
-from dopplerdiff.errors import ConfigError
+from dopplerdiff.errors import ConfigError, DopplerDiffError
 
 Denoiser = UNet2DConditionModel | DiTTransformer2DModel
 
@@ -141,7 +141,6 @@ def load_denoiser(path) -> Denoiser:
     import json
     from pathlib import Path
 
-    from dopplerdiff.errors import DopplerDiffError
 
     path = Path(path)
     cfg_file = path / "config.json"

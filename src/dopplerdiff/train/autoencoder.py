@@ -17,8 +17,10 @@ from torch import Tensor, nn
 
 from dopplerdiff.config import Config, saved_config
 from dopplerdiff.config.autoencoder import AutoencoderConfig
+from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import to_unit
+from dopplerdiff.data.latents import write_latent_cache
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import (
@@ -235,7 +237,6 @@ def evaluate_reconstruction(vae: Autoencoder, images: Tensor, batch_size: int = 
 
 @torch.no_grad()
 def save_recon_grid(path: Path, images: Tensor, vae: Autoencoder, colormap: str) -> None:
-    from dopplerdiff.data.contact import save_grid
 
     rec = reconstruct(vae, images.to(vae.device)).float().cpu()
     rows = [to_unit(images.float()).clamp(0, 1).numpy(), to_unit(rec).clamp(0, 1).numpy()]
@@ -341,7 +342,6 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
     """Encode every split once with RUN/autoencoder and write RUN/latents/ (see data.latents)."""
     from tqdm.auto import tqdm
 
-    from dopplerdiff.data.latents import write_latent_cache
 
     run = Path(run)
     cfg = saved_config(run)

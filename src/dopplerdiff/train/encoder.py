@@ -36,9 +36,11 @@ from dopplerdiff.config import Config
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.data.augment import augment_batch
+from dopplerdiff.data.dataset import ImageDataset
+from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
-from dopplerdiff.train.loop import TrainStage
+from dopplerdiff.train.loop import TrainStage, resolve_resume, train_loop
 from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,6 @@ def _load_data(data: Path | None, out: Path, work_dir: Path, cfg: Config, progre
 
     Either way a resumed run reuses exactly the split it started with.
     """
-    from dopplerdiff.data.run_data import prepare_run_data
 
     run = out.parent
     if out.name == "encoder" or (run / "data.json").is_file():
@@ -118,13 +119,51 @@ def _load_data(data: Path | None, out: Path, work_dir: Path, cfg: Config, progre
     return prepare_run_data(work_dir, data, cfg.data, progress=progress)
 
 
+def _encoder_metrics(
+    selected: SpectrogramEncoder, ds: Any, split: dict, cfg: Config, selected_step: int, steps: int
+) -> dict[str, Any]:
+    """Accuracy of the selected weights on train, val and test (bootstrap CIs), and what was trained."""
+    k, bs, boot = len(ds.identities), cfg.encoder.eval_batch_size, cfg.evaluate.bootstrap
+    tr, va, te = (split[p] for p in ("train", "val", "test"))
+    metrics: dict[str, Any] = {
+        "identities": list(ds.identities),
+        "selected_step": selected_step,
+        "steps": steps,
+        "split_sizes": {p: int(len(split[p])) for p in ("train", "val", "test")},
+        "train_accuracy": accuracy_of(selected, ds.images[tr], ds.labels[tr], bs),
+        "val": evaluate_encoder(selected, ds.images[va], ds.labels[va], k, boot, cfg.seed, bs),
+        "test": evaluate_encoder(selected, ds.images[te], ds.labels[te], k, boot, cfg.seed, bs),
+        "chance": 1.0 / k,
+        "kind": cfg.encoder.kind,
+        "num_parameters": int(sum(p.numel() for p in selected.parameters())),
+    }
+    metrics["val_accuracy"] = metrics["val"].get("overall")
+    metrics["test_accuracy"] = metrics["test"].get("overall")
+    return metrics
+
+
+def _save_encoder(
+    out: Path, selected: SpectrogramEncoder, metrics: dict, cfg: Config, work_dir: Path, ds: Any,
+    data: Path | None,
+) -> None:
+    """Write the encoder, its metrics, config, split and manifest to ``out`` in one atomic step."""
+    with atomic_dir(out) as tmp:
+        selected.save_pretrained(tmp)
+        write_json(tmp / "metrics.json", metrics)
+        cfg.save(tmp / "config.yaml")
+        if (work_dir / "data.json").is_file():  # the split used, next to the standalone encoder
+            shutil.copy2(work_dir / "data.json", tmp / "data.json")
+        write_manifest(
+            tmp, stage="encoder", data_root=str(ds.meta.get("root", data)), seed=cfg.encoder.train.seed,
+            identities=list(ds.identities),
+            checkpoints=str(work_dir), selected_step=metrics["selected_step"],
+        )
+
+
 def train_encoder(
     data: Path | None, out: Path, cfg: Config, *, resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """The ``train-encoder`` command (see the module docstring); returns the metrics written."""
-    from dopplerdiff.data.dataset import ImageDataset
-    from dopplerdiff.train.loop import resolve_resume, train_loop
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise DopplerDiffError(f"output '{out}' already exists; choose another path or remove it")
@@ -134,7 +173,7 @@ def train_encoder(
     k = len(ds.identities)
     if k < 2:
         raise DataError(f"identity classification needs at least 2 identities; '{data}' has {k}")
-    tr, va, te = (split[p] for p in ("train", "val", "test"))
+    tr, va = split["train"], split["val"]
     if len(tr) < ecfg.train.batch_size:
         raise DataError(
             f"the training split has {len(tr)} windows, fewer than encoder.train.batch_size="
@@ -161,32 +200,8 @@ def train_encoder(
     final = result.modules["encoder"].eval()
     best = _read_json(stage.best_path / "best.json")
     selected = SpectrogramEncoder.from_pretrained(stage.best_path).eval() if best else final
-    bs, boot = ecfg.eval_batch_size, cfg.evaluate.bootstrap
-    metrics: dict[str, Any] = {
-        "identities": list(ds.identities),
-        "selected_step": best["step"] if best else result.step,
-        "steps": result.step,
-        "train_seconds": train_seconds,
-        "split_sizes": {p: int(len(split[p])) for p in ("train", "val", "test")},
-        "train_accuracy": accuracy_of(selected, ds.images[tr], ds.labels[tr], bs),
-        "val": evaluate_encoder(selected, ds.images[va], ds.labels[va], k, boot, cfg.seed, bs),
-        "test": evaluate_encoder(selected, ds.images[te], ds.labels[te], k, boot, cfg.seed, bs),
-        "chance": 1.0 / k,
-        "kind": ecfg.kind,
-        "num_parameters": int(sum(p.numel() for p in selected.parameters())),
-    }
-    metrics["val_accuracy"] = metrics["val"].get("overall")
-    metrics["test_accuracy"] = metrics["test"].get("overall")
-    with atomic_dir(out) as tmp:
-        selected.save_pretrained(tmp)
-        write_json(tmp / "metrics.json", metrics)
-        cfg.save(tmp / "config.yaml")
-        if (work_dir / "data.json").is_file():  # the split used, next to the standalone encoder
-            shutil.copy2(work_dir / "data.json", tmp / "data.json")
-        write_manifest(
-            tmp, stage="encoder", data_root=str(ds.meta.get("root", data)), seed=ecfg.train.seed,
-            identities=list(ds.identities),
-            checkpoints=str(work_dir), selected_step=metrics["selected_step"],
-        )
+    metrics = _encoder_metrics(selected, ds, split, cfg, best["step"] if best else result.step, result.step)
+    metrics["train_seconds"] = train_seconds
+    _save_encoder(out, selected, metrics, cfg, work_dir, ds, data)
     write_json(work_dir / "metrics.json", metrics)
     return metrics
