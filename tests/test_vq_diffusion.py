@@ -233,3 +233,25 @@ def test_kl_latents_are_refused_at_training(tmp_path, sim_data):
     cache_latents(run, progress=False)
     with pytest.raises(DopplerDiffError, match="come from a 'kl' autoencoder"):
         train_diffusion(run, _cfg(), progress=False)
+
+
+def test_whole_job_and_edit_refusal_through_the_cli(sim_data, tmp_path, monkeypatch, capsys):
+    """`dopplerdiff run` with the VQ route end to end; `edit transfer` on it fails with one clear line."""
+    from conftest import run_cli
+
+    run = tmp_path / "run"
+    fast = ["diffusion.samples_per_identity=2", "evaluate.num_per_identity=2",
+            "evaluate.guidance_sweep=[2.0]", "evaluate.augment_seeds=1", "evaluate.sweep_num_per_identity=1"]
+    code, out, err = run_cli(monkeypatch, capsys, "run", "--profile", "smoke", "--data", sim_data,
+                             "--out", run, "--quiet", *VQ, *fast)
+    assert code == 0, err
+    assert json.loads((run / "pipeline" / "model_index.json").read_text())["_class_name"] == (
+        "DopplerVQDiffusionPipeline")
+    assert len(list((run / "samples").glob("ID_*/*.png"))) == 3 * 2
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["accuracy"]["generated"]["overall"] is not None
+    window = next((run / "samples" / "ID_1").glob("*.png"))
+    code, out, err = run_cli(monkeypatch, capsys, "edit", "transfer", "--run", run, "--input", window,
+                             "--identity", "ID_2", "--out", tmp_path / "moved")
+    assert code != 0 and "vq-diffusion pipeline samples code indices" in err
+    assert not (tmp_path / "moved").exists()
