@@ -35,7 +35,9 @@ def pipeline_index(path: Path) -> dict[str, Any]:
 
 
 def load_pipeline(path: Path) -> Any:
-    """A saved pipeline of either kind: DopplerDiffPipeline or (vq-diffusion) DopplerVQDiffusionPipeline."""
+    """A saved pipeline of either kind: DopplerDiffPipeline or (vq-diffusion) DopplerVQDiffusionPipeline.
+
+    (The pipeline modules import this one, hence the imports inside the function.)"""
     if pipeline_index(Path(path)).get("_class_name") == VQ_PIPELINE:
         from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline
 

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from dopplerdiff.config import VQ_SAMPLER
 from dopplerdiff.errors import DopplerDiffError
 
 # name -> (class, extra config)
@@ -38,7 +39,7 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
 SCHEDULER_NAMES = tuple(SCHEDULERS)
 # The discrete sampler of ``diffusion.backbone: vq-diffusion`` (VQDiffusionScheduler, see pipeline_vq); it
 # samples code indices, so it is no choice for the continuous backbones and ``make_scheduler`` refuses it.
-VQ_SCHEDULER = "vq-diffusion"
+VQ_SCHEDULER = VQ_SAMPLER
 
 
 def training_scheduler(
