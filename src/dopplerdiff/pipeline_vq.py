@@ -47,7 +47,7 @@ NO_EDIT = (
     "the vq-diffusion pipeline samples code indices from the fully masked state only: img2img, "
     "inpainting, identity mixtures and given noise (image=, mask=, strength<1, resample_steps, "
     "identity_weights, {{name: weight}} identities, latents=) need a continuous-latent pipeline "
-    "(diffusion.backbone unet or dit); got {what}"
+    "(diffusion.backbone unet or dit); refused: {what}"
 )
 
 
