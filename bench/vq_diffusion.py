@@ -15,7 +15,7 @@ distance and k-NN precision/recall of sample features vs real test features, nex
 and the train-vs-test FD floor.
 
     python bench/vq_diffusion.py --data DIR|sim [--name NAME] [--diffusion-seconds 240] [--arms a,b,c]
-        [--work DIR] [--quick]
+        [--work DIR] [--rescore] [--quick] [key=value ...]
 
 Writes bench/results/vq_diffusion_NAME.json and prints a table. Runs one thread, sequentially.
 """
@@ -150,6 +150,9 @@ def main() -> None:
     ap.add_argument("--autoencoder-steps", type=int, default=300)
     ap.add_argument("--encoder-steps", type=int, default=300)
     ap.add_argument("--num-per-identity", type=int, default=16)
+    ap.add_argument("--rescore", action="store_true",
+                    help="arms already trained in --work are only sampled and scored again (e.g. with "
+                         "evaluate.guidance=G)")
     ap.add_argument("--quick", action="store_true", help="smoke sizes and seconds (a check that it runs)")
     ap.add_argument("extra", nargs="*", help="further key=value overrides for every arm")
     args = ap.parse_args()
@@ -188,16 +191,21 @@ def main() -> None:
         cfg0 = arm_config(arm, profile, extra)
         info = _read(ae_run / "latents" / "info.json")
         latent = int(info["latent_shape"][-1])
-        step_s = seconds_per_step(cfg0, k, latent, cfg0.autoencoder.num_vq_embeddings)
-        steps = max(2, int(args.diffusion_seconds / step_s)) if not args.quick else 4
-        cfg = arm_config(arm, profile, extra, steps)
         run = work / arm
-        if run.exists():
-            shutil.rmtree(run)
-        shutil.copytree(ae_run, run)
-        t0 = time.time()
-        train_diffusion(run, cfg, progress=False)
-        diffusion_s = time.time() - t0
+        trained = _read(run / "train" / "diffusion" / "metrics.json")
+        if args.rescore and (run / "pipeline" / "model_index.json").is_file():  # score the trained arm again
+            steps, step_s, diffusion_s = int(trained["step"]), float("nan"), float(trained["wall_s"])
+            cfg = arm_config(arm, profile, extra, steps)
+        else:
+            step_s = seconds_per_step(cfg0, k, latent, cfg0.autoencoder.num_vq_embeddings)
+            steps = max(2, int(args.diffusion_seconds / step_s)) if not args.quick else 4
+            cfg = arm_config(arm, profile, extra, steps)
+            if run.exists():
+                shutil.rmtree(run)
+            shutil.copytree(ae_run, run)
+            t0 = time.time()
+            train_diffusion(run, cfg, progress=False)
+            diffusion_s = time.time() - t0
         ae_metrics = _read(ae_run / "train" / "autoencoder" / "metrics.json")
         val = ae_metrics.get("val", {})
         dm = _read(run / "train" / "diffusion" / "metrics.json")
@@ -230,6 +238,7 @@ def write(work: Path, name: str, args: argparse.Namespace, rows: dict, test, tra
                  "fd_train_vs_test": frechet_distance(train.f, test.f)},
         "encoder_seconds": round(encoder_s, 1), "total_seconds": round(time.time() - started, 1),
         "arms": rows, "complete": len(rows) == len(args.arms.split(",")), "work": str(work),
+        "rescored": bool(args.rescore), "overrides": list(args.extra),
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     return out
