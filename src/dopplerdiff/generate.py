@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipeline_io import load_pipeline
 from dopplerdiff.schedulers import check_scheduler_name
 
 log = logging.getLogger(__name__)
@@ -272,5 +273,5 @@ def load_run_pipeline(run: Path, device: str | None = None) -> DopplerDiffPipeli
         raise DopplerDiffError(
             f"run '{run}' has no trained pipeline ('{path}' missing); run `dopplerdiff train-diffusion` first"
         )
-    pipe = DopplerDiffPipeline.from_pretrained(path)
+    pipe = load_pipeline(path)  # DopplerDiffPipeline, or DopplerVQDiffusionPipeline for vq-diffusion runs
     return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -12,21 +12,62 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.denoiser import load_denoiser
+from dopplerdiff.models.vq_transformer import load_vq_transformer
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
 
 
-def load_parts(path: Path) -> dict[str, Any]:
-    """Constructor arguments of a saved pipeline directory (local only); a missing part is a clear error."""
-    index = path / "model_index.json"
+VQ_PIPELINE = "DopplerVQDiffusionPipeline"
+
+
+def pipeline_index(path: Path) -> dict[str, Any]:
+    """``model_index.json`` of a saved pipeline, its identity names checked; every component present."""
+    index = Path(path) / "model_index.json"
     if not index.is_file():
         raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
     config = json.loads(index.read_text())
     check_identity_names(config.get("identities") or [], f"'{index}'")  # names become paths: refuse "../x"
     for name in COMPONENTS:
-        if not (path / name).is_dir():
+        if not (Path(path) / name).is_dir():
             raise DopplerDiffError(f"pipeline '{path}' is missing its '{name}' directory")
+    return config
+
+
+def load_pipeline(path: Path) -> Any:
+    """A saved pipeline of either kind: DopplerDiffPipeline or (vq-diffusion) DopplerVQDiffusionPipeline.
+
+    (The pipeline modules import this one, hence the imports inside the function.)"""
+    if pipeline_index(Path(path)).get("_class_name") == VQ_PIPELINE:
+        from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline
+
+        return DopplerVQDiffusionPipeline.from_pretrained(path)
+    from dopplerdiff.pipeline import DopplerDiffPipeline
+
+    return DopplerDiffPipeline.from_pretrained(path)
+
+
+def load_vq_parts(path: Path) -> dict[str, Any]:
+    """Constructor arguments of a saved DopplerVQDiffusionPipeline directory."""
+    config = pipeline_index(path)
+    if config.get("_class_name") != VQ_PIPELINE:
+        raise DopplerDiffError(f"'{path}' holds a {config.get('_class_name')!r}, not a {VQ_PIPELINE}")
+    parts = {
+        "autoencoder": load_autoencoder_any(path / "autoencoder"),
+        "denoiser": load_vq_transformer(path / "denoiser"),
+        "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
+        "scheduler": load_scheduler(path / "scheduler"),
+    }
+    init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS}
+    return {**parts, **init}
+
+
+def load_parts(path: Path) -> dict[str, Any]:
+    """Constructor arguments of a saved pipeline directory (local only); a missing part is a clear error."""
+    config = pipeline_index(path)
+    if config.get("_class_name") == VQ_PIPELINE:
+        raise DopplerDiffError(f"'{path}' is a vq-diffusion pipeline; load it with {VQ_PIPELINE} "
+                               "(or pipeline_io.load_pipeline)")
     parts = {
         "autoencoder": load_autoencoder_any(path / "autoencoder"),
         "denoiser": load_denoiser(path / "denoiser"),

@@ -22,6 +22,7 @@ from diffusers import (
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+from dopplerdiff.config import VQ_SAMPLER
 from dopplerdiff.errors import DopplerDiffError
 
 # name -> (class, extra config)
@@ -36,6 +37,9 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
 }
 SCHEDULER_NAMES = tuple(SCHEDULERS)
+# The discrete sampler of ``diffusion.backbone: vq-diffusion`` (VQDiffusionScheduler, see pipeline_vq); it
+# samples code indices, so it is no choice for the continuous backbones and ``make_scheduler`` refuses it.
+VQ_SCHEDULER = VQ_SAMPLER
 
 
 def training_scheduler(
@@ -57,13 +61,21 @@ def training_scheduler(
 
 
 def check_scheduler_name(name: str) -> str:
-    if name not in SCHEDULERS:
-        raise DopplerDiffError(f"unknown scheduler '{name}'; valid: {', '.join(SCHEDULER_NAMES)}")
+    if name not in SCHEDULERS and name != VQ_SCHEDULER:
+        raise DopplerDiffError(
+            f"unknown scheduler '{name}'; valid: {', '.join(SCHEDULER_NAMES)} "
+            f"({VQ_SCHEDULER} for diffusion.backbone: vq-diffusion)"
+        )
     return name
 
 
 def make_scheduler(name: str, base_config: Any) -> SchedulerMixin:
     """Sampler ``name`` with the noise schedule of ``base_config`` (any scheduler's ``.config``)."""
+    if name == VQ_SCHEDULER:
+        raise DopplerDiffError(
+            f"scheduler '{VQ_SCHEDULER}' samples discrete codes: it needs a vq-diffusion pipeline "
+            "(diffusion.backbone: vq-diffusion), not a continuous latent denoiser"
+        )
     cls, extra = SCHEDULERS[check_scheduler_name(name)]
     base = {k: v for k, v in dict(base_config).items() if not k.startswith("_")}
     keep = (

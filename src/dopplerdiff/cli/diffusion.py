@@ -59,7 +59,8 @@ def generate_cmd(
         None, "--steps", min=1, help="Sampler steps (default: the run's diffusion config)."
     ),
     scheduler: str = typer.Option(
-        None, "--scheduler", help="ddpm, ddim, dpmpp, euler, euler_a, lms, heun or unipc."
+        None, "--scheduler",
+        help="ddpm, ddim, dpmpp, euler, euler_a, lms, heun or unipc (vq-diffusion runs: vq-diffusion)."
     ),
     guidance: float = typer.Option(
         None, "--guidance", min=0.0, callback=finite, help="Classifier-free guidance scale (1 = none)."

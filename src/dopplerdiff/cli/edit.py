@@ -64,6 +64,7 @@ def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, step
     """Resolve the run (its config, pipeline with the chosen sampler, data settings); refuse an existing
     --out before any work."""
     from dopplerdiff.generate import load_run_pipeline
+    from dopplerdiff.pipeline_vq import refuse_edits
 
     setup_logging(quiet)
     existing_dir(run, "--run")
@@ -71,6 +72,7 @@ def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, step
         raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
     cfg = config_for(run, None, [])
     pipe = load_run_pipeline(run)
+    refuse_edits(pipe, f"the edit commands on run '{run}'")
     pipe.set_progress_bar_config(disable=quiet)
     pipe.set_scheduler(scheduler or cfg.diffusion.scheduler)
     d = cfg.diffusion

@@ -37,11 +37,51 @@ class Config:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
 
+    def __post_init__(self) -> None:
+        check_combinations(self)
+
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+VQ_SAMPLER = "vq-diffusion"
+
+
+def check_combinations(cfg: Config) -> None:
+    """Settings of different sections that cannot work together: one ConfigError naming both."""
+    d = cfg.diffusion
+    if d.backbone == "vq-diffusion":
+        if cfg.autoencoder.kind != "vq":
+            raise ConfigError(
+                f"diffusion.backbone: vq-diffusion diffuses the code indices of a VQModel and needs "
+                f"autoencoder.kind: vq (got autoencoder.kind: {cfg.autoencoder.kind})"
+            )
+        samplers = (("diffusion.scheduler", d.scheduler), ("evaluate.scheduler", cfg.evaluate.scheduler))
+        for key, value in samplers:
+            if value != VQ_SAMPLER:
+                raise ConfigError(
+                    f"diffusion.backbone: vq-diffusion samples only with VQDiffusionScheduler: set "
+                    f"{key}={VQ_SAMPLER} (got {key}: {value})"
+                )
+        for key, steps in (("diffusion.num_inference_steps", d.num_inference_steps),
+                           ("evaluate.steps", cfg.evaluate.steps)):
+            if steps > d.vq.num_train_timesteps:
+                raise ConfigError(
+                    f"{key}={steps} exceeds the discrete chain's diffusion.vq.num_train_timesteps="
+                    f"{d.vq.num_train_timesteps}; sampling runs at most that many steps"
+                )
+        if d.select_best:
+            raise ConfigError("diffusion.select_best is not implemented for diffusion.backbone: vq-diffusion")
+        return
+    for key, value in (("diffusion.scheduler", d.scheduler), ("evaluate.scheduler", cfg.evaluate.scheduler)):
+        if value == VQ_SAMPLER:
+            raise ConfigError(
+                f"{key}: {VQ_SAMPLER} samples discrete codes and needs diffusion.backbone: vq-diffusion "
+                f"(got diffusion.backbone: {d.backbone})"
+            )
 
 
 def profile_path(name: str) -> Path:

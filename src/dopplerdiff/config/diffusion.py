@@ -17,8 +17,38 @@ class ConditionConfig:
 
 
 @dataclass
+class VQDiffusionConfig:
+    """Discrete diffusion over a VQModel's code indices (``backbone: vq-diffusion``; see train.vq_diffusion).
+
+    A diffusers ``Transformer2DModel`` over the codes (``num_vector_embeds`` = codebook size + 1 mask token,
+    ``ada_norm`` timestep conditioning as VQ-Diffusion), cross-attention to the identity tokens of the
+    condition encoder (``diffusion.cross_attention_dim``, ``diffusion.condition``).
+    """
+
+    layers: int = 4
+    heads: int = 4
+    head_dim: int = 32
+    num_train_timesteps: int = 100  # length of the mask-and-replace chain (VQDiffusionScheduler)
+    # loss = KL(q(x_{t-1}|x_t,x_0) || p(x_{t-1}|x_t)) + aux_weight * cross-entropy of x_0 on corrupted codes
+    aux_weight: float = 1.0
+    truncation_rate: float = 1.0  # sampling: keep the most likely codes up to this probability mass (1 = off)
+
+    def __post_init__(self) -> None:
+        require([
+            (min(self.layers, self.heads, self.head_dim) >= 1,
+             "vq.layers, vq.heads and vq.head_dim must be >= 1"),
+            (self.num_train_timesteps >= 2,
+             f"vq.num_train_timesteps must be >= 2, got {self.num_train_timesteps}"),
+            (self.aux_weight >= 0, f"vq.aux_weight must be >= 0, got {self.aux_weight}"),
+            (0.0 < self.truncation_rate <= 1.0,
+             f"vq.truncation_rate must be in (0, 1], got {self.truncation_rate}"),
+        ])
+
+
+@dataclass
 class DiffusionConfig:
-    backbone: Literal["unet", "dit"] = "unet"
+    # unet / dit: continuous latent diffusion; vq-diffusion: discrete diffusion over VQModel codes
+    backbone: Literal["unet", "dit", "vq-diffusion"] = "unet"
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 128])
     layers_per_block: int = 1
     cross_attention_dim: int = 128
@@ -37,6 +67,7 @@ class DiffusionConfig:
     dit_head_dim: int = 32
     dit_patch_size: int = 2
     condition: ConditionConfig = field(default_factory=ConditionConfig)
+    vq: VQDiffusionConfig = field(default_factory=VQDiffusionConfig)
     num_train_timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
     prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
@@ -50,7 +81,7 @@ class DiffusionConfig:
     val_samples: int = 6  # generated (and real) images per identity row in the validation grid
     train: LoopConfig = field(default_factory=LoopConfig)
     # Sampling defaults (validation grids, generate, evaluate)
-    scheduler: str = "dpmpp"
+    scheduler: str = "dpmpp"  # vq-diffusion for backbone vq-diffusion
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
     samples_per_identity: int = 16  # images per identity written by `run` into RUN/samples

@@ -1,7 +1,10 @@
 """Cached first-stage latents: RUN/latents/{train,val,test}.safetensors + info.json, and LatentDataset.
 
 Each split file holds ``mean`` (N, C, h, w) float32 posterior means, ``std`` (N, C, h, w) float32 posterior
-stds (zeros for VQ) and ``labels`` (N,) int64. ``info.json``: ``{"files": {split: [...]}, "identities",
+stds (zeros for VQ) and ``labels`` (N,) int64. VQ caches also hold ``indices`` (N, h, w) int64: the code
+index of every latent position (the nearest codebook vector, as the VQModel quantises), the data of
+``diffusion.backbone: vq-diffusion`` (``CodeDataset``).
+``info.json``: ``{"files": {split: [...]}, "identities",
 "scaling_factor", "shift_factor", "kind", "latent_shape"}``. The cache is unscaled; the scale/shift are
 applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
 (Encoding needs the model, so the cache is *written* by ``train.autoencoder.cache_latents``.)
@@ -46,10 +49,13 @@ def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], i
             raise ValueError(f"latent split '{part}': mean/std/labels lengths differ")
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
         for part, t in tensors.items():
-            save_file({
+            arrays = {
                 "mean": t["mean"].float().contiguous(), "std": t["std"].float().contiguous(),
                 "labels": t["labels"].long().contiguous(),
-            }, str(tmp / f"{part}.safetensors"))
+            }
+            if "indices" in t:
+                arrays["indices"] = t["indices"].long().contiguous()
+            save_file(arrays, str(tmp / f"{part}.safetensors"))
         write_json(tmp / INFO, info)
     return Path(out)
 
@@ -108,3 +114,31 @@ class LatentDataset(Dataset):
         if self.time_shift:
             z = torch.roll(z, int(torch.randint(0, z.shape[-1], ())), dims=-1)
         return {"latents": to_model_space(z, self.scale, self.shift), "labels": self.labels[i]}
+
+
+def load_codes(run: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(indices (N, h, w) int64, labels (N,)) of a VQ run's cached split (DataError if not cached)."""
+    t = load_latents(run, split)
+    if "indices" not in t:
+        raise DataError(
+            f"the latent cache of '{run}' has no code indices (it was built from an AutoencoderKL or before "
+            "code indices were cached); run `dopplerdiff cache-latents --run RUN --overwrite` on a VQ run"
+        )
+    return t["indices"].long(), t["labels"].long()
+
+
+class CodeDataset(Dataset):
+    """Items ``{"codes": LongTensor (h*w,) code indices (row-major), "labels": LongTensor ()}``."""
+
+    def __init__(self, run: Path, split: str = "train"):
+        self.info = read_latent_info(run)
+        indices, self.labels = load_codes(run, split)
+        self.shape = tuple(int(v) for v in indices.shape[1:])
+        self.codes = indices.flatten(1)
+        self.identities: list[str] = list(self.info["identities"])
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"codes": self.codes[i], "labels": self.labels[i]}

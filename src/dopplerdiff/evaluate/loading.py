@@ -16,7 +16,7 @@ from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.encoder import load_encoder
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipeline_io import load_pipeline
 
 log = logging.getLogger(__name__)
 Arrays = tuple[Any, Any]
@@ -75,7 +75,7 @@ def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
             "physics, memorisation, augmentation experiment or guidance sweep"
         )
         return None
-    pipe = DopplerDiffPipeline.from_pretrained(path)
+    pipe = load_pipeline(path)  # either pipeline class (continuous latents or vq-diffusion codes)
     if list(pipe.identities) != list(identities):
         raise DopplerDiffError(
             f"pipeline '{path}' has {len(pipe.identities)} identities but the run's data has "

@@ -138,6 +138,20 @@ def decode(vae: Autoencoder, z_model: torch.Tensor) -> torch.Tensor:
     return vae.decode(z).sample
 
 
+def code_indices(vae: VQModel, h: torch.Tensor) -> torch.Tensor:
+    """Unscaled pre-quantisation latents (B, C, h, w) -> (B, h, w) indices of the codes the VQModel picks."""
+    _, _, (_, _, idx) = vae.quantize(_to(h, vae))
+    return idx.reshape(h.shape[0], h.shape[2], h.shape[3]).long()
+
+
+def decode_codes(vae: VQModel, indices: torch.Tensor) -> torch.Tensor:
+    """(B, h, w) code indices -> images (roughly [-1, 1], not clamped), through the codebook lookup."""
+    b, h, w = indices.shape
+    shape = (b, h, w, int(vae.config.vq_embed_dim or vae.config.latent_channels))
+    z_q = vae.quantize.get_codebook_entry(indices.reshape(b, -1).to(vae.device), shape=shape)
+    return vae.decode(z_q.to(vae.dtype), force_not_quantize=True).sample
+
+
 def reconstruct(vae: Autoencoder, x: torch.Tensor) -> torch.Tensor:
     """Deterministic reconstruction through the posterior mean (no scale needed)."""
     mean, _ = encode_posterior(vae, x)

@@ -28,6 +28,7 @@ from dopplerdiff.models.autoencoder import (
     autoencoder_kind,
     build_autoencoder,
     check_architecture,
+    code_indices,
     encode_posterior,
     latent_scale,
     load_autoencoder,
@@ -354,12 +355,14 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
     total = sum(len(v) for v in split.values())
     with tqdm(total=total, desc="cache latents", disable=not progress) as bar:
         for part, idx in split.items():
-            means, stds = [], []
+            means, stds, codes = [], [], []
             imgs = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
             for x in _chunks(imgs, batch_size, vae.device):
                 m, s = encode_posterior(vae, x)
                 means.append(m.float().cpu())
                 stds.append(s.float().cpu())
+                if isinstance(vae, VQModel):
+                    codes.append(code_indices(vae, m).cpu())
                 bar.update(len(x))
             c, f = cfg.autoencoder.latent_channels, cfg.data.size // cfg.autoencoder.downsample_factor
             tensors[part] = {
@@ -367,6 +370,9 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
                 "std": torch.cat(stds) if stds else torch.zeros(0, c, f, f),
                 "labels": torch.from_numpy(ds.labels[idx].astype(np.int64)),
             }
+            if isinstance(vae, VQModel):
+                empty = torch.zeros(0, f, f, dtype=torch.long)
+                tensors[part]["indices"] = torch.cat(codes) if codes else empty
             files[part] = [ds.files[i] for i in idx]
     shape = list(tensors["train"]["mean"].shape[1:])
     info = {"files": files, "identities": ds.identities, "scaling_factor": scale, "shift_factor": shift,

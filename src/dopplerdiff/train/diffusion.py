@@ -10,6 +10,9 @@ Validation (EMA weights, every ``val_every``): a fixed-noise denoising loss on u
 ``val_identities``), a row of real validation windows (decoded cached latents) above a row of generated
 samples with fixed seeds.
 
+``diffusion.backbone: vq-diffusion`` is trained by ``train.vq_diffusion`` (discrete codes), dispatched from
+``train_diffusion``.
+
 At the end the EMA modules go to RUN/diffusion/{denoiser,condition_encoder} and the full pipeline to
 RUN/pipeline, each with config.yaml and manifest.json.
 """
@@ -22,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from diffusers.training_utils import compute_snr
 from torch import Tensor, nn
@@ -42,6 +44,8 @@ from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, trainin
 from dopplerdiff.train.best import BestWeights
 from dopplerdiff.train.checkpoints import checkpoint_step, resolve_resume
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
+from dopplerdiff.train.validation import val_identities
+from dopplerdiff.train.vq_diffusion import train_vq_diffusion
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -153,7 +157,7 @@ class DiffusionStage(TrainStage):
         if self.best is not None and self.best.offer(metrics["val_loss"], step, self.selectable()):
             metrics["best_step"] = float(step)
         pipe = self.pipeline()
-        shown = _val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
+        shown = val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
         n = self.cfg.val_samples
         images, labels = generate_samples(
             pipe,
@@ -176,13 +180,6 @@ class DiffusionStage(TrainStage):
             names.append(f"{self.identities[k]} generated")
         save_grid(out_dir / "grid.png", rows, self.colormap, names)
         return metrics
-
-
-def _val_identities(labels: Tensor, k: int, limit: int) -> list[int]:
-    """A fixed subset of up to ``limit`` identities spread over the label range (with val data first)."""
-    present = sorted(set(labels.tolist())) or list(range(k))
-    pick = np.unique(np.linspace(0, len(present) - 1, min(limit, len(present))).round().astype(int))
-    return [int(present[i]) for i in pick]
 
 
 def _load_latents(run: Path, split: str, sample: bool, time_shift: bool = False) -> LatentDataset:
@@ -268,8 +265,13 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
 
 
 def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
-    """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline."""
+    """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline.
+
+    ``diffusion.backbone: vq-diffusion`` trains the discrete model on the cached code indices instead
+    (``train.vq_diffusion``)."""
     run, cfg = Path(run), config.diffusion
+    if cfg.backbone == "vq-diffusion":
+        return train_vq_diffusion(run, config, resume=resume, progress=progress)
     info = _check_inputs(run, cfg, resume)
     work = run / "train" / "diffusion"
     meta = read_run_data(run).get("meta", {})

@@ -20,6 +20,7 @@ from dopplerdiff.config import Config
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.identity_rows import add_identity_row, reset_identity_row, train_only_row
 from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipeline_vq import refuse_edits
 from dopplerdiff.schedulers import make_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss
 from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json
@@ -42,6 +43,7 @@ def learn_identity(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Add (or with ``replace`` relearn) identity ``name`` from ``images`` (N,C,H,W) in [-1, 1], in place."""
+    refuse_edits(pipe, "learning a new identity row")
     if len(images) < MIN_WINDOWS:
         raise DopplerDiffError(
             f"need at least {MIN_WINDOWS} windows of '{name}' to learn it, got {len(images)}"

@@ -53,3 +53,10 @@ def run_validation(
         append_jsonl(log_path, {"kind": "val", "step": step, **metrics})
     acc.wait_for_everyone()
     return metrics
+
+
+def val_identities(labels: torch.Tensor, k: int, limit: int) -> list[int]:
+    """A fixed subset of up to ``limit`` identities spread over the label range (with val data first)."""
+    present = sorted(set(labels.tolist())) or list(range(k))
+    pick = np.unique(np.linspace(0, len(present) - 1, min(limit, len(present))).round().astype(int))
+    return [int(present[i]) for i in pick]
