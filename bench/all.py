@@ -36,7 +36,7 @@ def run_script(name: str, quick: bool) -> dict:
 
 
 def time_run(profile: str, keep: str = "") -> dict:
-    """Wall time and peak RSS of the end-to-end job on the simulated default (run kept in ``keep`` if given)."""
+    """Wall time and peak RSS of the end-to-end job on the simulated default (run kept in ``keep``)."""
     out = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="dd-bench-")) / "run"
     if keep and out.exists():
         sys.exit(f"error: --keep-run {keep} already exists; give a new folder")
