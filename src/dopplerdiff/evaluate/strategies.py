@@ -114,8 +114,8 @@ def simulated_set(cfg: Config, progress: bool = False) -> tuple[np.ndarray, np.n
     from dopplerdiff.data.images import load_spectrograms
     from dopplerdiff.data.simulate import simulate_dataset
 
-    sim = dataclasses.replace(cfg.simulate, per_identity=cfg.evaluate.simpre_per_identity, format="png",
-                              colormap=cfg.data.colormap)
+    per = max(cfg.evaluate.simpre_per_identity, cfg.simulate.recordings_per_identity)
+    sim = dataclasses.replace(cfg.simulate, per_identity=per, format="png", colormap=cfg.data.colormap)
     data_cfg = dataclasses.replace(cfg.data, train_per_identity=None)
     with tempfile.TemporaryDirectory(prefix="dd-simpre-") as tmp:
         simulate_dataset(sim, Path(tmp) / "sim", progress=progress)
