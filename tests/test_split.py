@@ -159,8 +159,8 @@ def test_train_budget_keeps_the_first_contiguous_windows_per_identity():
     # ID_1 has two recordings: the budget takes recording r1 in time order, then r2.
     spec = {"ID_1": {"r1": list(range(40)), "r2": list(range(40))}, "ID_2": {"r1": list(range(60))}}
     ds = _ds(spec, shuffle_seed=2)
-    full = leak_free_split(ds, SplitConfig(gap_windows=2))
     cfg = load_config("smoke", ["data.train_per_identity=5"]).data
+    full = leak_free_split(ds, cfg.split)
     cut = make_split(ds, cfg)
     assert np.array_equal(cut["val"], full["val"]) and np.array_equal(cut["test"], full["test"])
     assert set(cut["train"]) <= set(full["train"])
@@ -169,7 +169,7 @@ def test_train_budget_keeps_the_first_contiguous_windows_per_identity():
         assert len(kept) == 5
         assert {ds.recordings[i] for i in kept} == {f"ID_{lab + 1}/r1"}
         assert sorted(ds.windows[kept].tolist()) == list(range(5))  # the earliest stretch, contiguous
-    with pytest.raises(DataError, match="identity 'ID_1' has 5[0-9] training"):
+    with pytest.raises(DataError, match="identity 'ID_1' has [0-9]+ training"):
         limit_train(ds, full, 200)
     with pytest.raises(DataError, match="train_per_identity must be >= 1"):
         limit_train(ds, full, 0)
