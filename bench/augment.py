@@ -75,6 +75,14 @@ def run_budget(budget: int | None, data: str, out: Path, strategies: list[str], 
             "run": str(run), "command": cmd[1:]}
 
 
+def _recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """An arm's recipe with the count of its source windows instead of their names."""
+    out = {k: v for k, v in recipe.items() if k != "source_windows"}
+    if "source_windows" in recipe:
+        out["n_source_windows"] = len(recipe["source_windows"])
+    return out
+
+
 def collect(row: dict[str, Any]) -> dict[str, Any]:
     """Gains per strategy and architecture from the run's metrics.json (nothing if it has none)."""
     path = Path(row["run"]) / "eval" / "metrics.json"
@@ -82,7 +90,8 @@ def collect(row: dict[str, Any]) -> dict[str, Any]:
         return {**row, "missing": "no eval/metrics.json"}
     m = json.loads(path.read_text())
     row = {**row, "counts": m.get("counts"), "real_test_accuracy": m["accuracy"]["real_test"]["overall"],
-           "recipes": m.get("augmentation_strategies", {}), "missing_in_run": m.get("missing", [])}
+           "recipes": {n: _recipe(r) for n, r in m.get("augmentation_strategies", {}).items()},
+           "missing_in_run": m.get("missing", [])}
     for arch, key in ARCHS:
         s = (m.get(key) or {}).get("strategies")
         if not s:
