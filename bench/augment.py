@@ -10,9 +10,12 @@ and 95% t-interval over seeds) per strategy x budget.
 
     python bench/augment.py --data sim|DIR [--budgets 10,30,full] [--strategies prior,interval,...]
         [--seeds 3] [--name NAME] [--out DIR] [--extra key=value ...] [--deadline S] [--quick]
+        [--evaluate DIR]
 
 Runs are kept under --out (default runs/bench-augment/NAME/budget_<N>; a rerun resumes them); results go to
-bench/results/augment_NAME.json, rewritten after every budget, and a table is printed.
+bench/results/augment_NAME.json, rewritten after every budget, and a table is printed. ``--evaluate DIR``
+trains nothing: it re-evaluates the kept runs into RUN/DIR (other strategies or settings, the same seeds) and
+writes augment_NAME_DIR.json.
 """
 
 from __future__ import annotations
@@ -53,8 +56,9 @@ def budget_name(budget: int | None) -> str:
 
 
 def run_budget(budget: int | None, data: str, out: Path, strategies: list[str], seeds: int, extra: list[str],
-               quick: bool, deadline: float | None) -> dict[str, Any]:
-    """The whole job at one budget in its own process; exit status and wall time."""
+               quick: bool, deadline: float | None, evaluate: str | None = None) -> dict[str, Any]:
+    """The whole job at one budget in its own process (with ``evaluate``: only a new evaluation of the
+    kept run); exit status and wall time."""
     run = out / f"budget_{budget_name(budget)}"
     run.parent.mkdir(parents=True, exist_ok=True)
     sets = [f"data.train_per_identity={'null' if budget is None else budget}",
@@ -62,6 +66,9 @@ def run_budget(budget: int | None, data: str, out: Path, strategies: list[str], 
     cmd = [sys.executable, "-m", "dopplerdiff.cli", "run", "--profile", "smoke" if quick else "quick",
            *([] if data == "sim" else ["--data", data]), "--out", str(run), "--quiet",
            *(["--resume"] if run.exists() else []), *BENCH, *sets, *extra]
+    if evaluate:  # re-evaluate the kept run (e.g. other strategies) into RUN/<evaluate>
+        cmd = [sys.executable, "-m", "dopplerdiff.cli", "evaluate", "--run", str(run), "--out",
+               str(run / evaluate), "--overwrite", "--quiet", *BENCH, *sets[1:], *extra]
     t0 = time.time()
     limit = None if deadline is None else max(deadline - time.time(), 1)
     with open(out / f"budget_{budget_name(budget)}.log", "a") as fh:
@@ -72,7 +79,7 @@ def run_budget(budget: int | None, data: str, out: Path, strategies: list[str], 
             code = "timeout"
     print(f"budget {budget_name(budget)}: exit {code} after {time.time() - t0:.0f} s", flush=True)
     return {"budget": budget_name(budget), "exit": code, "wall_s": round(time.time() - t0, 1),
-            "run": str(run), "command": cmd[1:]}
+            "run": str(run), "eval": evaluate or "eval", "command": cmd[1:]}
 
 
 def _recipe(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -85,9 +92,9 @@ def _recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 def collect(row: dict[str, Any]) -> dict[str, Any]:
     """Gains per strategy and architecture from the run's metrics.json (nothing if it has none)."""
-    path = Path(row["run"]) / "eval" / "metrics.json"
+    path = Path(row["run"]) / row["eval"] / "metrics.json"
     if not path.is_file():
-        return {**row, "missing": "no eval/metrics.json"}
+        return {**row, "missing": f"no {row['eval']}/metrics.json"}
     m = json.loads(path.read_text())
     row = {**row, "counts": m.get("counts"), "real_test_accuracy": m["accuracy"]["real_test"]["overall"],
            "recipes": {n: _recipe(r) for n, r in m.get("augmentation_strategies", {}).items()},
@@ -132,6 +139,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="where runs are kept (default runs/bench-augment/NAME)")
     ap.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
     ap.add_argument("--deadline", type=float, default=None, help="seconds after which a run is stopped")
+    ap.add_argument("--evaluate", default=None, metavar="DIR",
+                    help="only re-evaluate the kept runs into RUN/DIR (e.g. with other --strategies)")
     ap.add_argument("--quick", action="store_true", help="smoke profile (checks the script runs)")
     args = ap.parse_args()
     budgets = parse_budgets(args.budgets)
@@ -142,14 +151,15 @@ def main() -> None:
         sys.exit(f"error: --data '{args.data}' is not a directory")
     name = args.name or ("sim" if args.data == "sim" else Path(args.data).name)
     out = Path(args.out or f"runs/bench-augment/{name}")
-    result_path = RESULTS / f"augment_{name}{'_quick' if args.quick else ''}.json"
+    suffix = ("_quick" if args.quick else "") + (f"_{args.evaluate}" if args.evaluate else "")
+    result_path = RESULTS / f"augment_{name}{suffix}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     deadline = None if args.deadline is None else t0 + args.deadline
     rows: list[dict[str, Any]] = []
     for budget in budgets:
         rows.append(collect(run_budget(budget, args.data, out, strategies, args.seeds, args.extra, args.quick,
-                                       deadline)))
+                                       deadline, args.evaluate)))
         result = {"dataset": name, "data": str(args.data), "profile": "smoke" if args.quick else "quick",
                   "budgets": [budget_name(b) for b in budgets], "strategies": strategies, "seeds": args.seeds,
                   "overrides": BENCH + args.extra, "threads": os.environ.get("OMP_NUM_THREADS"),

@@ -83,6 +83,10 @@ class EvaluateConfig:
     # EDM2-S; on this project's scaled-linear schedule those sigmas are t/T = 0.07 and 0.81
     augment_guidance_interval: list[float] = field(default_factory=lambda: [0.07, 0.81])
     simpre_per_identity: int = 40  # simulated windows per simulated walker for 'simpre' pre-training
+    # 'filtered' arms: the encoder-confidence threshold and the physics statistics tested against each
+    # identity's training range (None: the filter's defaults, as `generate --filter`)
+    augment_filter_confidence: float = 0.5
+    augment_filter_stats: list[str] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -113,6 +117,9 @@ class EvaluateConfig:
         if len(gi) != 2 or not 0.0 <= gi[0] <= gi[1] <= 1.0:
             raise ValueError(f"evaluate.augment_guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1, "
                              f"got {gi}")
+        if not 0.0 <= self.augment_filter_confidence <= 1.0:
+            raise ValueError(f"evaluate.augment_filter_confidence must be in [0, 1], "
+                             f"got {self.augment_filter_confidence}")
         if self.simpre_per_identity < 1:
             raise ValueError(f"evaluate.simpre_per_identity must be >= 1, got {self.simpre_per_identity}")
 

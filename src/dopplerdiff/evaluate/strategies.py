@@ -83,7 +83,9 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
     strategy = Strategy(
         guidance_interval=tuple(ecfg.augment_guidance_interval) if spec.interval else None,
         from_real="split" if spec.strength is not None else None, strength=spec.strength,
-        filter=spec.filtered)
+        filter=spec.filtered, min_confidence=ecfg.augment_filter_confidence)
+    if ecfg.augment_filter_stats is not None:
+        strategy.physics_stats = tuple(ecfg.augment_filter_stats)
     data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
     plan = resolve(strategy, Path(run), list(pipe.identities), data_cfg, steps=ecfg.steps)
     max_attempts, sample_filter = plan.pop("max_attempts"), plan.pop("sample_filter")
