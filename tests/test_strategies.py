@@ -190,3 +190,32 @@ def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smo
     assert recipes["real:0.5"]["strength"] == 0.5 and recipes["simpre"]["synthetic"] is None
     html = (run / "eval" / "report.html").read_text()
     assert "<h3>Strategies</h3>" in html and "real:0.5" in html
+
+
+def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim_data, smoke_config,
+                                                                   monkeypatch):
+    from synthetic_helpers import make_run
+
+    import dopplerdiff.generate as gen
+    from dopplerdiff.evaluate.strategies import make_arm_data
+
+    run, split = make_run(tmp_path, sim_data, smoke_config)
+    cfg = load_config("smoke", ["evaluate.augment_filter_confidence=0",
+                                "evaluate.augment_filter_stats=[extent]"])
+    seen = {}
+
+    def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, **kw):
+        seen.update(filter=sample_filter, **kw)
+        return gen.Drawn(np.zeros((len(ids) * n, 1, 16, 16), np.float32), np.repeat(ids, n),
+                         np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0} for k in ids})
+
+    monkeypatch.setattr(gen, "draw", fake_draw)
+    arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
+    assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
+                                    "physics_quantiles": [0.025, 0.975]}
+    assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps
+    assert seen["guidance"] == cfg.evaluate.guidance and seen["guidance_interval"] is None
+    assert arm.recipe["source_windows"] and set(arm.recipe["source_windows"]) <= set(split["train"])
+    assert arm.synthetic[0].shape == (6, 1, 16, 16) and arm.synthetic[0].min() == -1.0
+    with pytest.raises(ConfigError, match="augment_filter_confidence"):
+        load_config("smoke", ["evaluate.augment_filter_confidence=1.5"])
