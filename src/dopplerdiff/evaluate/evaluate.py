@@ -20,7 +20,9 @@ reuse leaks nothing), and the guidance sweep takes its samples at that guidance 
 could not be evaluated and why), accuracy {real_test, reconstruction, generated: identity_accuracy dicts,
 ratio}, distribution {gen_vs_test, train_vs_test, recon_vs_test: {fd, kid_mean, kid_std, precision, recall,
 density, coverage, n_a, n_b}}, physics {overall: {stat: compare dict}, per_identity: {name: {stat: W}}},
-memorisation, augmentation, guidance_sweep [{guidance, accuracy, fd, num}]. NaN is written as null.
+memorisation, augmentation (with ``strategies``: one arm per evaluate.augment_strategies), augmentation_judge,
+augmentation_strategies (how each arm's windows were made), guidance_sweep [{guidance, accuracy, fd, num}].
+NaN is written as null.
 """
 
 from __future__ import annotations
