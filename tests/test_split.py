@@ -11,8 +11,8 @@ import pytest
 from dopplerdiff.config import SplitConfig, load_config
 from dopplerdiff.data.images import SpectrogramSet, write_image
 from dopplerdiff.data.run_data import prepare_run_data, read_run_data
-from dopplerdiff.data.split import PARTS, leak_free_split, split_summary
-from dopplerdiff.errors import DataError
+from dopplerdiff.data.split import PARTS, leak_free_split, limit_train, make_split, split_summary
+from dopplerdiff.errors import ConfigError, DataError
 
 
 def _ds(spec: dict[str, dict[str, list[int]]], shuffle_seed: int | None = None) -> SpectrogramSet:
@@ -153,3 +153,49 @@ def test_run_data_errors(tmp_path):
     (tmp_path / "run" / "data.json").write_text(json.dumps({"identities": []}))
     with pytest.raises(DataError, match="lacks the key"):
         read_run_data(tmp_path / "run")
+
+
+def test_train_budget_keeps_the_first_contiguous_windows_per_identity():
+    # ID_1 has two recordings: the budget takes recording r1 in time order, then r2.
+    spec = {"ID_1": {"r1": list(range(40)), "r2": list(range(40))}, "ID_2": {"r1": list(range(60))}}
+    ds = _ds(spec, shuffle_seed=2)
+    cfg = load_config("smoke", ["data.train_per_identity=5"]).data
+    full = leak_free_split(ds, cfg.split)
+    cut = make_split(ds, cfg)
+    assert np.array_equal(cut["val"], full["val"]) and np.array_equal(cut["test"], full["test"])
+    assert set(cut["train"]) <= set(full["train"])
+    for lab in range(2):
+        kept = cut["train"][ds.labels[cut["train"]] == lab]
+        assert len(kept) == 5
+        assert {ds.recordings[i] for i in kept} == {f"ID_{lab + 1}/r1"}
+        assert sorted(ds.windows[kept].tolist()) == list(range(5))  # the earliest stretch, contiguous
+    with pytest.raises(DataError, match="identity 'ID_1' has [0-9]+ training"):
+        limit_train(ds, full, 200)
+    with pytest.raises(DataError, match="train_per_identity must be >= 1"):
+        limit_train(ds, full, 0)
+
+
+def test_train_budget_config_errors():
+    with pytest.raises(ConfigError, match="data.train_per_identity must be >= 1"):
+        load_config("smoke", ["data.train_per_identity=0"])
+    with pytest.raises(ConfigError, match="data.train_per_identity"):
+        load_config("smoke", ["data.train_per_identity=many"])
+    assert load_config("smoke", ["data.train_per_identity=null"]).data.train_per_identity is None
+
+
+def test_prepare_run_data_applies_and_records_the_budget(tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    _tree(data, ["ID_1", "ID_2"], n=20)
+    cfg = load_config("smoke", ["data.train_per_identity=3"]).data
+    ds, split = prepare_run_data(run, data, cfg)
+    rec = read_run_data(run)
+    assert rec["train_per_identity"] == 3 and rec["data_config"]["train_per_identity"] == 3
+    assert len(rec["split"]["train"]) == 6
+    assert rec["split"]["train"][:3] == [f"ID_1/ID_1_case1_1_Doppler{i}.png" for i in (1, 2, 3)]
+    _, again = prepare_run_data(run, None, cfg)
+    assert np.array_equal(again["train"], split["train"])
+    with pytest.raises(DataError, match="prepared with data.train_per_identity=3 .* asks for None"):
+        prepare_run_data(run, None, load_config("smoke").data)
+    with pytest.raises(DataError, match="identity 'ID_1' has"):
+        prepare_run_data(tmp_path / "run2", data, load_config("smoke", ["data.train_per_identity=50"]).data)
+    assert not (tmp_path / "run2" / "data.json").exists()

@@ -88,6 +88,20 @@ def predict(
     return torch.cat(logits).numpy(), torch.cat(embs).numpy()
 
 
+def load_backbone(model: nn.Module, init: nn.Module | None) -> nn.Module:
+    """Copy ``init``'s weights into ``model`` except its classification head (``head.*``) and any tensor of
+    another shape: pre-training on other classes (simulated walkers), then fine-tuning. Returns ``model``."""
+    if init is None:
+        return model
+    own = model.state_dict()
+    take = {k: v for k, v in init.state_dict().items()
+            if not k.startswith("head.") and k in own and own[k].shape == v.shape}
+    if not take:
+        raise DopplerDiffError("the pre-trained classifier shares no weights with the one to fine-tune")
+    model.load_state_dict(take, strict=False)
+    return model
+
+
 def accuracy_of(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndarray, bs: int) -> float:
     logits, _ = predict(encoder, images, bs)
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
@@ -97,9 +111,12 @@ def fit_classifier(
     images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
     augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = False, identities: list[str] | None = None, colormap: str = "jet",
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "cpu", init: nn.Module | None = None,
 ) -> SpectrogramEncoder:
     """Train an encoder in memory (no files) on images (N, C, H, W) in [-1, 1]; returns it in eval mode.
+
+    ``init``: a classifier of the same architecture (e.g. pre-trained on simulated walkers) whose weights,
+    except the head, start the training.
 
     Uses ``cfg.train`` for batch size, lr, weight decay, warmup, schedule and clipping (``steps``
     overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
@@ -122,7 +139,8 @@ def fit_classifier(
         model = encoder_from_config(
             cfg, num_classes=num_classes, image_size=int(x_all.shape[-1]), in_channels=int(x_all.shape[1]),
             identities=identities, colormap=colormap,
-        ).to(device)
+        )
+        model = load_backbone(model, init).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
     sched = get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)

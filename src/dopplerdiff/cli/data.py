@@ -14,7 +14,7 @@ from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
 from dopplerdiff.data.contact import identity_rows, save_grid
 from dopplerdiff.data.images import load_spectrograms
-from dopplerdiff.data.split import leak_free_split, split_summary
+from dopplerdiff.data.split import make_split, split_summary
 from dopplerdiff.errors import DopplerDiffError
 
 
@@ -42,7 +42,7 @@ def inspect_cmd(
     t0 = time.perf_counter()
     ds = load_spectrograms(data, cfg.data, progress=not quiet)
     load_s = time.perf_counter() - t0
-    summary = split_summary(ds, leak_free_split(ds, cfg.data.split))
+    summary = split_summary(ds, make_split(ds, cfg.data))
     console = Console()
     console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities")
     console.print(_split_table(ds, summary))

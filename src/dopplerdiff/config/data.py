@@ -48,9 +48,14 @@ class DataConfig:
     workers: int = 0  # decoding threads; 0 = automatic
     split: SplitConfig = field(default_factory=SplitConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # Real-data budget: keep only the first N training windows of each identity (recording by recording,
+    # in time order: a short recording), for every stage; val/test are unchanged. None = the whole split.
+    train_per_identity: int | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.size <= MAX_SIZE:
             raise ValueError(f"data.size must be in [8, {MAX_SIZE}], got {self.size}")
+        if self.train_per_identity is not None and self.train_per_identity < 1:
+            raise ValueError(f"data.train_per_identity must be >= 1 or null, got {self.train_per_identity}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")

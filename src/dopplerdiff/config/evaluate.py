@@ -4,6 +4,55 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+STRATEGY_PARTS = "prior, interval, real:S (S in (0, 1]), filtered, simpre"
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """One strategy arm of the augmentation experiment, parsed from a name like ``real:0.5+filtered``.
+
+    ``prior``: samples from noise at the evaluation guidance; ``interval``: guidance only inside
+    ``evaluate.augment_guidance_interval``; ``real:S``: img2img from the run's training windows at strength S;
+    ``filtered``: the synthetic filter (encoder confidence + physics range); ``simpre``: the classifier is
+    pre-trained on simulated walkers, then trained on the arm's data. ``simpre`` alone adds no synthetic
+    images."""
+
+    name: str
+    interval: bool = False
+    strength: float | None = None
+    filtered: bool = False
+    simpre: bool = False
+
+    @property
+    def synthetic(self) -> bool:
+        """Whether the arm adds synthetic images to the real training windows."""
+        return self.name != "simpre"
+
+
+def parse_strategy(name: str) -> ArmSpec:
+    """``'real:0.5+filtered'`` -> ArmSpec; ValueError naming the bad part otherwise."""
+    parts = [p.strip() for p in str(name).split("+")]
+    where = f"evaluate.augment_strategies: strategy '{name}'"
+    if any(not p for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"{where} has an empty or repeated part (parts: {STRATEGY_PARTS}, joined by '+')")
+    spec: dict = {"name": "+".join(parts)}
+    for part in parts:
+        if part.startswith("real:"):
+            try:
+                strength = float(part[5:])
+            except ValueError:
+                strength = float("nan")
+            if "strength" in spec or not 0.0 < strength <= 1.0:
+                raise ValueError(f"{where}: '{part}' needs one strength S in (0, 1]")
+            spec["strength"] = strength
+        elif part in ("interval", "filtered", "simpre"):
+            spec[part] = True
+        elif part != "prior":
+            raise ValueError(f"{where}: unknown part '{part}' (valid: {STRATEGY_PARTS}, joined by '+')")
+    if "prior" in parts and "strength" in spec:
+        raise ValueError(f"{where}: 'prior' samples from noise, 'real:S' from real windows; give one")
+    return ArmSpec(**spec)
+
 
 @dataclass
 class EvaluateConfig:
@@ -27,6 +76,17 @@ class EvaluateConfig:
     judge_steps: int = 300
     c2st_steps: int = 200
     judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
+    # Strategy arms of the augmentation experiment (ArmSpec): each trains the same classifiers with the same
+    # steps and seeds on real + that strategy's synthetic windows; gains are paired with the real-only arm.
+    augment_strategies: list[str] = field(default_factory=lambda: ["prior"])
+    # 'interval' arms: Kynkaenniemi et al. 2024 guide only at middle noise levels, sigma in (0.28, 5.42] for
+    # EDM2-S; on this project's scaled-linear schedule those sigmas are t/T = 0.07 and 0.81
+    augment_guidance_interval: list[float] = field(default_factory=lambda: [0.07, 0.81])
+    simpre_per_identity: int = 40  # simulated windows per simulated walker for 'simpre' pre-training
+    # 'filtered' arms: the encoder-confidence threshold and the physics statistics tested against each
+    # identity's training range (None: the filter's defaults, as `generate --filter`)
+    augment_filter_confidence: float = 0.5
+    augment_filter_stats: list[str] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -47,3 +107,22 @@ class EvaluateConfig:
                              f"got {self.judge_channels}")
         if self.judge_steps < 0 or self.c2st_steps < 0:
             raise ValueError("evaluate.judge_steps and evaluate.c2st_steps must be >= 0")
+        self._check_strategies()
+
+    def _check_strategies(self) -> None:
+        names = [parse_strategy(n).name for n in self.augment_strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"evaluate.augment_strategies lists a strategy twice: {self.augment_strategies}")
+        gi = self.augment_guidance_interval
+        if len(gi) != 2 or not 0.0 <= gi[0] <= gi[1] <= 1.0:
+            raise ValueError(f"evaluate.augment_guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1, "
+                             f"got {gi}")
+        if not 0.0 <= self.augment_filter_confidence <= 1.0:
+            raise ValueError(f"evaluate.augment_filter_confidence must be in [0, 1], "
+                             f"got {self.augment_filter_confidence}")
+        if self.simpre_per_identity < 1:
+            raise ValueError(f"evaluate.simpre_per_identity must be >= 1, got {self.simpre_per_identity}")
+
+    def arms(self) -> list[ArmSpec]:
+        """The parsed strategy arms, in the configured order."""
+        return [parse_strategy(n) for n in self.augment_strategies]

@@ -15,7 +15,7 @@ import numpy as np
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
-from dopplerdiff.data.split import PARTS, leak_free_split
+from dopplerdiff.data.split import PARTS, make_split
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
 from dopplerdiff.utils.names import check_identity_names
@@ -55,6 +55,14 @@ def _recorded_split(ds: SpectrogramSet, recorded: dict[str, list[str]], path: Pa
     }
 
 
+def _check_budget(recorded: dict[str, Any], cfg: DataConfig, path: Path) -> None:
+    """A run prepared with one real-data budget cannot be continued with another."""
+    was = recorded.get("train_per_identity")
+    if was != cfg.train_per_identity:
+        raise DataError(f"'{path}' was prepared with data.train_per_identity={was} but the config asks for "
+                        f"{cfg.train_per_identity}; use the same setting or a new run directory")
+
+
 def prepare_run_data(
     run: Path, data_root: Path | None, cfg: DataConfig, progress: bool = False
 ) -> tuple[SpectrogramSet, dict[str, np.ndarray]]:
@@ -73,8 +81,9 @@ def prepare_run_data(
                 f"identities in '{data_root}' ({', '.join(ds.identities)}) do not match those recorded in "
                 f"'{path}' ({', '.join(recorded['identities'])}); use the run's data or a new run directory"
             )
+        _check_budget(recorded, cfg, path)
         return ds, _recorded_split(ds, recorded["split"], path)
-    split = leak_free_split(ds, cfg.split)
+    split = make_split(ds, cfg)
     run.mkdir(parents=True, exist_ok=True)
     write_json(path, {
         "data_root": str(Path(data_root).resolve()),
@@ -82,5 +91,6 @@ def prepare_run_data(
         "split": {part: [ds.files[i] for i in split[part]] for part in PARTS},
         "meta": ds.meta,
         "data_config": to_dict(cfg),
+        "train_per_identity": cfg.train_per_identity,
     })
     return ds, split

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from dopplerdiff.config.data import SplitConfig
+from dopplerdiff.config.data import DataConfig, SplitConfig
 from dopplerdiff.data.images import SpectrogramSet, natural_key
+from dopplerdiff.errors import DataError
 
 PARTS = ("train", "val", "test")
 
@@ -103,6 +104,33 @@ def leak_free_split(ds: SpectrogramSet, cfg: SplitConfig) -> dict[str, np.ndarra
             result[name] += idx.tolist()
             got[name] += len(idx)
     return {p: np.asarray(sorted(result[p]), dtype=np.int64) for p in PARTS}
+
+
+def limit_train(ds: SpectrogramSet, split: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Keep the first ``n`` training windows of each identity: recordings in natural order, windows in time
+    order, so the kept windows are one contiguous stretch, as a user with a short recording has them.
+    Validation and test are unchanged. An identity with fewer than ``n`` training windows is an error."""
+    if n < 1:
+        raise DataError(f"data.train_per_identity must be >= 1, got {n}")
+    keep: list[int] = []
+    train = split["train"]
+    for lab, ident in enumerate(ds.identities):
+        idx = train[ds.labels[train] == lab]
+        if len(idx) < n:
+            raise DataError(f"data.train_per_identity={n} is larger than the data: identity '{ident}' has "
+                            f"{len(idx)} training window(s)")
+        order = sorted(idx.tolist(), key=lambda i: (natural_key(ds.recordings[i]), int(ds.windows[i]),
+                                                    natural_key(ds.files[i])))
+        keep += order[:n]
+    return {**split, "train": np.asarray(sorted(keep), dtype=np.int64)}
+
+
+def make_split(ds: SpectrogramSet, cfg: DataConfig) -> dict[str, np.ndarray]:
+    """The leak-free split, with the training part cut to ``cfg.train_per_identity`` windows if set."""
+    split = leak_free_split(ds, cfg.split)
+    if cfg.train_per_identity is not None:
+        split = limit_train(ds, split, cfg.train_per_identity)
+    return split
 
 
 def split_summary(ds: SpectrogramSet, split: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -20,7 +20,9 @@ reuse leaks nothing), and the guidance sweep takes its samples at that guidance 
 could not be evaluated and why), accuracy {real_test, reconstruction, generated: identity_accuracy dicts,
 ratio}, distribution {gen_vs_test, train_vs_test, recon_vs_test: {fd, kid_mean, kid_std, precision, recall,
 density, coverage, n_a, n_b}}, physics {overall: {stat: compare dict}, per_identity: {name: {stat: W}}},
-memorisation, augmentation, guidance_sweep [{guidance, accuracy, fd, num}]. NaN is written as null.
+memorisation, augmentation (with ``strategies``: one arm per evaluate.augment_strategies), augmentation_judge,
+augmentation_strategies (how each arm's windows were made), guidance_sweep [{guidance, accuracy, fd, num}].
+NaN is written as null.
 """
 
 from __future__ import annotations
@@ -50,7 +52,14 @@ from dopplerdiff.evaluate.loading import (
     run_data_config,
 )
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
-from dopplerdiff.evaluate.parts import Part, distribution, first_per_identity, make_part, reconstruct
+from dopplerdiff.evaluate.parts import (
+    Part,
+    distribution,
+    encode_images,
+    first_per_identity,
+    make_part,
+    reconstruct,
+)
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, write_json, write_manifest
 
@@ -225,6 +234,44 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
             val=val if len(val[1]) else None, progress=progress)
 
 
+def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
+    """Strategy arms (evaluate.augment_strategies) under the encoder's and the judge's architecture; the
+    baseline and the 'prior' arm are the main experiment's real and real+synthetic runs (same seeds)."""
+    from dopplerdiff.evaluate import strategies as S
+
+    ecfg, st, specs = ctx.cfg.evaluate, ctx.st, ctx.cfg.evaluate.arms()
+    arms = S.build_arms(specs, pipe, run, ctx.cfg, ecfg.augment_synthetic_per_identity, (pool.x, pool.y),
+                        st.missing, ctx.progress)
+    pretrain = S.simulated_set(ctx.cfg) if any(a.spec.simpre for a in arms) else None
+    st.metrics["augmentation_strategies"] = {
+        a.spec.name: {**a.recipe, **S.sample_quality(a, lambda x: encode_images(ctx.encoder, x), ctx.test.f,
+                                                     ecfg.knn_k)} for a in arms}
+    seeds = [ecfg.seed + i for i in range(ecfg.augment_seeds)]
+    val = ctx.val if len(ctx.val[1]) else None
+    for key, fit, predict, enc_cfg in _strategy_classifiers(ctx):
+        main = st.metrics.get(key)
+        if not main:
+            continue
+        reuse = {"prior": main["arms"]["real+synthetic"]["runs"]}
+        main["strategies"] = S.run_strategy_arms(
+            (ctx.train.x, ctx.train.y), (ctx.test.x, ctx.test.y), arms, ctx.k, enc_cfg,
+            steps=ecfg.augment_steps, seeds=seeds, augment=ctx.cfg.data.augment if fit is None else None,
+            val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit=fit,
+            predict=predict, device=ctx.device)
+
+
+def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:
+    """(metrics key, fit, predict, encoder config) of the experiment's two classifier architectures."""
+    ecfg = ctx.cfg.evaluate
+    enc_cfg = ctx.cfg.encoder
+    if ecfg.augment_channels:
+        enc_cfg = replace(enc_cfg, channels=list(ecfg.augment_channels))
+    out: list[tuple[str, Any, Any, Any]] = [("augmentation", None, None, enc_cfg)]
+    if ctx.ind is not None and ecfg.judge_augmentation:
+        out.append(("augmentation_judge", *ctx.ind.experiment_fns(), None))
+    return out
+
+
 @dataclass
 class EvalContext:
     """What every part of one evaluation shares: settings, real parts, encoder, judge, accumulated state."""
@@ -281,6 +328,7 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
         synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
         _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
                       ctx.device)
+        _strategies(ctx, run, pipe, synthetic)
     else:
         st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                           "evaluate.augment_synthetic_per_identity is 0)")

@@ -90,12 +90,16 @@ class IndependentEval:
         log.info("%s: judge accuracy %.3f (real %.3f), C2ST %s", key, a["overall"], real,
                  self.c2st_m.get(key, {}).get("accuracy"))
 
+    def experiment_fns(self) -> tuple[Any, Any]:
+        """(fit, predict) of judge-architecture classifiers for the augmentation experiments."""
+        return partial(fit_for_experiment, channels=tuple(self.cfg.judge_channels)), predict_for_experiment
+
     def augmentation(self, run_experiment: Any, synthetic: tuple[np.ndarray, np.ndarray], **kw: Any) -> dict:
         """The augmentation experiment with judge-architecture classifiers (its own recipe and widths; the
         same step budget as the encoder-architecture arms, evaluate.augment_steps)."""
-        fit = partial(fit_for_experiment, channels=tuple(self.cfg.judge_channels))
+        fit, predict = self.experiment_fns()
         res = run_experiment(self.train, self.test, synthetic, self.k, None, steps=self.cfg.augment_steps,
-                             fit=fit, predict=predict_for_experiment, device=self.device, **kw)
+                             fit=fit, predict=predict, device=self.device, **kw)
         res["classifier"] = f"judge CNN {list(self.cfg.judge_channels)}"
         return res
 

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dopplerdiff.classifier import load_backbone
 from dopplerdiff.errors import DataError, DopplerDiffError
 
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
@@ -91,15 +92,16 @@ def _check(x: Tensor, y: Tensor, num_classes: int) -> None:
 
 def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSettings | None = None, *,
               seed: int = 0, val: tuple[Any, Any] | None = None, device: str | torch.device = "cpu",
-              augment: bool = True) -> JudgeCNN:
-    """Train a judge in memory on images (N, C, H, W) in [-1, 1]; deterministic per seed."""
+              augment: bool = True, init: nn.Module | None = None) -> JudgeCNN:
+    """Train a judge in memory on images (N, C, H, W) in [-1, 1]; deterministic per seed. ``init``: a judge
+    whose weights, except the head, start the training (pre-training on other data)."""
     s = settings or JudgeSettings()
     x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     _check(x_all, y_all, num_classes)
     with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
         torch.manual_seed(seed)
-        model = JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)).to(device)
+        model = load_backbone(JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)), init).to(device)
         _train(model, x_all, y_all, s, torch.Generator().manual_seed(seed), val, device, augment)
     return model.eval()
 
@@ -135,11 +137,12 @@ def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen:
 
 def fit_for_experiment(x: Any, y: Any, num_classes: int, cfg: Any, *, steps: int, seed: int,
                        augment: Any = None, val: Any = None, progress: bool = False,
-                       channels: tuple[int, ...] = (16, 32, 64), device: Any = "cpu") -> JudgeCNN:
+                       channels: tuple[int, ...] = (16, 32, 64), device: Any = "cpu",
+                       init: nn.Module | None = None) -> JudgeCNN:
     """``fit`` for the augmentation experiment: the judge architecture; ``cfg``/``augment`` are not used
     (the judge keeps its own recipe so that it stays independent of the encoder's)."""
     return fit_judge(x, y, num_classes, JudgeSettings(channels=channels, steps=steps), seed=seed, val=val,
-                     device=device)
+                     device=device, init=init)
 
 
 def predict_for_experiment(model: nn.Module, x: Any) -> tuple[np.ndarray, None]:

@@ -26,6 +26,7 @@ from dopplerdiff.evaluate.report_html import (
     table,
 )
 from dopplerdiff.evaluate.report_independent import independent_section
+from dopplerdiff.evaluate.report_strategies import strategy_table
 
 SECTIONS = (
     "headline",
@@ -306,7 +307,7 @@ def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
     )
     if "augmentation" in plots:
         body += f"<img src='{png_b64(plots['augmentation'])}' alt='augmentation experiment'>"
-    return body
+    return body + strategy_table(m)
 
 
 def _guidance(m: dict, plots: dict[str, bytes]) -> str:

@@ -1,0 +1,235 @@
+"""Which synthetic data helps? Strategy arms of the augmentation experiment.
+
+Each arm of ``evaluate.augment_strategies`` (``config.evaluate.ArmSpec``: prior, interval, real:S, filtered,
+simpre and their combinations joined by '+') trains the SAME classifier with the same steps, augmentation,
+validation windows and seeds as the real-only baseline, on the real training windows plus that strategy's
+synthetic windows (``simpre``: after pre-training the classifier on simulated walkers; alone it adds no
+synthetic windows). Scored on real test; the gain of an arm is paired with the baseline seed by seed, with a
+95% t-interval over seeds.
+
+Synthetic windows are made with the single implementations of the ``synthetic`` package and
+``generate.draw`` (img2img from the run's TRAIN windows only, guidance intervals, the filter), never from a
+validation or test window. Images are (N, C, H, W) float32 in [-1, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dopplerdiff.classifier import fit_classifier
+from dopplerdiff.classifier import predict as classifier_predict
+from dopplerdiff.config import Config
+from dopplerdiff.config.evaluate import ArmSpec
+from dopplerdiff.errors import DopplerDiffError
+
+log = logging.getLogger(__name__)
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+@dataclasses.dataclass
+class ArmData:
+    """One arm's training additions: synthetic windows (None for ``simpre`` alone) and how they were made."""
+
+    spec: ArmSpec
+    synthetic: Arrays | None
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def t_interval(values: Sequence[float]) -> list[float] | None:
+    """95% t-interval of the mean over seeds (None with fewer than two values)."""
+    from scipy import stats
+
+    arr = np.asarray(values, np.float64)
+    if len(arr) < 2:
+        return None
+    half = float(stats.t.ppf(0.975, len(arr) - 1) * arr.std(ddof=1) / math.sqrt(len(arr)))
+    return [float(arr.mean() - half), float(arr.mean() + half)]
+
+
+def summary(runs: Sequence[float], ci: bool = False) -> dict[str, Any]:
+    """Mean, sample std and per-seed values (with ``ci``: the 95% t-interval of the mean)."""
+    arr = np.asarray(runs, np.float64)
+    out: dict[str, Any] = {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if len(arr) > 1 else 0.0,
+                           "runs": [float(v) for v in arr]}
+    if ci:
+        out["ci95"] = t_interval(arr)
+    return out
+
+
+# ----------------------------------------------------------------------------------- making the data
+
+
+def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
+                  progress: bool = False) -> ArmData:
+    """Synthetic windows of one arm: ``n`` per identity drawn with the evaluation's steps, guidance, sampler
+    and seed by ``generate.draw`` with the plan of ``synthetic.strategy.resolve`` (sources: the run's
+    training windows). ``simpre`` alone: no synthetic windows."""
+    if not spec.synthetic:
+        return ArmData(spec, None, {"synthetic": None})
+    from dopplerdiff.generate import draw
+    from dopplerdiff.schedulers import check_scheduler_name
+    from dopplerdiff.synthetic.strategy import Strategy, resolve
+
+    ecfg, t0 = cfg.evaluate, time.time()
+    strategy = Strategy(
+        guidance_interval=tuple(ecfg.augment_guidance_interval) if spec.interval else None,
+        from_real="split" if spec.strength is not None else None, strength=spec.strength,
+        filter=spec.filtered, min_confidence=ecfg.augment_filter_confidence)
+    if ecfg.augment_filter_stats is not None:
+        strategy.physics_stats = tuple(ecfg.augment_filter_stats)
+    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
+    plan = resolve(strategy, Path(run), list(pipe.identities), data_cfg, steps=ecfg.steps)
+    max_attempts, sample_filter = plan.pop("max_attempts"), plan.pop("sample_filter")
+    pipe.set_scheduler(check_scheduler_name(ecfg.scheduler))
+    pipe.set_progress_bar_config(disable=True)
+    ids = list(range(len(pipe.identities)))
+    got = draw(pipe, ids, n, sample_filter=sample_filter, max_attempts=max_attempts, progress=progress,
+               steps=ecfg.steps, guidance=ecfg.guidance, seed=ecfg.seed, **plan)
+    src = plan.get("sources")
+    names = [src.name(k, i) for k, i in zip(got.labels.tolist(), got.indices.tolist(), strict=True)] if src \
+        else []
+    recipe = {
+        "guidance": ecfg.guidance, "guidance_interval": plan["guidance_interval"],
+        "from_real": None if src is None else src.origin, "strength": spec.strength,
+        "filter": None if sample_filter is None else sample_filter.describe(),
+        "acceptance": {pipe.identities[k]: v["rate"] for k, v in got.acceptance.items()},
+        "source_windows": sorted(set(names)), "seconds": round(time.time() - t0, 1),
+    }
+    x = (np.asarray(got.images, np.float32) * 2.0 - 1.0).astype(np.float32)
+    return ArmData(spec, (x, got.labels), recipe)
+
+
+def simulated_set(cfg: Config, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Simulated walkers for ``simpre`` pre-training, read like the run's data: (images, labels, K).
+
+    The run's simulator settings with ``evaluate.simpre_per_identity`` windows per walker, in the data's
+    colormap, resized to ``data.size``; written to a temporary folder and removed after reading."""
+    from dopplerdiff.data.images import load_spectrograms
+    from dopplerdiff.data.simulate import simulate_dataset
+
+    per = max(cfg.evaluate.simpre_per_identity, cfg.simulate.recordings_per_identity)
+    sim = dataclasses.replace(cfg.simulate, per_identity=per, format="png", colormap=cfg.data.colormap)
+    data_cfg = dataclasses.replace(cfg.data, train_per_identity=None)
+    with tempfile.TemporaryDirectory(prefix="dd-simpre-") as tmp:
+        simulate_dataset(sim, Path(tmp) / "sim", progress=progress)
+        ds = load_spectrograms(Path(tmp) / "sim", data_cfg)
+    return ds.images, ds.labels, len(ds.identities)
+
+
+# ------------------------------------------------------------------------------------ the experiment
+
+
+def _check_arms(arms: Sequence[ArmData], shape: tuple[int, ...], num_classes: int,
+                pretrain: tuple[np.ndarray, np.ndarray, int] | None) -> None:
+    for arm in arms:
+        if arm.synthetic is not None:
+            x, y = arm.synthetic
+            if len(x) == 0 or x.shape[1:] != shape or len(x) != len(y):
+                raise DopplerDiffError(f"strategy '{arm.spec.name}': synthetic images {x.shape} do not match "
+                                       f"the real images (*, {', '.join(map(str, shape))})")
+            if y.min() < 0 or y.max() >= num_classes:
+                raise DopplerDiffError(f"strategy '{arm.spec.name}': labels outside 0..{num_classes - 1}")
+        if arm.spec.simpre and (pretrain is None or pretrain[0].shape[1:] != shape):
+            raise DopplerDiffError(f"strategy '{arm.spec.name}' needs simulated pre-training images of the "
+                                   f"real images' shape {shape}")
+
+
+def run_strategy_arms(
+    real_train: Arrays, real_test: Arrays, arms: Sequence[ArmData], num_classes: int, encoder_cfg: Any, *,
+    steps: int, seeds: Sequence[int], augment: Any = None, val: Arrays | None = None,
+    pretrain: tuple[np.ndarray, np.ndarray, int] | None = None, baseline: Sequence[float] | None = None,
+    reuse: dict[str, Sequence[float]] | None = None, fit: Callable[..., Any] | None = None,
+    predict: Callable[..., Any] | None = None, device: Any = "cpu",
+) -> dict[str, Any]:
+    """Accuracy on real test of every arm per seed, and its paired gain over the real-only baseline.
+
+    ``baseline``: real-only accuracies already measured with these seeds (else fitted here); ``reuse``: arm
+    name -> accuracies already measured (the 'prior' arm is the main experiment's real+synthetic arm);
+    ``pretrain``: simulated (images, labels, K) for ``simpre`` arms, one pre-trained classifier per seed."""
+    fit, predict = fit or fit_classifier, predict or classifier_predict
+    xr, yr = np.asarray(real_train[0], np.float32), np.asarray(real_train[1], np.int64)
+    xt, yt = np.asarray(real_test[0], np.float32), np.asarray(real_test[1], np.int64)
+    _check_arms(arms, xr.shape[1:], num_classes, pretrain)
+    common = {"steps": steps, "augment": augment, "progress": False, "device": device}
+
+    def score(x: np.ndarray, y: np.ndarray, seed: int, init: Any = None) -> float:
+        extra = {"init": init} if init is not None else {}
+        model = fit(x, y, num_classes, encoder_cfg, seed=int(seed), val=val, **common, **extra)
+        return float((np.asarray(predict(model, xt)[0]).argmax(1) == yt).mean())
+
+    base = list(baseline) if baseline is not None else [score(xr, yr, s) for s in seeds]
+    pre: dict[int, Any] = {}
+    out: dict[str, Any] = {"baseline": summary(base), "seeds": [int(s) for s in seeds], "steps": int(steps),
+                           "arms": {}}
+    for arm in arms:
+        name = arm.spec.name
+        x, y = xr, yr
+        if arm.synthetic is not None:
+            x, y = np.concatenate([xr, arm.synthetic[0]]), np.concatenate([yr, arm.synthetic[1]])
+        if reuse and name in reuse:
+            runs = [float(v) for v in reuse[name]]
+        else:
+            runs = []
+            for s in seeds:
+                init = None
+                if arm.spec.simpre:
+                    if s not in pre:  # same pre-training for every simpre arm of this seed
+                        px, py, pk = pretrain  # type: ignore[misc]
+                        pre[s] = fit(px, py, pk, encoder_cfg, seed=int(s), val=None, **common)
+                    init = pre[s]
+                runs.append(score(x, y, s, init))
+                log.info("strategy %-20s seed %d accuracy %.3f (baseline %.3f)", name, s, runs[-1],
+                         base[list(seeds).index(s)])
+        n_syn = 0 if arm.synthetic is None else len(arm.synthetic[1])
+        out["arms"][name] = {
+            "accuracy": summary(runs), "gain": summary(np.subtract(runs, base), ci=True),
+            "n_synthetic": n_syn, "synthetic_per_identity": round(n_syn / num_classes),
+            "pretrained_on_simulation": arm.spec.simpre,
+            "pretrain_classes": pretrain[2] if arm.spec.simpre and pretrain else None,
+        }
+    return out
+
+
+def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: Arrays,
+               missing: list[str], progress: bool = False) -> list[ArmData]:
+    """ArmData for every spec: 'prior' is the evaluation pool's first ``n`` samples per identity (the same
+    seeds would make the same images); an arm that cannot be made (e.g. the filter's cap) is recorded in
+    ``missing`` and left out."""
+    arms = []
+    for spec in specs:
+        if spec.name == "prior":
+            arms.append(ArmData(spec, pool, {"guidance": cfg.evaluate.guidance, "guidance_interval": None,
+                                             "from_real": None, "strength": None, "filter": None}))
+            continue
+        try:
+            arms.append(make_arm_data(spec, pipe, run, cfg, n, progress))
+        except DopplerDiffError as exc:
+            missing.append(f"strategy arm '{spec.name}' left out: {exc}")
+            log.warning("strategy arm '%s' left out: %s", spec.name, exc)
+    return arms
+
+
+def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                   test_features: np.ndarray, knn_k: int) -> dict[str, Any]:
+    """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows."""
+    from dopplerdiff.evaluate.metrics import precision_recall
+
+    if arm.synthetic is None:
+        return {}
+    x, y = arm.synthetic
+    feats, logits = encode(x)
+    out: dict[str, Any] = {"encoder_accuracy": float((logits.argmax(1) == y).mean())}
+    k = min(knn_k, len(feats) - 1, len(test_features) - 1)
+    if k >= 1:
+        pr = precision_recall(test_features, feats, k=k)
+        out.update(precision=pr["precision"], recall=pr["recall"], knn_k=k)
+    return out

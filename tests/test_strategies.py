@@ -1,0 +1,221 @@
+"""Strategy arms of the augmentation experiment: names, paired gains, simulator pre-training, train-only
+seeds and the real-data budget, end to end on a tiny run (16x16, 2 sampler steps)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dopplerdiff.config import load_config
+from dopplerdiff.config.evaluate import parse_strategy
+from dopplerdiff.errors import ConfigError, DopplerDiffError
+from dopplerdiff.evaluate.strategies import ArmData, run_strategy_arms, t_interval
+
+K = 3
+
+
+@pytest.mark.parametrize(("name", "want"), [
+    ("prior", dict(interval=False, strength=None, filtered=False, simpre=False)),
+    ("interval", dict(interval=True)),
+    ("real:0.5", dict(strength=0.5)),
+    ("real:0.8+filtered", dict(strength=0.8, filtered=True)),
+    ("simpre+interval+filtered", dict(simpre=True, interval=True, filtered=True)),
+])
+def test_strategy_names_parse(name, want):
+    spec = parse_strategy(name)
+    assert spec.name == name and all(getattr(spec, k) == v for k, v in want.items())
+    assert spec.synthetic
+
+
+def test_simpre_alone_adds_no_synthetic_windows():
+    assert not parse_strategy("simpre").synthetic and parse_strategy("simpre+prior").synthetic
+
+
+@pytest.mark.parametrize(("value", "match"), [
+    ("[prior, mixup]", "unknown part 'mixup'"),
+    ("[real:1.5]", "'real:1.5' needs one strength"),
+    ("[real:x]", "'real:x' needs one strength"),
+    ("[prior+real:0.5]", "give one"),
+    ("[interval+interval]", "empty or repeated part"),
+    ("[prior, prior]", "lists a strategy twice"),
+])
+def test_bad_strategy_names_are_one_clear_config_error(value, match):
+    with pytest.raises(ConfigError, match=match) as info:
+        load_config("smoke", [f"evaluate.augment_strategies={value}"])
+    assert "evaluate.augment_strategies" in str(info.value)
+
+
+def test_guidance_interval_and_simpre_settings_are_checked():
+    with pytest.raises(ConfigError, match="augment_guidance_interval"):
+        load_config("smoke", ["evaluate.augment_guidance_interval=[0.8, 0.2]"])
+    with pytest.raises(ConfigError, match="simpre_per_identity"):
+        load_config("smoke", ["evaluate.simpre_per_identity=0"])
+    cfg = load_config("smoke", ["evaluate.augment_strategies=[prior, real:0.5, simpre+interval]"])
+    assert [a.name for a in cfg.evaluate.arms()] == ["prior", "real:0.5", "simpre+interval"]
+
+
+def _blobs(n_per: int, rng: np.random.Generator, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.repeat(np.arange(K), n_per)
+    noise = noise * rng.standard_normal((len(labels), 1, 4, 4))
+    x = np.linspace(-0.6, 0.6, K)[labels][:, None, None, None] + noise
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+class _Centroid:
+    def __init__(self, x, y, k):
+        self.c = np.stack([x[y == j].mean(axis=0).ravel() if (y == j).any() else np.zeros(x[0].size)
+                           for j in range(k)])
+
+
+def _predict(model, images):
+    d = ((images.reshape(len(images), -1)[:, None, :] - model.c[None]) ** 2).sum(-1)
+    return -d, None
+
+
+def test_arms_are_paired_with_the_baseline_and_simpre_pretrains_once_per_seed():
+    rng = np.random.default_rng(0)
+    train, test = _blobs(1, rng, noise=1.5), _blobs(20, rng)
+    good, bad = _blobs(10, rng), _blobs(10, rng)
+    bad = (bad[0], (bad[1] + 1) % K)  # wrongly labelled synthetic windows must hurt
+    sim = (rng.standard_normal((12, 1, 4, 4)).astype(np.float32), np.repeat(np.arange(4), 3), 4)
+    calls = []
+
+    def fit(x, y, k, cfg, *, steps, seed, augment, val, progress, device, init=None):
+        calls.append({"n": len(x), "k": k, "seed": seed, "init": init, "steps": steps})
+        return _Centroid(x, y, k)
+
+    arms = [ArmData(parse_strategy("real:0.5"), good), ArmData(parse_strategy("interval"), bad),
+            ArmData(parse_strategy("simpre"), None), ArmData(parse_strategy("simpre+real:0.8"), good),
+            ArmData(parse_strategy("prior"), good)]
+    res = run_strategy_arms(train, test, arms, K, None, steps=5, seeds=[0, 1, 2], pretrain=sim,
+                            reuse={"prior": [0.5, 0.5, 0.5]}, fit=fit, predict=_predict)
+    assert list(res["arms"]) == ["real:0.5", "interval", "simpre", "simpre+real:0.8", "prior"]
+    base = res["baseline"]["runs"]
+    for arm in res["arms"].values():
+        assert len(arm["accuracy"]["runs"]) == 3
+        assert arm["gain"]["runs"] == pytest.approx(np.subtract(arm["accuracy"]["runs"], base).tolist())
+        lo, hi = arm["gain"]["ci95"]
+        assert lo <= arm["gain"]["mean"] <= hi
+    assert res["arms"]["real:0.5"]["gain"]["mean"] > 0 > res["arms"]["interval"]["gain"]["mean"]
+    assert res["arms"]["prior"]["accuracy"]["runs"] == [0.5] * 3  # reused, not refitted
+    assert res["arms"]["simpre"]["n_synthetic"] == 0
+    assert res["arms"]["real:0.5"]["synthetic_per_identity"] == 10
+    pre = [c for c in calls if c["k"] == 4]
+    assert sorted(c["seed"] for c in pre) == [0, 1, 2]  # one pre-training per seed, shared by both arms
+    tuned = [c for c in calls if c["init"] is not None]
+    assert len(tuned) == 6 and {c["n"] for c in tuned} == {3, 33}
+    assert {c["steps"] for c in calls} == {5}
+    # baseline (3) + real:0.5 (3) + interval (3) + pre-training (3) + simpre arms (6); prior reused
+    assert len(calls) == 18
+
+
+def test_arm_errors():
+    rng = np.random.default_rng(0)
+    train = _blobs(2, rng)
+    with pytest.raises(DopplerDiffError, match="strategy 'simpre' needs simulated"):
+        run_strategy_arms(train, train, [ArmData(parse_strategy("simpre"), None)], K, None, steps=1,
+                          seeds=[0], fit=lambda *a, **k: None, predict=_predict)
+    wrong = (np.zeros((3, 1, 8, 8), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(DopplerDiffError, match="strategy 'interval': synthetic images"):
+        run_strategy_arms(train, train, [ArmData(parse_strategy("interval"), wrong)], K, None, steps=1,
+                          seeds=[0], fit=lambda *a, **k: None, predict=_predict)
+
+
+def test_t_interval():
+    assert t_interval([0.1]) is None
+    lo, hi = t_interval([0.0, 0.1, 0.2])
+    assert lo == pytest.approx(0.1 - 4.303 * 0.1 / np.sqrt(3), abs=1e-3) and hi > 0.2
+
+
+def test_load_backbone_copies_everything_but_the_head():
+    from dopplerdiff.classifier import load_backbone
+    from dopplerdiff.evaluate.judge import JudgeCNN
+
+    torch.manual_seed(0)
+    pre, new = JudgeCNN(1, 5, (4, 8)), JudgeCNN(1, 3, (4, 8))
+    head = new.head[-1].weight.clone()
+    load_backbone(new, pre)
+    assert torch.equal(new.features[0].weight, pre.features[0].weight)
+    assert torch.equal(new.head[-1].weight, head)
+    with pytest.raises(DopplerDiffError, match="shares no weights"):
+        load_backbone(new, torch.nn.Linear(2, 2))
+
+
+def test_simulated_pretraining_set_matches_the_data(smoke_config):
+    from dopplerdiff.evaluate.strategies import simulated_set
+
+    cfg = copy.deepcopy(smoke_config)
+    cfg.evaluate.simpre_per_identity = 6
+    x, y, k = simulated_set(cfg)
+    assert x.shape == (6 * cfg.simulate.identities, 1, cfg.data.size, cfg.data.size)
+    assert k == cfg.simulate.identities and sorted(set(y.tolist())) == list(range(k))
+    assert x.min() >= -1.0 and x.max() <= 1.0
+
+
+def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smoke_config):
+    """Budget 3 windows per identity: every stage sees 3; the arms exist under both classifier
+    architectures, real-seeded arms are seeded by those training windows only, and the report has the
+    table."""
+    from test_evaluate import _add_pipeline, _make_run
+
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+
+    cfg = load_config("smoke", ["data.train_per_identity=3", "evaluate.simpre_per_identity=4",
+                                "evaluate.augment_strategies=[prior, interval, real:0.5, simpre, "
+                                "real:0.5+filtered]"])
+    run = _make_run(tmp_path, sim_data, cfg)
+    data = json.loads((run / "data.json").read_text())
+    _add_pipeline(run, cfg, data["identities"])
+    m = evaluate_run(run, copy.deepcopy(cfg), progress=False)
+    k = len(data["identities"])
+    assert m["counts"]["train"] == 3 * k and m["augmentation"]["n_real_train"] == 3 * k
+    train = set(data["split"]["train"])
+    filtered_left_out = any("'real:0.5+filtered' left out" in x for x in m["missing"])
+    expected = ["prior", "interval", "real:0.5", "simpre"]
+    expected += [] if filtered_left_out else ["real:0.5+filtered"]
+    for key in ("augmentation", "augmentation_judge"):
+        s = m[key]["strategies"]
+        assert list(s["arms"]) == expected
+        assert s["baseline"]["runs"] == m[key]["arms"]["real"]["runs"]
+        assert s["arms"]["prior"]["accuracy"]["runs"] == m[key]["arms"]["real+synthetic"]["runs"]
+        assert all(len(a["gain"]["runs"]) == cfg.evaluate.augment_seeds for a in s["arms"].values())
+    recipes = m["augmentation_strategies"]
+    assert recipes["interval"]["guidance_interval"] == cfg.evaluate.augment_guidance_interval
+    seeds = recipes["real:0.5"]["source_windows"]
+    assert seeds and set(seeds) <= train  # only the budgeted training windows seed samples
+    assert recipes["real:0.5"]["strength"] == 0.5 and recipes["simpre"]["synthetic"] is None
+    html = (run / "eval" / "report.html").read_text()
+    assert "<h3>Strategies</h3>" in html and "real:0.5" in html
+
+
+def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim_data, smoke_config,
+                                                                   monkeypatch):
+    from synthetic_helpers import make_run
+
+    import dopplerdiff.generate as gen
+    from dopplerdiff.evaluate.strategies import make_arm_data
+
+    run, split = make_run(tmp_path, sim_data, smoke_config)
+    cfg = load_config("smoke", ["evaluate.augment_filter_confidence=0",
+                                "evaluate.augment_filter_stats=[extent]"])
+    seen = {}
+
+    def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, **kw):
+        seen.update(filter=sample_filter, **kw)
+        return gen.Drawn(np.zeros((len(ids) * n, 1, 16, 16), np.float32), np.repeat(ids, n),
+                         np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0} for k in ids})
+
+    monkeypatch.setattr(gen, "draw", fake_draw)
+    arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
+    assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
+                                    "physics_quantiles": [0.025, 0.975]}
+    assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps
+    assert seen["guidance"] == cfg.evaluate.guidance and seen["guidance_interval"] is None
+    assert arm.recipe["source_windows"] and set(arm.recipe["source_windows"]) <= set(split["train"])
+    assert arm.synthetic[0].shape == (6, 1, 16, 16) and arm.synthetic[0].min() == -1.0
+    with pytest.raises(ConfigError, match="augment_filter_confidence"):
+        load_config("smoke", ["evaluate.augment_filter_confidence=1.5"])
