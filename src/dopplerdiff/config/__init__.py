@@ -12,6 +12,7 @@ import yaml
 from dopplerdiff.config.autoencoder import AutoencoderConfig, AutoencoderLossConfig
 from dopplerdiff.config.base import apply_overrides, from_dict, read_yaml, to_dict
 from dopplerdiff.config.data import AugmentConfig, DataConfig, SplitConfig
+from dopplerdiff.config.decoder import DecoderConfig
 from dopplerdiff.config.diffusion import ConditionConfig, DiffusionConfig
 from dopplerdiff.config.embed import EmbedConfig
 from dopplerdiff.config.encoder import EncoderConfig
@@ -33,9 +34,16 @@ class Config:
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
+
+    def __post_init__(self) -> None:
+        size, data = self.decoder.size, self.data.size
+        if size and (size < data or size % data):
+            # the upsampler's pairs are (latent of the window at data.size, the window at decoder.size)
+            raise ValueError(f"decoder.size={size} must be 0, data.size ({data}) or a multiple of it")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
@@ -92,7 +100,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 __all__ = [
     "AugmentConfig", "AutoencoderConfig", "AutoencoderLossConfig", "ConditionConfig", "Config",
-    "ConfigError", "DataConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig", "EvaluateConfig",
+    "ConfigError", "DataConfig", "DecoderConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig",
+    "EvaluateConfig",
     "LoopConfig", "PROFILES", "SimulateConfig", "SplitConfig", "config_from_dict", "load_config",
     "profile_path", "config_for", "saved_config",
 ]
