@@ -226,3 +226,13 @@ def test_evaluation_brings_upsampled_samples_to_the_data_size():
     out = to_data_size(x, (1, 2, 2))
     np.testing.assert_allclose(out[0, 0], [[2.5, 4.5], [10.5, 12.5]])
     assert to_data_size(x, (1, 4, 4)) is x
+
+
+def test_a_partial_decoder_train_section_keeps_the_decoder_defaults(tmp_path):
+    from dopplerdiff.config import DecoderConfig, LoopConfig
+
+    path = tmp_path / "c.yaml"
+    path.write_text("profile: custom\n")  # no decoder section, as in runs made before the decoder existed
+    cfg = load_config(path, ["decoder.train.steps=900"])
+    assert cfg.decoder.train.steps == 900
+    assert cfg.decoder.train.lr == DecoderConfig().train.lr != LoopConfig().lr

@@ -88,7 +88,7 @@ class DiffusionDecoder(ModelMixin, ConfigMixin):
             if vae_image is None:
                 raise DopplerDiffError("this diffusion decoder is conditioned on the VAE's decoded image; "
                                        "pass vae_image")
-            img = vae_image.to(self.dtype)
+            img = vae_image.to(device=z_model.device, dtype=self.dtype)
             if tuple(img.shape[-2:]) != size:
                 img = F.interpolate(img, size=size, mode="bilinear", align_corners=False)
             parts.append(img)
