@@ -11,6 +11,7 @@ size:
   area-averaged down first);
 * C2ST: a classifier told to separate real test windows from decoded *other* test windows (0.5 =
   indistinguishable; the floor is real train vs real test);
+* Fréchet distance in the run's encoder space against real test windows, beside the train-vs-test floor;
 * texture: high-frequency energy share, sparsity and local variance relative to real test windows;
 * decode time per image (this process's threads).
 
@@ -40,6 +41,7 @@ from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
+from dopplerdiff.evaluate.metrics import frechet_distance
 from dopplerdiff.evaluate.parts import encode_images
 from dopplerdiff.models.autoencoder import decode, encode, load_autoencoder
 from dopplerdiff.models.decoder import load_decoder
@@ -98,6 +100,7 @@ def load_sets(run: Path, cfg: Any, size: int, per_identity: int) -> dict[str, An
         run, None, dataclasses.replace(cfg.data, size=size))[0]
     test = _subset(split["test"], ds.labels, per_identity)
     return {"k": len(ds.identities), "test_small": torch.from_numpy(np.ascontiguousarray(ds.images[test])),
+            "train_small": ds.images[split["train"]],
             "y": ds.labels[test].astype(np.int64), "test": big.images[test],
             "train": (big.images[split["train"]], big.labels[split["train"]]),
             "val": (big.images[split["val"]], big.labels[split["val"]])}
@@ -115,7 +118,9 @@ def score(name: str, x: np.ndarray, sec: float, s: dict[str, Any], ind: Independ
            "hf_ratio": tex["ratio_to_real"]["high_frequency_ratio"], "texture": tex}
     if enc is not None:
         small = F.adaptive_avg_pool2d(torch.from_numpy(x), (data_size, data_size)).numpy()
-        row["encoder"] = identity_accuracy(encode_images(enc, small)[1], s["y"], ind.k, 200, seed)["overall"]
+        feats, logits = encode_images(enc, small)
+        row["encoder"] = identity_accuracy(logits, s["y"], ind.k, 200, seed)["overall"]
+        row["fd"] = frechet_distance(feats, s["test_feats"])
     return row
 
 
@@ -126,11 +131,13 @@ def fmt(v: Any, d: int = 3) -> str:
 def print_table(res: dict[str, Any]) -> None:
     print(f"\n{res['name']}: {res['n_test']} test windows, latents {res['latent_shape']} -> {res['size']}², "
           f"{res['threads']} thread(s); real test: judge {fmt(res['real']['judge'])}, encoder "
-          f"{fmt(res['real'].get('encoder'))}, C2ST floor {fmt(res['c2st_floor'])}")
-    cols = ("decoder", "PSNR", "SSIM", "judge", "encoder", "C2ST", "HF/real", "s/img")
+          f"{fmt(res['real'].get('encoder'))}, C2ST floor {fmt(res['c2st_floor'])}, FD floor "
+          f"{fmt(res['real'].get('fd_floor_train_vs_test'), 1)}")
+    cols = ("decoder", "PSNR", "SSIM", "judge", "encoder", "FD", "C2ST", "HF/real", "s/img")
     print(f"{cols[0]:<30}" + "".join(f"{c:>9}" for c in cols[1:]))
     for r in res["rows"]:
-        cells = [fmt(r["psnr"], 2), fmt(r["ssim"]), fmt(r["judge"]), fmt(r.get("encoder")), fmt(r["c2st"]),
+        cells = [fmt(r["psnr"], 2), fmt(r["ssim"]), fmt(r["judge"]), fmt(r.get("encoder")),
+                 fmt(r.get("fd"), 1), fmt(r["c2st"]),
                  fmt(r["hf_ratio"], 2), fmt(r["seconds_per_image"], 4)]
         print(f"{r['decoder']:<30}" + "".join(f"{c:>9}" for c in cells))
 
@@ -159,8 +166,10 @@ def main() -> None:
     ind = IndependentEval(cfg.evaluate, s["train"], s["val"], (s["test"], s["y"]), s["k"])
     real = {"judge": ind.judge_m["real_test"]["overall"], "texture": ind.texture_m["real_test"]}
     if enc is not None:
-        logits = encode_images(enc, s["test_small"].numpy())[1]
+        s["test_feats"], logits = encode_images(enc, s["test_small"].numpy())
         real["encoder"] = identity_accuracy(logits, s["y"], s["k"], 200, args.seed)["overall"]
+        train_feats = encode_images(enc, s["train_small"])[0]
+        real["fd_floor_train_vs_test"] = frechet_distance(train_feats, s["test_feats"])
     rows, grid = [], [to_unit(s["test"][:8])]
     for name, fn in decoders(vae, dec, s["test_small"], size, args.seed, args.steps).items():
         x, sec = _batched(fn, z, args.batch_size)
