@@ -164,7 +164,7 @@ def main() -> None:
     with torch.no_grad():
         z = torch.cat([encode(vae, s["test_small"][i : i + 64]) for i in range(0, len(s["y"]), 64)])
     ind = IndependentEval(cfg.evaluate, s["train"], s["val"], (s["test"], s["y"]), s["k"])
-    real = {"judge": ind.judge_m["real_test"]["overall"], "texture": ind.texture_m["real_test"]}
+    real = {"judge": ind.judge_m["real_test"]["overall"]}
     if enc is not None:
         s["test_feats"], logits = encode_images(enc, s["test_small"].numpy())
         real["encoder"] = identity_accuracy(logits, s["y"], s["k"], 200, args.seed)["overall"]
@@ -176,6 +176,7 @@ def main() -> None:
         rows.append(score(name, x, sec, s, ind, enc, cfg.data.size, args.seed))
         grid.append(to_unit(x[:8]))
         print(f"{name}: done ({sec:.4f} s/image)", flush=True)
+    real["texture"] = ind.texture_m["real_test"]  # filled by the first add_set
     res = {"name": args.name or run.name, "run": str(run), "date": time.strftime("%Y-%m-%d %H:%M"),
            "threads": torch.get_num_threads(), "size": size, "data_size": cfg.data.size,
            "latent_shape": list(z.shape[1:]), "n_test": len(s["y"]), "decoder_config": dict(dec.config),
