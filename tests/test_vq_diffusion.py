@@ -218,6 +218,7 @@ def test_generate_and_evaluate_run(run, tmp_path):
     ([*VQ, "diffusion.num_inference_steps=9"],
      "diffusion.num_inference_steps=9 exceeds .* diffusion.vq.num_train_timesteps=8"),
     ([*VQ, "diffusion.vq.num_train_timesteps=1"], "num_train_timesteps must be >= 2"),
+    ([*VQ, "decoder.kind=diffusion"], "decoder.kind: diffusion decodes continuous latents"),
 ])
 def test_bad_combinations_are_rejected(overrides, match):
     with pytest.raises(ConfigError, match=match):

@@ -10,6 +10,10 @@ Guidance: ``eps = eps_null + g * (eps_cond - eps_null)`` with the null identity 
 halves run in ONE batched forward; ``g == 1`` is plain conditional sampling and skips the null half,
 ``g == 0`` is unconditional sampling and skips the conditional half.
 
+Optional component ``decoder`` (a ``DiffusionDecoder``): when present, ``decode_latents`` -- the one decode
+that sampling, editing and evaluation go through -- samples images with it instead of the autoencoder's
+decoder (``pipe.use_decoder = False`` switches back, e.g. to compare the two).
+
 Latent convention (whole project): ``z_model = (z - shift_factor) * scaling_factor``; images are decoded
 from ``z_model / scaling_factor + shift_factor``. ``output_type='latent'`` returns ``z_model``.
 """
@@ -59,7 +63,8 @@ def _eval_modes(fn):
 
     @functools.wraps(fn)
     def wrapper(self, *args: Any, **kwargs: Any):
-        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
+        modules = [m for m in (self.autoencoder, self.denoiser, self.condition_encoder, self.decoder)
+                   if m is not None]
         modes = [m.training for m in modules]
         try:
             for m in modules:
@@ -76,6 +81,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
     """Sample spectrograms of chosen identities; see the module docstring for conventions."""
 
     model_cpu_offload_seq = "condition_encoder->denoiser->autoencoder"
+    _optional_components = ["decoder"]
 
     def __init__(
         self,
@@ -87,6 +93,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         colormap: str = "jet",
         channels: int = 1,
         native_size: int | None = None,
+        decoder=None,
     ):
         super().__init__()
         self.register_modules(
@@ -94,7 +101,9 @@ class DopplerDiffPipeline(DiffusionPipeline):
             denoiser=denoiser,
             condition_encoder=condition_encoder,
             scheduler=scheduler,
+            decoder=decoder,
         )
+        self.use_decoder = True  # False: decode with the autoencoder even when a diffusion decoder is present
         k = condition_encoder.num_identities
         names = list(identities) if identities is not None else [f"ID_{i + 1}" for i in range(k)]
         if len(names) != k:
@@ -189,9 +198,24 @@ class DopplerDiffPipeline(DiffusionPipeline):
         cond_out, null_out = out.chunk(2)
         return null_out + guidance_scale * (cond_out - null_out)
 
-    def decode_latents(self, z_model: torch.Tensor) -> torch.Tensor:
-        """Model-space latents -> images in [-1, 1]."""
-        return decode_latents(self.autoencoder, z_model).clamp(-1, 1)
+    @property
+    def decodes_with_diffusion(self) -> bool:
+        """Whether ``decode_latents`` samples with the diffusion decoder (present and not switched off)."""
+        return self.decoder is not None and self.use_decoder
+
+    def decode_latents(self, z_model: torch.Tensor,
+                       generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
+        """Model-space latents -> images in [-1, 1]: the one decode of the pipeline.
+
+        With a diffusion decoder (and ``use_decoder``) the image is sampled at the decoder's size, its noise
+        drawn from ``generator`` (the sampling generator(s), continued), so a seed fixes the whole image.
+        """
+        if not self.decodes_with_diffusion:
+            return decode_latents(self.autoencoder, z_model).clamp(-1, 1)
+        vae_image = None
+        if self.decoder.config.vae_image:
+            vae_image = decode_latents(self.autoencoder, z_model).clamp(-1, 1)
+        return self.decoder.decode(z_model, vae_image, generator=generator)
 
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
         """Images in [-1, 1] -> model-space latents (posterior mean)."""
@@ -295,7 +319,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         known = None if m is None else (z0, m, noise)
         latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
                                      known, resample_steps)
-        return self._output(latents, output_type, return_dict)
+        return self._output(latents, output_type, return_dict, generator)
 
     sample = __call__.__wrapped__  # the same loop without the eval-mode switch
 
@@ -332,11 +356,11 @@ class DopplerDiffPipeline(DiffusionPipeline):
                     latents = prev
         return latents
 
-    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool):
+    def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, generator: Any = None):
         if output_type == "latent":
             images = latents
         else:
-            images = (self.decode_latents(latents).float() + 1) / 2
+            images = (self.decode_latents(latents, generator).float() + 1) / 2
             if output_type == "np":
                 images = images.permute(0, 2, 3, 1).cpu().numpy()
             elif output_type == "pil":
@@ -362,6 +386,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         dtype = kwargs.get("torch_dtype")
         if dtype is not None:
             pipe.to(dtype=dtype)
-        for module in (pipe.autoencoder, pipe.denoiser, pipe.condition_encoder):
-            module.eval()
+        for module in (pipe.autoencoder, pipe.denoiser, pipe.condition_encoder, pipe.decoder):
+            if module is not None:
+                module.eval()
         return pipe

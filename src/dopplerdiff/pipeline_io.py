@@ -11,11 +11,13 @@ import numpy as np
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.condition import IdentityConditionEncoder
+from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
+OPTIONAL = ("decoder",)  # saved only when present (a diffusion decoder)
 
 
 VQ_PIPELINE = "DopplerVQDiffusionPipeline"
@@ -73,9 +75,20 @@ def load_parts(path: Path) -> dict[str, Any]:
         "denoiser": load_denoiser(path / "denoiser"),
         "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
         "scheduler": load_scheduler(path / "scheduler"),
+        "decoder": _optional_decoder(path, config),
     }
-    init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS}
+    init = {k: v for k, v in config.items() if not k.startswith("_") and k not in COMPONENTS + OPTIONAL}
     return {**parts, **init}
+
+
+def _optional_decoder(path: Path, index: dict[str, Any]):
+    """The diffusion decoder when model_index.json names one (older pipelines have none)."""
+    entry = index.get("decoder")
+    if not entry or entry[0] is None:
+        return None
+    if not (path / "decoder").is_dir():
+        raise DopplerDiffError(f"pipeline '{path}' names a decoder but has no 'decoder' directory")
+    return load_decoder(path / "decoder")
 
 
 def load_autoencoder_any(path: Path):

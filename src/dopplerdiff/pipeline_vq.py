@@ -137,6 +137,11 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
     def identities(self) -> list[str]:
         return list(self.config.identities)
 
+    @property
+    def decodes_with_diffusion(self) -> bool:
+        """Codes are always decoded by the VQModel (a diffusion decoder needs continuous latents)."""
+        return False
+
     def identity_ids(self, identities: list[int | str]) -> list[int]:
         names, out = self.identities, []
         for ident in identities:

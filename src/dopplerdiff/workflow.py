@@ -116,6 +116,19 @@ def _diffusion(ctx: RunContext) -> None:
     train_diffusion(ctx.run, ctx.cfg, resume=_resume_arg(ctx, "diffusion"), progress=ctx.progress)
 
 
+def _decoder(ctx: RunContext) -> None:
+    from dopplerdiff.train.decoder import train_decoder
+
+    train_decoder(ctx.run, ctx.cfg, resume=_resume_arg(ctx, "decoder"), progress=ctx.progress)
+
+
+def _decoder_summary(ctx: RunContext) -> str:
+    val = (read_json_if_exists(ctx.run / "train" / "decoder" / "metrics.json") or {}).get("val", {})
+    if "val_psnr" not in val:
+        return ""
+    return f"val PSNR {val['val_psnr']:.2f} dB (VAE decoder {val['val_psnr_vae']:.2f} dB)"
+
+
 def _encoder(ctx: RunContext) -> None:
     from dopplerdiff.train.encoder import train_encoder
 
@@ -149,9 +162,9 @@ def _evaluate_summary(ctx: RunContext) -> str:
     return f"report {ctx.run / 'eval' / 'report.html'}"
 
 
-def stages(simulated: bool, encoder_first: bool = False) -> list[Stage]:
+def stages(simulated: bool, encoder_first: bool = False, decoder: bool = False) -> list[Stage]:
     """The job's stages in order (simulation only when no data folder was given; the encoder before the
-    autoencoder when the first stage's feature loss needs it)."""
+    autoencoder when the first stage's feature loss needs it; the diffusion decoder when configured)."""
     out = [Stage("simulate", "data/metadata.json", _simulate)] if simulated else []
     encoder = Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary)
     out += [
@@ -160,6 +173,9 @@ def stages(simulated: bool, encoder_first: bool = False) -> list[Stage]:
         Stage("train autoencoder", "autoencoder/config.json", _autoencoder, _autoencoder_summary),
         Stage("cache latents", "latents/info.json", _latents),
         Stage("train diffusion", "pipeline/model_index.json", _diffusion),
+        # after the denoiser: it adds itself to RUN/pipeline, which then exists
+        *([Stage("train decoder", "pipeline/decoder/config.json", _decoder, _decoder_summary)]
+          if decoder else []),
         *([] if encoder_first else [encoder]),
         Stage("generate", "samples/manifest.json", _generate),
         Stage("evaluate", "eval/metrics.json", _evaluate, _evaluate_summary),
@@ -205,6 +221,8 @@ def check_precision(cfg: Config) -> Config:
     """One process trains every stage, and accelerate fixes the precision for the process."""
     found = {cfg.autoencoder.train.mixed_precision, cfg.diffusion.train.mixed_precision,
              cfg.encoder.train.mixed_precision}
+    if cfg.decoder.kind == "diffusion":
+        found.add(cfg.decoder.train.mixed_precision)
     if len(found) > 1:
         raise ConfigError(
             f"`run` trains every stage in one process, so the stages' train.mixed_precision must agree "
@@ -232,7 +250,8 @@ def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
         cfg.save(run / "config.yaml")
-    todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0)
+    todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
+                  decoder=cfg.decoder.kind == "diffusion")
     previous = (read_json_if_exists(run / "timings.json") or {}).get("invocations", [])
     started, rows = time.strftime("%Y-%m-%dT%H:%M:%S%z"), []
     for i, stage in enumerate(todo, 1):

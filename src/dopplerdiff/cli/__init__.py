@@ -12,6 +12,7 @@ from dopplerdiff.cli import (  # noqa: F401
     augment,
     autoencoder,
     data,
+    decoder,
     diffusion,
     edit,
     embed,

@@ -12,6 +12,7 @@ import yaml
 from dopplerdiff.config.autoencoder import AutoencoderConfig, AutoencoderLossConfig
 from dopplerdiff.config.base import apply_overrides, from_dict, read_yaml, to_dict
 from dopplerdiff.config.data import AugmentConfig, DataConfig, SplitConfig
+from dopplerdiff.config.decoder import DecoderConfig
 from dopplerdiff.config.diffusion import ConditionConfig, DiffusionConfig
 from dopplerdiff.config.embed import EmbedConfig
 from dopplerdiff.config.encoder import EncoderConfig
@@ -33,6 +34,7 @@ class Config:
     simulate: SimulateConfig = field(default_factory=SimulateConfig)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
@@ -52,6 +54,10 @@ VQ_SAMPLER = "vq-diffusion"
 
 def check_combinations(cfg: Config) -> None:
     """Settings of different sections that cannot work together: one ConfigError naming both."""
+    size, data = cfg.decoder.size, cfg.data.size
+    if size and (size < data or size % data):
+        # the upsampler's pairs are (latent of the window at data.size, the window at decoder.size)
+        raise ConfigError(f"decoder.size={size} must be 0, data.size ({data}) or a multiple of it")
     d = cfg.diffusion
     if d.backbone == "vq-diffusion":
         if cfg.autoencoder.kind != "vq":
@@ -75,6 +81,9 @@ def check_combinations(cfg: Config) -> None:
                 )
         if d.select_best:
             raise ConfigError("diffusion.select_best is not implemented for diffusion.backbone: vq-diffusion")
+        if cfg.decoder.kind == "diffusion":
+            raise ConfigError("decoder.kind: diffusion decodes continuous latents; diffusion.backbone: "
+                              "vq-diffusion decodes code indices with the VQModel (set decoder.kind: vae)")
         return
     for key, value in (("diffusion.scheduler", d.scheduler), ("evaluate.scheduler", cfg.evaluate.scheduler)):
         if value == VQ_SAMPLER:
@@ -132,7 +141,8 @@ def config_from_dict(data: dict[str, Any]) -> Config:
 
 __all__ = [
     "AugmentConfig", "AutoencoderConfig", "AutoencoderLossConfig", "ConditionConfig", "Config",
-    "ConfigError", "DataConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig", "EvaluateConfig",
+    "ConfigError", "DataConfig", "DecoderConfig", "DiffusionConfig", "EmbedConfig", "EncoderConfig",
+    "EvaluateConfig",
     "LoopConfig", "PROFILES", "SimulateConfig", "SplitConfig", "config_from_dict", "load_config",
     "profile_path", "config_for", "saved_config",
 ]

@@ -88,12 +88,23 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(
             f"unknown config key '{prefix}{unknown[0]}' (valid keys here: {', '.join(sorted(names))})"
         )
-    kwargs = {k: _check_value(v, hints[k], prefix + k) for k, v in data.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: _check_value(_with_defaults(fields[k], v), hints[k], prefix + k) for k, v in data.items()}
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid config section '{prefix.rstrip('.') or 'root'}': {exc}") from exc
     return obj
+
+
+def _with_defaults(f: dataclasses.Field, value: Any) -> Any:
+    """A partial mapping for a nested section keeps that section's own defaults: ``decoder.train.steps=900``
+    alone must not reset the rest of ``decoder.train`` to the generic LoopConfig defaults."""
+    if isinstance(value, dict) and f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+        if dataclasses.is_dataclass(default):
+            return {**to_dict(default), **value}
+    return value
 
 
 def require(checks: list[tuple[bool, str]]) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dopplerdiff.config import Config
 from dopplerdiff.data.images import to_unit
@@ -107,11 +108,20 @@ def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, 
 
     imgs01, labels = generate_samples(pipe, list(range(k)), n, steps=ecfg.steps, guidance=guidance,
                                       scheduler=ecfg.scheduler, seed=seed, progress=progress)
-    imgs = np.asarray(imgs01, np.float32) * 2.0 - 1.0
+    imgs = to_data_size(np.asarray(imgs01, np.float32) * 2.0 - 1.0, data_shape)
     if imgs.shape[1:] != data_shape:
         raise DopplerDiffError(f"the pipeline generates images of shape {imgs.shape[1:]} but the run's data "
                                f"is {data_shape}; the pipeline does not belong to this run's data settings")
     return imgs, np.asarray(labels, np.int64)
+
+
+def to_data_size(imgs: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:
+    """Samples of a pipeline whose diffusion decoder upsamples (a multiple of the data size), area-averaged
+    back to the data size: every metric compares them with real windows at that size."""
+    (c, h, w), shape = data_shape, imgs.shape[1:]
+    if shape == data_shape or shape[0] != c or shape[1] % h or shape[2] % w or shape[1] < h:
+        return imgs  # equal, or a mismatch the caller reports
+    return F.adaptive_avg_pool2d(torch.from_numpy(imgs), (h, w)).numpy()
 
 
 def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalState) -> None:
@@ -315,6 +325,7 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     pipe = load_run_pipeline(run, ctx.ids, st.missing, ctx.device)
     if pipe is None:
         return None
+    st.metrics["settings"]["decoder"] = "diffusion" if pipe.decodes_with_diffusion else "vae"
     augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
     n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
     pool = _sample_pool(pipe, ctx.encoder, ctx.cfg, ctx.k, n_pool, ctx.test.x.shape[1:], ctx.progress)

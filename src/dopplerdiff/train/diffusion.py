@@ -38,6 +38,7 @@ from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import generate_samples
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
+from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
 from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
@@ -252,10 +253,14 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="diffusion", **manifest)
     stage.vae.to(den.device)
+    decoder = None  # a diffusion decoder trained before the denoiser joins the pipeline
+    if config.decoder.kind == "diffusion" and (run / "decoder" / "config.json").is_file():
+        decoder = load_decoder(run / "decoder")
     pipe = DopplerDiffPipeline(
         stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
         identities=stage.identities, colormap=stage.colormap,
         channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
+        decoder=decoder,
     )
     with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
         pipe.save_pretrained(tmp)
