@@ -219,3 +219,20 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
     assert arm.synthetic[0].shape == (6, 1, 16, 16) and arm.synthetic[0].min() == -1.0
     with pytest.raises(ConfigError, match="augment_filter_confidence"):
         load_config("smoke", ["evaluate.augment_filter_confidence=1.5"])
+
+
+def test_simulated_pretraining_walkers_are_not_the_simulated_default_people(tmp_path, smoke_config):
+    """On the simulated default the pre-training walkers must be other people: the run's own simulator seed
+    would re-create the evaluated identities (and their windows), leaking test data into pre-training."""
+    from dopplerdiff.data.images import load_spectrograms
+    from dopplerdiff.data.simulate import simulate_dataset
+    from dopplerdiff.evaluate.strategies import simulated_set
+
+    cfg = copy.deepcopy(smoke_config)
+    cfg.evaluate.simpre_per_identity = cfg.simulate.per_identity
+    simulate_dataset(cfg.simulate, tmp_path / "data", progress=False)
+    data = load_spectrograms(tmp_path / "data", cfg.data).images.reshape(-1, cfg.data.size ** 2)
+    x, _, _ = simulated_set(cfg)
+    x = x.reshape(len(x), -1)
+    nearest = np.abs(x[:, None, :] - data[None, :, :]).max(axis=2).min(axis=1)
+    assert nearest.min() > 1e-3

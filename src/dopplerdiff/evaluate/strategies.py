@@ -108,16 +108,22 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
     return ArmData(spec, (x, got.labels), recipe)
 
 
+SIMPRE_SEED_OFFSET = 1_000_003  # other walkers than any run simulated with a nearby seed
+
+
 def simulated_set(cfg: Config, progress: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
     """Simulated walkers for ``simpre`` pre-training, read like the run's data: (images, labels, K).
 
     The run's simulator settings with ``evaluate.simpre_per_identity`` windows per walker, in the data's
-    colormap, resized to ``data.size``; written to a temporary folder and removed after reading."""
+    colormap, resized to ``data.size``; written to a temporary folder and removed after reading. The seed is
+    moved by SIMPRE_SEED_OFFSET: with the run's own seed the walkers of the simulated default would be the
+    evaluated people themselves, with some of their test windows."""
     from dopplerdiff.data.images import load_spectrograms
     from dopplerdiff.data.simulate import simulate_dataset
 
     per = max(cfg.evaluate.simpre_per_identity, cfg.simulate.recordings_per_identity)
-    sim = dataclasses.replace(cfg.simulate, per_identity=per, format="png", colormap=cfg.data.colormap)
+    sim = dataclasses.replace(cfg.simulate, per_identity=per, format="png", colormap=cfg.data.colormap,
+                              seed=cfg.simulate.seed + SIMPRE_SEED_OFFSET)
     data_cfg = dataclasses.replace(cfg.data, train_per_identity=None)
     with tempfile.TemporaryDirectory(prefix="dd-simpre-") as tmp:
         simulate_dataset(sim, Path(tmp) / "sim", progress=progress)
