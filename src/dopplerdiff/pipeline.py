@@ -20,7 +20,6 @@ from ``z_model / scaling_factor + shift_factor``. ``output_type='latent'`` retur
 
 from __future__ import annotations
 
-import functools
 import inspect
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,9 @@ from dopplerdiff.sampling import (
     check_interval,
     check_sample_args,
     condition_weights,
+    eval_modes,
     guidance_at,
+    identity_indices,
     img2img_timesteps,
     latent_mask,
     mixed_tokens,
@@ -55,26 +56,6 @@ from dopplerdiff.sampling import (
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
-
-
-def _eval_modes(fn):
-    """Run the modules in eval mode (decoders can differ between modes) and give them their mode back
-    afterwards, so the training stage can sample with its live modules."""
-
-    @functools.wraps(fn)
-    def wrapper(self, *args: Any, **kwargs: Any):
-        modules = [m for m in (self.autoencoder, self.denoiser, self.condition_encoder, self.decoder)
-                   if m is not None]
-        modes = [m.training for m in modules]
-        try:
-            for m in modules:
-                m.eval()
-            return fn(self, *args, **kwargs)
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
-
-    return wrapper
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -121,22 +102,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
     def identity_ids(self, identities: list[int | str]) -> list[int]:
         """Names or indices -> indices; unknown names/indices are errors listing the valid ones."""
-        names = self.identities
-        out = []
-        for ident in identities:
-            if isinstance(ident, str) and ident in names:
-                out.append(names.index(ident))
-            elif (
-                isinstance(ident, int | np.integer)
-                and not isinstance(ident, bool)
-                and 0 <= ident < len(names)
-            ):
-                out.append(int(ident))
-            else:
-                raise DopplerDiffError(
-                    f"unknown identity {ident!r}; valid: {', '.join(names)} (or indices 0..{len(names) - 1})"
-                )
-        return out
+        return identity_indices(self.identities, identities)
 
     def set_scheduler(self, name: str) -> None:
         """Swap the sampler by name (ddpm, ddim, dpmpp, euler, euler_a, lms, heun, unipc)."""
@@ -236,7 +202,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         device = self._execution_device
         return ids.to(device), None if weights is None else weights.to(device)
 
-    @_eval_modes
+    @eval_modes
     @torch.inference_mode()
     def __call__(
         self,

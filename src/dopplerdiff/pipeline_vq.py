@@ -26,7 +26,6 @@ continuous latents; here they are refused with one error.
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import decode_codes
 from dopplerdiff.models.vq_transformer import log_p_x0, num_codes
 from dopplerdiff.pipeline_io import images_to_pil
-from dopplerdiff.sampling import check_interval, guidance_at
+from dopplerdiff.sampling import check_interval, eval_modes, guidance_at, identity_indices
 from dopplerdiff.schedulers import VQ_SCHEDULER
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
@@ -79,22 +78,6 @@ def truncate(log_p: torch.Tensor, rate: float) -> torch.Tensor:
     keep = torch.cat((torch.ones_like(keep[:, :1]), keep[:, :-1]), dim=1)  # the most likely code always
     keep = keep.gather(1, order.argsort(1))
     return log_p.masked_fill(~keep, -torch.inf)
-
-
-def _eval_modes(fn):
-    @functools.wraps(fn)
-    def wrapper(self, *args: Any, **kwargs: Any):
-        modules = (self.autoencoder, self.denoiser, self.condition_encoder)
-        modes = [m.training for m in modules]
-        try:
-            for m in modules:
-                m.eval()
-            return fn(self, *args, **kwargs)
-        finally:
-            for m, mode in zip(modules, modes, strict=True):
-                m.train(mode)
-
-    return wrapper
 
 
 class DopplerVQDiffusionPipeline(DiffusionPipeline):
@@ -143,19 +126,7 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
         return False
 
     def identity_ids(self, identities: list[int | str]) -> list[int]:
-        names, out = self.identities, []
-        for ident in identities:
-            if isinstance(ident, str) and ident in names:
-                out.append(names.index(ident))
-            elif isinstance(ident, int | np.integer) and not isinstance(ident, bool) and 0 <= ident < len(
-                names
-            ):
-                out.append(int(ident))
-            else:
-                raise DopplerDiffError(
-                    f"unknown identity {ident!r}; valid: {', '.join(names)} (or indices 0..{len(names) - 1})"
-                )
-        return out
+        return identity_indices(self.identities, identities)
 
     def set_scheduler(self, name: str) -> None:
         """Only ``vq-diffusion`` applies: the continuous samplers cannot sample code indices."""
@@ -207,7 +178,7 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
         if given:
             raise DopplerDiffError(NO_EDIT.format(what=", ".join(given)))
 
-    @_eval_modes
+    @eval_modes
     @torch.inference_mode()
     def __call__(
         self,

@@ -10,6 +10,7 @@ mix of every block's label-table rows, applied by ``soft_labels`` for the durati
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import types
 from collections.abc import Callable, Iterator
@@ -236,3 +237,38 @@ def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
     s = torch.sin(theta)
     wa, wb = torch.sin((1 - alpha) * theta) / s, torch.sin(alpha * theta) / s
     return (wa * a.double() + wb * b.double()).to(a.dtype)
+
+
+def eval_modes(fn):
+    """Run a pipeline's modules in eval mode (decoders can differ between modes) and give them their mode back
+    afterwards, so the training stage can sample with its live modules."""
+
+    @functools.wraps(fn)
+    def wrapper(self, *args: Any, **kwargs: Any):
+        names = ("autoencoder", "denoiser", "condition_encoder", "decoder")
+        modules = [m for m in (getattr(self, n, None) for n in names) if m is not None]
+        modes = [m.training for m in modules]
+        try:
+            for m in modules:
+                m.eval()
+            return fn(self, *args, **kwargs)
+        finally:
+            for m, mode in zip(modules, modes, strict=True):
+                m.train(mode)
+
+    return wrapper
+
+
+def identity_indices(names: list[str], identities: list[int | str]) -> list[int]:
+    """Names or indices -> indices; unknown names/indices are errors listing the valid ones."""
+    out = []
+    for ident in identities:
+        if isinstance(ident, str) and ident in names:
+            out.append(names.index(ident))
+        elif isinstance(ident, int | np.integer) and not isinstance(ident, bool) and 0 <= ident < len(names):
+            out.append(int(ident))
+        else:
+            raise DopplerDiffError(
+                f"unknown identity {ident!r}; valid: {', '.join(names)} (or indices 0..{len(names) - 1})"
+            )
+    return out
