@@ -19,6 +19,7 @@ OverridesArg = typer.Argument(
     None, help="Config overrides as dotted key=value, e.g. autoencoder.train.steps=200"
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars.")
+ResumeOpt = typer.Option(None, "--resume", help="'latest' or a checkpoint directory to continue from.")
 
 
 def setup_logging(quiet: bool) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, setup_logging
+from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, ResumeOpt, existing_dir, setup_logging
 from dopplerdiff.config import config_for
 
 
@@ -17,7 +17,7 @@ def train_decoder_cmd(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/."),
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
-    resume: str = typer.Option(None, "--resume", help="'latest' or a checkpoint directory to continue from."),
+    resume: str = ResumeOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a diffusion decoder (latent -> image at decoder.size) on RUN's training windows.

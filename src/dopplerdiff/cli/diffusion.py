@@ -19,6 +19,7 @@ from dopplerdiff.cli.common import (
     PhysicsQuantilesOpt,
     PhysicsStatsOpt,
     QuietOpt,
+    ResumeOpt,
     StrengthOpt,
     existing_dir,
     finite,
@@ -34,7 +35,7 @@ def train_diffusion_cmd(
     run: Path = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/."),
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
-    resume: str = typer.Option(None, "--resume", help="'latest' or a checkpoint directory to continue from."),
+    resume: str = ResumeOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the identity-conditional denoiser on RUN/latents; writes RUN/diffusion and RUN/pipeline."""
