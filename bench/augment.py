@@ -106,7 +106,9 @@ def collect(row: dict[str, Any]) -> dict[str, Any]:
         row[arch] = {"baseline": s["baseline"], "seeds": s["seeds"], "steps": s["steps"],
                      "arms": {n: {"accuracy": a["accuracy"]["mean"], "gain": a["gain"]["mean"],
                                   "gain_ci95": a["gain"]["ci95"], "gain_runs": a["gain"]["runs"],
-                                  "synthetic_per_identity": a["synthetic_per_identity"]}
+                                  "synthetic_per_identity": a["synthetic_per_identity"],
+                                  "synthetic_to_real": a.get("synthetic_to_real"),
+                                  "synthetic_weight": a.get("synthetic_weight", 1.0)}
                               for n, a in s["arms"].items()}}
     return row
 

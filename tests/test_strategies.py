@@ -31,6 +31,14 @@ def test_strategy_names_parse(name, want):
     assert spec.synthetic
 
 
+def test_training_levers_parse_and_do_not_change_how_windows_are_drawn():
+    spec = parse_strategy("real:0.5+w:0.25+n:32")
+    assert (spec.weight, spec.per_identity, spec.strength, spec.synthetic) == (0.25, 32, 0.5, True)
+    assert spec.sampling == parse_strategy("real:0.5")
+    assert parse_strategy("prior").weight == 1.0 and parse_strategy("prior").per_identity is None
+    assert parse_strategy("simpre+prior+w:0.5").sampling.name == "simpre+prior"
+
+
 def test_simpre_alone_adds_no_synthetic_windows():
     assert not parse_strategy("simpre").synthetic and parse_strategy("simpre+prior").synthetic
 
@@ -42,6 +50,13 @@ def test_simpre_alone_adds_no_synthetic_windows():
     ("[prior+real:0.5]", "give one"),
     ("[interval+interval]", "empty or repeated part"),
     ("[prior, prior]", "lists a strategy twice"),
+    ("[prior+w:0]", "'w:0' needs one loss weight"),
+    ("[prior+w:1.5]", "'w:1.5' needs one loss weight"),
+    ("[prior+n:0]", "'n:0' needs a whole number"),
+    ("[real:0.5+n:x]", "'n:x' needs a whole number"),
+    ("[prior+w:0.5+w:0.2]", "'w:' given twice"),
+    ("[simpre+w:0.5]", "w:/n: need synthetic windows"),
+    ("[w:0.5]", "w:/n: need synthetic windows"),
 ])
 def test_bad_strategy_names_are_one_clear_config_error(value, match):
     with pytest.raises(ConfigError, match=match) as info:
@@ -201,7 +216,8 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
 
     run, split = make_run(tmp_path, sim_data, smoke_config)
     cfg = load_config("smoke", ["evaluate.augment_filter_confidence=0",
-                                "evaluate.augment_filter_stats=[extent]"])
+                                "evaluate.augment_filter_stats=[extent]",
+                                "evaluate.augment_filter_tolerance=0.5"])
     seen = {}
 
     def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, **kw):
@@ -212,7 +228,7 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
     monkeypatch.setattr(gen, "draw", fake_draw)
     arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
     assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
-                                    "physics_quantiles": [0.025, 0.975]}
+                                    "physics_quantiles": [0.025, 0.975], "physics_tolerance": 0.5}
     assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps
     assert seen["guidance"] == cfg.evaluate.guidance and seen["guidance_interval"] is None
     assert arm.recipe["source_windows"] and set(arm.recipe["source_windows"]) <= set(split["train"])
@@ -236,3 +252,106 @@ def test_simulated_pretraining_walkers_are_not_the_simulated_default_people(tmp_
     x = x.reshape(len(x), -1)
     nearest = np.abs(x[:, None, :] - data[None, :, :]).max(axis=2).min(axis=1)
     assert nearest.min() > 1e-3
+
+
+def test_weighted_arms_pass_per_window_loss_weights_real_one_synthetic_w():
+    rng = np.random.default_rng(0)
+    train, test, syn = _blobs(4, rng), _blobs(5, rng), _blobs(2, rng)
+    seen = {}
+
+    def fit(x, y, k, cfg, *, steps, seed, augment, val, progress, device, init=None, weights=None):
+        seen.setdefault(len(seen), (len(x), None if weights is None else np.asarray(weights)))
+        return _Centroid(x, y, k)
+
+    arms = [ArmData(parse_strategy("prior"), syn), ArmData(parse_strategy("prior+w:0.25"), syn)]
+    res = run_strategy_arms(train, test, arms, K, None, steps=1, seeds=[0], fit=fit, predict=_predict)
+    (_, w0), (_, w1), (n2, w2) = seen[0], seen[1], seen[2]  # baseline, prior, prior+w:0.25
+    assert w0 is None and w1 is None and n2 == 12 + 6
+    assert w2.tolist() == [1.0] * 12 + [0.25] * 6
+    arm = res["arms"]["prior+w:0.25"]
+    assert arm["synthetic_weight"] == 0.25 and arm["synthetic_to_real"] == pytest.approx(0.5)
+
+
+def _stripes(n_per: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Class k: a bright row k on noise, (N, 1, 16, 16) in [-1, 1]."""
+    y = np.repeat(np.arange(K), n_per)
+    x = -0.8 + 0.1 * rng.standard_normal((len(y), 1, 16, 16))
+    for i, k in enumerate(y):
+        x[i, 0, 3 + 5 * k] = 0.9
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+@pytest.mark.parametrize("which", ["encoder", "judge"])
+def test_a_zero_loss_weight_silences_wrongly_labelled_windows(which):
+    """Real windows plus twice as many wrongly labelled ones: with weight 1 the wrong labels win, with
+    weight 0 on them the classifier learns the real labels (both architectures of the experiment)."""
+    from dopplerdiff.classifier import fit_classifier, predict
+    from dopplerdiff.config.encoder import EncoderConfig
+    from dopplerdiff.evaluate.judge import fit_for_experiment, predict_for_experiment
+
+    rng = np.random.default_rng(0)
+    (xr, yr), (xw, yw), (xt, yt) = _stripes(6, rng), _stripes(12, rng), _stripes(10, rng)
+    x, y = np.concatenate([xr, xw]), np.concatenate([yr, (yw + 1) % K])
+    cfg = EncoderConfig(channels=[8, 16], embed_dim=16, supcon_weight=0.5)
+    cfg.train.batch_size, cfg.train.warmup_steps = 16, 0
+
+    def acc(w):
+        if which == "encoder":
+            m = fit_classifier(x, y, K, cfg, steps=60, seed=0, weights=w)
+            return float((predict(m, xt)[0].argmax(1) == yt).mean())
+        m = fit_for_experiment(x, y, K, None, steps=60, seed=0, channels=(8, 16), weights=w)
+        return float((predict_for_experiment(m, xt)[0].argmax(1) == yt).mean())
+
+    w = np.concatenate([np.ones(len(yr)), np.zeros(len(yw))])
+    assert acc(w) > 0.9 and acc(None) < 0.5
+
+
+def test_bad_loss_weights_are_one_data_error():
+    from dopplerdiff.classifier import sample_weights
+    from dopplerdiff.errors import DataError
+
+    assert sample_weights(None, 3, "x") is None
+    for bad in ([1.0, 1.0], [1.0, -1.0, 1.0], [0.0, 0.0, 0.0], [1.0, float("nan"), 1.0]):
+        with pytest.raises(DataError, match="fit: weights must be"):
+            sample_weights(np.asarray(bad), 3, "fit")
+
+
+def test_weighted_cross_entropy_matches_torch_on_the_weighted_subset():
+    import torch.nn.functional as F
+
+    from dopplerdiff.classifier import weighted_cross_entropy
+
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(8, 4, generator=g), torch.randint(0, 4, (8,), generator=g)
+    keep = torch.tensor([1, 0, 1, 1, 0, 0, 1, 1], dtype=torch.bool)
+    got = weighted_cross_entropy(logits, y, keep.float() * 0.3)
+    assert torch.allclose(got, F.cross_entropy(logits[keep], y[keep]))
+    assert torch.allclose(weighted_cross_entropy(logits, y), F.cross_entropy(logits, y))
+
+
+def test_arms_that_differ_only_in_levers_share_their_windows(monkeypatch):
+    from dopplerdiff.evaluate import strategies as S
+    from dopplerdiff.evaluate.parts import Part
+
+    x, y = _blobs(4, np.random.default_rng(0))
+    pool = Part(x, np.zeros((len(y), 2)), np.zeros((len(y), K)), y, [])
+    drawn = []
+
+    def fake_make(spec, pipe, run, cfg, n, progress=False):
+        drawn.append((spec.name, n))
+        xs, ys = _blobs(n, np.random.default_rng(n))
+        return ArmData(spec, (xs, ys), {"from": "drawn"})
+
+    monkeypatch.setattr(S, "make_arm_data", fake_make)
+    pipe = type("P", (), {"identities": [f"ID_{i}" for i in range(K)]})()
+    cfg = load_config("smoke")
+    specs = [parse_strategy(n) for n in ("prior", "prior+w:0.5", "prior+n:2", "prior+n:6", "interval",
+                                         "interval+w:0.1")]
+    missing: list[str] = []
+    arms = S.build_arms(specs, pipe, None, cfg, 4, pool, missing)
+    by = {a.spec.name: a for a in arms}
+    assert drawn == [("prior", 6), ("interval", 4)] and not missing  # pool covers n <= 4
+    assert by["prior+w:0.5"].synthetic is by["prior"].synthetic and len(by["prior"].synthetic[1]) == 4 * K
+    assert len(by["prior+n:2"].synthetic[1]) == 2 * K and len(by["prior+n:6"].synthetic[1]) == 6 * K
+    assert by["interval+w:0.1"].synthetic is by["interval"].synthetic
+    assert by["interval+w:0.1"].recipe["synthetic_weight"] == 0.1

@@ -146,7 +146,27 @@ def test_confidence_filter_accepts_at_most_one_identity_above_half(smoke_config)
     assert not SampleFilter(encoder=enc, min_confidence=1.0).accept(imgs, np.zeros(6, int)).any()
 
 
+def test_a_nearly_constant_identity_range_is_widened_by_the_tolerance():
+    """A short recording's background can be nearly one value: with tolerance 0 every sample of that
+    person fails; the default widens the range by a quarter of the all-identity range, no more."""
+    rng = np.random.default_rng(0)
+    flat = 0.2 + 0.001 * rng.random((10, 1, 16, 16))  # identity 0: one level
+    varied = np.linspace(0.2, 0.8, 10)[:, None, None, None] + 0.001 * rng.random((10, 1, 16, 16))
+    real, labels = np.concatenate([flat, varied]), np.repeat([0, 1], 10)
+    near, far = np.full((1, 1, 16, 16), 0.26), np.full((1, 1, 16, 16), 0.5)
+
+    def accepts(x, tolerance):
+        kw = {} if tolerance is None else {"tolerance": tolerance}
+        f = build_filter(None, real, labels, min_confidence=0.0, stats=("mean_intensity",),
+                         quantiles=(0.025, 0.975), **kw)
+        return bool(f.accept(x, np.zeros(1, int))[0])
+
+    assert not accepts(near, 0.0) and accepts(near, None) and not accepts(far, None)
+    assert accepts(far, 1.0)
+
+
 @pytest.mark.parametrize("kwargs,match", [
+    ({"min_confidence": 0.5, "stats": ("extent",), "quantiles": (0.1, 0.9), "tolerance": -1.0}, "tolerance"),
     ({"min_confidence": 1.5, "stats": ("extent",), "quantiles": (0.1, 0.9)}, "min-confidence"),
     ({"min_confidence": 0.5, "stats": ("nope",), "quantiles": (0.1, 0.9)}, "unknown physics"),
     ({"min_confidence": 0.5, "stats": ("extent",), "quantiles": (0.9, 0.1)}, "quantiles"),

@@ -31,10 +31,26 @@ from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 
 
-def supcon_loss(emb: Tensor, labels: Tensor, temperature: float) -> Tensor:
+def weighted_mean(values: Tensor, weights: Tensor | None) -> Tensor:
+    """Mean of per-sample ``values`` (B,) weighted by ``weights`` (B,) (None: the plain mean)."""
+    if weights is None:
+        return values.mean()
+    w = weights.to(values.dtype)
+    return (values * w).sum() / w.sum().clamp_min(torch.finfo(values.dtype).tiny)
+
+
+def weighted_cross_entropy(logits: Tensor, labels: Tensor, weights: Tensor | None = None,
+                           label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy with per-sample loss weights (e.g. synthetic windows down-weighted); None: plain mean."""
+    ce = F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing, reduction="none")
+    return weighted_mean(ce, weights)
+
+
+def supcon_loss(emb: Tensor, labels: Tensor, temperature: float, weights: Tensor | None = None) -> Tensor:
     """Supervised contrastive loss (Khosla et al. 2020, L_out) on L2-normalised embeddings (B, D).
 
     Anchors without another sample of their class in the batch are skipped; 0 if there are none.
+    ``weights`` (B,): each anchor's weight in the mean (None: equal).
     """
     b = emb.shape[0]
     sim = emb.float() @ emb.float().T / temperature
@@ -47,19 +63,20 @@ def supcon_loss(emb: Tensor, labels: Tensor, temperature: float) -> Tensor:
     if not has.any():
         return emb.sum() * 0.0
     mean_log_prob = log_prob.masked_fill(~pos, 0.0).sum(1)[has] / n_pos[has]
-    return -mean_log_prob.mean()
+    return -weighted_mean(mean_log_prob, None if weights is None else weights[has])
 
 
 def encoder_loss(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig
+    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig, weights: Tensor | None = None
 ) -> tuple[Tensor, dict[str, float]]:
-    """Cross-entropy (+ label smoothing) + ``supcon_weight`` x supervised contrastive; terms for logging."""
+    """Cross-entropy (+ label smoothing) + ``supcon_weight`` x supervised contrastive; terms for logging.
+    ``weights`` (B,): per-sample loss weights (None: equal)."""
     emb, logits = model(x)
-    ce = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+    ce = weighted_cross_entropy(logits, y, weights, cfg.label_smoothing)
     terms = {"ce": float(ce.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
     loss = ce
     if cfg.supcon_weight > 0:
-        sc = supcon_loss(emb, y, cfg.supcon_temperature)
+        sc = supcon_loss(emb, y, cfg.supcon_temperature, weights)
         loss = loss + cfg.supcon_weight * sc
         terms["supcon"] = float(sc.detach())
     return loss, terms
@@ -102,6 +119,17 @@ def load_backbone(model: nn.Module, init: nn.Module | None) -> nn.Module:
     return model
 
 
+def sample_weights(weights: np.ndarray | None, n: int, who: str) -> Tensor | None:
+    """Per-image loss weights as a tensor (None stays None); DataError unless (n,), finite, >= 0, some > 0."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(np.asarray(weights), dtype=torch.float32)
+    if w.shape != (n,) or not torch.isfinite(w).all() or (w < 0).any() or not (w > 0).any():
+        raise DataError(f"{who}: weights must be ({n},) finite, >= 0 and not all 0, "
+                        f"got shape {tuple(w.shape)}")
+    return w
+
+
 def accuracy_of(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndarray, bs: int) -> float:
     logits, _ = predict(encoder, images, bs)
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
@@ -111,12 +139,12 @@ def fit_classifier(
     images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
     augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
     progress: bool = False, identities: list[str] | None = None, colormap: str = "jet",
-    device: str | torch.device = "cpu", init: nn.Module | None = None,
+    device: str | torch.device = "cpu", init: nn.Module | None = None, weights: np.ndarray | None = None,
 ) -> SpectrogramEncoder:
     """Train an encoder in memory (no files) on images (N, C, H, W) in [-1, 1]; returns it in eval mode.
 
     ``init``: a classifier of the same architecture (e.g. pre-trained on simulated walkers) whose weights,
-    except the head, start the training.
+    except the head, start the training. ``weights`` (N,): per-image loss weights (``sample_weights``).
 
     Uses ``cfg.train`` for batch size, lr, weight decay, warmup, schedule and clipping (``steps``
     overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
@@ -132,6 +160,7 @@ def fit_classifier(
         raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
     if y_all.min() < 0 or y_all.max() >= num_classes:
         raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
+    w_all = sample_weights(weights, len(y_all), "fit_classifier")
     tc = cfg.train
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
@@ -157,7 +186,8 @@ def fit_classifier(
         x, y = x_all[idx], y_all[idx]
         if augment is not None:
             x = augment_batch(x, augment, generator=gen)
-        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg)
+        w = None if w_all is None else w_all[idx].to(device)
+        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg, w)
         if not torch.isfinite(loss):
             raise DopplerDiffError(
                 f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"

@@ -16,6 +16,7 @@ from dopplerdiff.cli.common import (
     MinConfidenceOpt,
     PhysicsQuantilesOpt,
     PhysicsStatsOpt,
+    PhysicsToleranceOpt,
     QuietOpt,
     StrengthOpt,
     existing_dir,
@@ -42,6 +43,7 @@ def augment_cmd(
     min_confidence: float = MinConfidenceOpt,
     physics_stats: str = PhysicsStatsOpt,
     physics_quantiles: str = PhysicsQuantilesOpt,
+    physics_tolerance: float = PhysicsToleranceOpt,
     max_attempts: int = MaxAttemptsOpt,
     steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config)."),
     guidance: float = typer.Option(None, "--guidance", callback=finite, help="Guidance scale."),
@@ -61,7 +63,7 @@ def augment_cmd(
     setup_logging(quiet)
     existing_dir(run, "--run")
     strategy = strategy_from(guidance_interval, from_real, strength, filter_, min_confidence, physics_stats,
-                             physics_quantiles, max_attempts)
+                             physics_quantiles, max_attempts, physics_tolerance)
     check_out(out, overwrite)
     cfg = config_for(run, None, [])
     d = cfg.diffusion

@@ -64,13 +64,17 @@ PhysicsStatsOpt = typer.Option(
 PhysicsQuantilesOpt = typer.Option(
     "0.025:0.975", "--physics-quantiles", help="--filter: the real training range LO:HI as quantiles."
 )
+PhysicsToleranceOpt = typer.Option(
+    0.25, "--physics-tolerance",
+    help="--filter: widen each identity's range by this fraction of the range over all identities.",
+)
 MaxAttemptsOpt = typer.Option(10, "--max-attempts", help="--filter: attempts per wanted sample, then error.")
 
 
 def strategy_from(
     guidance_interval: tuple[float, float] | None, from_real: str | None, strength: float | None,
     filter_: bool, min_confidence: float, physics_stats: str | None, physics_quantiles: str,
-    max_attempts: int,
+    max_attempts: int, physics_tolerance: float = 0.25,
 ) -> Any:
     """A ``synthetic.strategy.Strategy`` from the shared sampling options."""
     from dopplerdiff.synthetic.strategy import Strategy
@@ -82,10 +86,11 @@ def strategy_from(
         raise DopplerDiffError(msg) from None
     finite(strength)
     finite(min_confidence)
+    finite(physics_tolerance)
     stats = {} if physics_stats is None else {
         "physics_stats": tuple(s.strip() for s in physics_stats.split(",") if s.strip())}
     return Strategy(
         guidance_interval=tuple(guidance_interval) if guidance_interval else None, from_real=from_real,
         strength=strength, filter=filter_, min_confidence=min_confidence, physics_quantiles=(lo, hi),
-        max_attempts=max_attempts, **stats,
+        max_attempts=max_attempts, physics_tolerance=physics_tolerance, **stats,
     )

@@ -18,6 +18,7 @@ from dopplerdiff.cli.common import (
     OverridesArg,
     PhysicsQuantilesOpt,
     PhysicsStatsOpt,
+    PhysicsToleranceOpt,
     QuietOpt,
     ResumeOpt,
     StrengthOpt,
@@ -78,6 +79,7 @@ def generate_cmd(
     min_confidence: float = MinConfidenceOpt,
     physics_stats: str = PhysicsStatsOpt,
     physics_quantiles: str = PhysicsQuantilesOpt,
+    physics_tolerance: float = PhysicsToleranceOpt,
     max_attempts: int = MaxAttemptsOpt,
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
@@ -98,7 +100,7 @@ def generate_cmd(
     if bool(identity) == all_ids:
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
     strategy = strategy_from(guidance_interval, from_real, strength, filter_, min_confidence, physics_stats,
-                             physics_quantiles, max_attempts)
+                             physics_quantiles, max_attempts, physics_tolerance)
     if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir())):
         raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
     cfg = config_for(run, config, list(overrides or []))

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-STRATEGY_PARTS = "prior, interval, real:S (S in (0, 1]), filtered, simpre"
+STRATEGY_PARTS = ("prior, interval, real:S (S in (0, 1]), filtered, simpre, w:W (synthetic loss weight W in "
+                  "(0, 1]), n:N (N synthetic windows per identity)")
+# names of evaluate.physics statistics (checked at config load; the statistics themselves live in evaluate)
+PHYSICS_STATS = (
+    "torso_doppler", "torso_spread", "upper_envelope", "lower_envelope", "extent", "peak_extent",
+    "cadence", "periodicity", "background", "mean_intensity", "occupancy",
+)
+LEVERS = ("w:", "n:")  # parts that change how an arm's windows enter training, not how they are drawn
 
 
 @dataclass(frozen=True)
@@ -15,18 +22,27 @@ class ArmSpec:
     ``evaluate.augment_guidance_interval``; ``real:S``: img2img from the run's training windows at strength S;
     ``filtered``: the synthetic filter (encoder confidence + physics range); ``simpre``: the classifier is
     pre-trained on simulated walkers, then trained on the arm's data. ``simpre`` alone adds no synthetic
-    images."""
+    images. How the synthetic windows enter training: ``w:W`` weighs their loss terms by W (real: 1);
+    ``n:N`` adds N per identity instead of ``evaluate.augment_synthetic_per_identity``."""
 
     name: str
     interval: bool = False
     strength: float | None = None
     filtered: bool = False
     simpre: bool = False
+    weight: float = 1.0
+    per_identity: int | None = None
 
     @property
     def synthetic(self) -> bool:
-        """Whether the arm adds synthetic images to the real training windows."""
-        return self.name != "simpre"
+        """Whether the arm adds synthetic images to the real windows (any part but simpre, w:, n:)."""
+        return any(p != "simpre" and not p.startswith(LEVERS) for p in self.name.split("+"))
+
+    @property
+    def sampling(self) -> ArmSpec:
+        """The same arm with the training levers (w:, n:) removed: what decides how its windows are drawn."""
+        name = "+".join(p for p in self.name.split("+") if not p.startswith(LEVERS))
+        return ArmSpec(name, self.interval, self.strength, self.filtered, self.simpre)
 
 
 def parse_strategy(name: str) -> ArmSpec:
@@ -37,7 +53,9 @@ def parse_strategy(name: str) -> ArmSpec:
         raise ValueError(f"{where} has an empty or repeated part (parts: {STRATEGY_PARTS}, joined by '+')")
     spec: dict = {"name": "+".join(parts)}
     for part in parts:
-        if part.startswith("real:"):
+        if part.startswith(LEVERS):
+            _lever(part, spec, where)
+        elif part.startswith("real:"):
             try:
                 strength = float(part[5:])
             except ValueError:
@@ -51,7 +69,31 @@ def parse_strategy(name: str) -> ArmSpec:
             raise ValueError(f"{where}: unknown part '{part}' (valid: {STRATEGY_PARTS}, joined by '+')")
     if "prior" in parts and "strength" in spec:
         raise ValueError(f"{where}: 'prior' samples from noise, 'real:S' from real windows; give one")
-    return ArmSpec(**spec)
+    arm = ArmSpec(**spec)
+    if not arm.synthetic and ("weight" in spec or "per_identity" in spec):
+        raise ValueError(f"{where}: w:/n: need synthetic windows; add 'prior' (or another sampling part)")
+    if not arm.synthetic and not arm.simpre:
+        raise ValueError(f"{where}: needs a sampling part (prior, interval, real:S, filtered) or simpre")
+    return arm
+
+
+def _lever(part: str, spec: dict, where: str) -> None:
+    """Parse 'w:W' (loss weight in (0, 1]) or 'n:N' (windows per identity >= 1) into ``spec``."""
+    key, text = ("weight" if part.startswith("w:") else "per_identity"), part[2:]
+    if key in spec:
+        raise ValueError(f"{where}: '{part[:2]}' given twice")
+    if key == "weight":
+        try:
+            value: float = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 < value <= 1.0:
+            raise ValueError(f"{where}: '{part}' needs one loss weight W in (0, 1]")
+    else:
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{where}: '{part}' needs a whole number N >= 1 of windows per identity")
+        value = int(text)
+    spec[key] = value
 
 
 @dataclass
@@ -87,6 +129,9 @@ class EvaluateConfig:
     # identity's training range (None: the filter's defaults, as `generate --filter`)
     augment_filter_confidence: float = 0.5
     augment_filter_stats: list[str] | None = None
+    # each identity's physics range is widened by this fraction of the range over all identities: a short
+    # recording's own range can be nearly a point (e.g. its background level)
+    augment_filter_tolerance: float = 0.25
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,6 +165,13 @@ class EvaluateConfig:
         if not 0.0 <= self.augment_filter_confidence <= 1.0:
             raise ValueError(f"evaluate.augment_filter_confidence must be in [0, 1], "
                              f"got {self.augment_filter_confidence}")
+        bad = [s for s in (self.augment_filter_stats or []) if s not in PHYSICS_STATS]
+        if bad:
+            raise ValueError(f"evaluate.augment_filter_stats: unknown statistic(s) {', '.join(bad)}; "
+                             f"valid: {', '.join(PHYSICS_STATS)}")
+        if not 0.0 <= self.augment_filter_tolerance <= 10.0:
+            raise ValueError(f"evaluate.augment_filter_tolerance must be in [0, 10], "
+                             f"got {self.augment_filter_tolerance}")
         if self.simpre_per_identity < 1:
             raise ValueError(f"evaluate.simpre_per_identity must be >= 1, got {self.simpre_per_identity}")
 

@@ -250,8 +250,8 @@ def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
     from dopplerdiff.evaluate import strategies as S
 
     ecfg, st, specs = ctx.cfg.evaluate, ctx.st, ctx.cfg.evaluate.arms()
-    arms = S.build_arms(specs, pipe, run, ctx.cfg, ecfg.augment_synthetic_per_identity, (pool.x, pool.y),
-                        st.missing, ctx.progress)
+    arms = S.build_arms(specs, pipe, run, ctx.cfg, ecfg.augment_synthetic_per_identity, pool, st.missing,
+                        ctx.progress)
     pretrain = S.simulated_set(ctx.cfg) if any(a.spec.simpre for a in arms) else None
     st.metrics["augmentation_strategies"] = {
         a.spec.name: {**a.recipe, **S.sample_quality(a, lambda x: encode_images(ctx.encoder, x), ctx.test.f,
@@ -339,7 +339,7 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
         synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
         _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
                       ctx.device)
-        _strategies(ctx, run, pipe, synthetic)
+        _strategies(ctx, run, pipe, pool)
     else:
         st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                           "evaluate.augment_synthetic_per_identity is 0)")

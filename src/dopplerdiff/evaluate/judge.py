@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dopplerdiff.classifier import load_backbone
+from dopplerdiff.classifier import load_backbone, sample_weights, weighted_cross_entropy
 from dopplerdiff.errors import DataError, DopplerDiffError
 
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
@@ -92,23 +91,28 @@ def _check(x: Tensor, y: Tensor, num_classes: int) -> None:
 
 def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSettings | None = None, *,
               seed: int = 0, val: tuple[Any, Any] | None = None, device: str | torch.device = "cpu",
-              augment: bool = True, init: nn.Module | None = None) -> JudgeCNN:
+              augment: bool = True, init: nn.Module | None = None,
+              weights: np.ndarray | None = None) -> JudgeCNN:
     """Train a judge in memory on images (N, C, H, W) in [-1, 1]; deterministic per seed. ``init``: a judge
-    whose weights, except the head, start the training (pre-training on other data)."""
+    whose weights, except the head, start the training (pre-training on other data); ``weights`` (N,):
+    per-image loss weights."""
     s = settings or JudgeSettings()
     x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
     _check(x_all, y_all, num_classes)
+    w_all = sample_weights(weights, len(y_all), "judge")
     with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
         torch.manual_seed(seed)
         model = load_backbone(JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)), init).to(device)
-        _train(model, x_all, y_all, s, torch.Generator().manual_seed(seed), val, device, augment)
+        _train(model, (x_all, y_all, w_all), s, torch.Generator().manual_seed(seed), val, device, augment)
     return model.eval()
 
 
-def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen: torch.Generator,
-           val: tuple[Any, Any] | None, device: str | torch.device, augment: bool) -> None:
+def _train(model: JudgeCNN, data: tuple[Tensor, Tensor, Tensor | None], s: JudgeSettings,
+           gen: torch.Generator, val: tuple[Any, Any] | None, device: str | torch.device,
+           augment: bool) -> None:
     """AdamW + one-cycle schedule; with ``val``, the best validation weights are loaded at the end."""
+    x_all, y_all, w_all = data
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
     bs, every = min(s.batch_size, len(x_all)), max(s.steps // max(s.evals, 1), 1)
@@ -120,7 +124,8 @@ def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen:
         idx, pos = order[pos : pos + bs], pos + bs
         x = _roll_time(x_all[idx], gen) if augment else x_all[idx]
         model.train()
-        loss = F.cross_entropy(model(x.to(device)), y_all[idx].to(device))
+        w = None if w_all is None else w_all[idx].to(device)
+        loss = weighted_cross_entropy(model(x.to(device)), y_all[idx].to(device), w)
         if not torch.isfinite(loss):
             raise DopplerDiffError(f"judge training diverged at step {step + 1}")
         opt.zero_grad(set_to_none=True)
@@ -138,11 +143,11 @@ def _train(model: JudgeCNN, x_all: Tensor, y_all: Tensor, s: JudgeSettings, gen:
 def fit_for_experiment(x: Any, y: Any, num_classes: int, cfg: Any, *, steps: int, seed: int,
                        augment: Any = None, val: Any = None, progress: bool = False,
                        channels: tuple[int, ...] = (16, 32, 64), device: Any = "cpu",
-                       init: nn.Module | None = None) -> JudgeCNN:
+                       init: nn.Module | None = None, weights: np.ndarray | None = None) -> JudgeCNN:
     """``fit`` for the augmentation experiment: the judge architecture; ``cfg``/``augment`` are not used
     (the judge keeps its own recipe so that it stays independent of the encoder's)."""
     return fit_judge(x, y, num_classes, JudgeSettings(channels=channels, steps=steps), seed=seed, val=val,
-                     device=device, init=init)
+                     device=device, init=init, weights=weights)
 
 
 def predict_for_experiment(model: nn.Module, x: Any) -> tuple[np.ndarray, None]:

@@ -34,12 +34,10 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.stats import wasserstein_distance
 
+from dopplerdiff.config.evaluate import PHYSICS_STATS
 from dopplerdiff.errors import DopplerDiffError
 
-STATS = (
-    "torso_doppler", "torso_spread", "upper_envelope", "lower_envelope", "extent", "peak_extent",
-    "cadence", "periodicity", "background", "mean_intensity", "occupancy",
-)
+STATS = PHYSICS_STATS
 
 
 def _as_stack(images: Any) -> np.ndarray:

@@ -28,13 +28,15 @@ def strategy_table(m: dict[str, Any]) -> str:
     for name in names:
         e, j, r = enc.get("arms", {}).get(name), judge.get("arms", {}).get(name), recipes.get(name, {})
         rows.append([name, e["accuracy"]["mean"] if e else None, _gain(e), _gain(j),
-                     e["synthetic_per_identity"] if e else None, r.get("recall"), r.get("precision")])
+                     e["synthetic_per_identity"] if e else None, e.get("synthetic_to_real") if e else None,
+                     e.get("synthetic_weight") if e else None, r.get("recall"), r.get("precision")])
     base = fmt(enc.get("baseline", {}).get("mean"))
     jbase = fmt(judge.get("baseline", {}).get("mean")) if judge else "—"
     note = (f"<p class='note'>Real-only baseline: {base} (encoder architecture), {jbase} (judge "
             f"architecture). Gain = arm minus real-only with the same seed, mean and 95% t-interval over "
-            f"seeds {enc.get('seeds')}. 'simpre' pre-trains the classifier on simulated walkers. Recall and "
+            f"seeds {enc.get('seeds')}. 'simpre' pre-trains the classifier on simulated walkers; 'w:W' "
+            "weighs the synthetic windows' loss by W, 'n:N' adds N of them per identity. Recall and "
             "precision: k-NN, the arm's synthetic windows vs real test in encoder features.</p>")
     return "<h3>Strategies</h3>" + table(
         ["strategy", "accuracy (encoder arch.)", "gain, encoder arch. [95% CI]", "gain, judge arch. [95% CI]",
-         "synthetic / identity", "recall", "precision"], rows) + note
+         "synthetic / identity", "synthetic : real", "loss weight", "recall", "precision"], rows) + note

@@ -30,6 +30,7 @@ from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import Config
 from dopplerdiff.config.evaluate import ArmSpec
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate.parts import Part, first_per_identity
 
 log = logging.getLogger(__name__)
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -83,7 +84,8 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
     strategy = Strategy(
         guidance_interval=tuple(ecfg.augment_guidance_interval) if spec.interval else None,
         from_real="split" if spec.strength is not None else None, strength=spec.strength,
-        filter=spec.filtered, min_confidence=ecfg.augment_filter_confidence)
+        filter=spec.filtered, min_confidence=ecfg.augment_filter_confidence,
+        physics_tolerance=ecfg.augment_filter_tolerance)
     if ecfg.augment_filter_stats is not None:
         strategy.physics_stats = tuple(ecfg.augment_filter_stats)
     data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
@@ -167,8 +169,8 @@ def run_strategy_arms(
     _check_arms(arms, xr.shape[1:], num_classes, pretrain)
     common = {"steps": steps, "augment": augment, "progress": False, "device": device}
 
-    def score(x: np.ndarray, y: np.ndarray, seed: int, init: Any = None) -> float:
-        extra = {"init": init} if init is not None else {}
+    def score(x: np.ndarray, y: np.ndarray, seed: int, init: Any = None, w: Any = None) -> float:
+        extra = {k: v for k, v in (("init", init), ("weights", w)) if v is not None}
         model = fit(x, y, num_classes, encoder_cfg, seed=int(seed), val=val, **common, **extra)
         return float((np.asarray(predict(model, xt)[0]).argmax(1) == yt).mean())
 
@@ -178,9 +180,11 @@ def run_strategy_arms(
                            "arms": {}}
     for arm in arms:
         name = arm.spec.name
-        x, y = xr, yr
+        x, y, w = xr, yr, None
         if arm.synthetic is not None:
             x, y = np.concatenate([xr, arm.synthetic[0]]), np.concatenate([yr, arm.synthetic[1]])
+            if arm.spec.weight != 1.0:
+                w = np.concatenate([np.ones(len(yr)), np.full(len(arm.synthetic[1]), arm.spec.weight)])
         if reuse and name in reuse:
             runs = [float(v) for v in reuse[name]]
         else:
@@ -192,36 +196,55 @@ def run_strategy_arms(
                         px, py, pk = pretrain  # type: ignore[misc]
                         pre[s] = fit(px, py, pk, encoder_cfg, seed=int(s), val=None, **common)
                     init = pre[s]
-                runs.append(score(x, y, s, init))
+                runs.append(score(x, y, s, init, w))
                 log.info("strategy %-20s seed %d accuracy %.3f (baseline %.3f)", name, s, runs[-1],
                          base[list(seeds).index(s)])
         n_syn = 0 if arm.synthetic is None else len(arm.synthetic[1])
         out["arms"][name] = {
             "accuracy": summary(runs), "gain": summary(np.subtract(runs, base), ci=True),
             "n_synthetic": n_syn, "synthetic_per_identity": round(n_syn / num_classes),
+            "synthetic_to_real": round(n_syn / len(yr), 4), "synthetic_weight": arm.spec.weight,
             "pretrained_on_simulation": arm.spec.simpre,
             "pretrain_classes": pretrain[2] if arm.spec.simpre and pretrain else None,
         }
     return out
 
 
-def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: Arrays,
+def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: Part,
                missing: list[str], progress: bool = False) -> list[ArmData]:
-    """ArmData for every spec: 'prior' is the evaluation pool's first ``n`` samples per identity (the same
-    seeds would make the same images); an arm that cannot be made (e.g. the filter's cap) is recorded in
-    ``missing`` and left out."""
+    """ArmData for every spec (``n`` synthetic windows per identity unless the spec has ``n:N``): 'prior' is
+    the evaluation pool's first windows per identity (the same seeds would make the same images); arms that
+    differ only in training levers (w:) share their windows; an arm that cannot be made (e.g. the filter's
+    cap) is recorded in ``missing`` and left out."""
+    made: dict[tuple[str, int], ArmData | None] = {}
     arms = []
     for spec in specs:
-        if spec.name == "prior":
-            arms.append(ArmData(spec, pool, {"guidance": cfg.evaluate.guidance, "guidance_interval": None,
-                                             "from_real": None, "strength": None, "filter": None}))
+        n_arm = spec.per_identity or n
+        key = (spec.sampling.name, n_arm)
+        if key not in made:
+            made[key] = _draw_arm(spec.sampling, pipe, run, cfg, n_arm, pool, missing, progress)
+        base = made[key]
+        if base is None:
+            missing.append(f"strategy arm '{spec.name}' left out: its windows could not be made")
             continue
-        try:
-            arms.append(make_arm_data(spec, pipe, run, cfg, n, progress))
-        except DopplerDiffError as exc:
-            missing.append(f"strategy arm '{spec.name}' left out: {exc}")
-            log.warning("strategy arm '%s' left out: %s", spec.name, exc)
+        arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight}))
     return arms
+
+
+def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Part, missing: list[str],
+              progress: bool) -> ArmData | None:
+    k = len(pipe.identities)
+    if spec.name == "prior" and n <= np.bincount(pool.y, minlength=k).min():
+        first = first_per_identity(pool, n, k)
+        return ArmData(spec, (first.x, first.y), {
+            "guidance": cfg.evaluate.guidance, "guidance_interval": None, "from_real": None, "strength": None,
+            "filter": None})
+    try:
+        return make_arm_data(spec, pipe, run, cfg, n, progress)
+    except DopplerDiffError as exc:
+        missing.append(f"strategy arm '{spec.name}' left out: {exc}")
+        log.warning("strategy arm '%s' left out: %s", spec.name, exc)
+        return None
 
 
 def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],

@@ -3,8 +3,10 @@
 * confidence: softmax probability of the intended identity under the run's encoder (``RUN/encoder``);
   a sample passes when it is at least ``min_confidence``.
 * physics: every chosen statistic of ``evaluate.physics.physics_stats`` lies inside the identity's real
-  training range ``[q_lo, q_hi]`` (quantiles over its training windows); a statistic that cannot be
-  measured on a sample (NaN) fails it, one never measurable on the real windows is skipped.
+  training range ``[q_lo, q_hi]`` (quantiles over its training windows), widened on both sides by
+  ``tolerance`` x the same range over all identities' windows (a short recording's own range can be nearly a
+  point); a statistic that cannot be measured on a sample (NaN) fails it, one never measurable on the real
+  windows is skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dopplerdiff.evaluate.physics import STATS, physics_stats
 
 DEFAULT_STATS = ("extent", "peak_extent", "background", "mean_intensity", "occupancy")
 DEFAULT_QUANTILES = (0.025, 0.975)
+DEFAULT_TOLERANCE = 0.25
 
 
 def check_quantiles(q: tuple[float, float]) -> tuple[float, float]:
@@ -37,9 +40,17 @@ def check_stats(stats: list[str] | tuple[str, ...]) -> tuple[str, ...]:
     return tuple(stats)
 
 
+def check_tolerance(tolerance: float) -> float:
+    if not (np.isfinite(tolerance) and 0.0 <= tolerance <= 10.0):
+        raise DopplerDiffError(f"the physics tolerance must be in [0, 10], got {tolerance}")
+    return float(tolerance)
+
+
 def physics_ranges(images01: np.ndarray, labels: np.ndarray, stats: tuple[str, ...],
-                   quantiles: tuple[float, float]) -> dict[int, dict[str, tuple[float, float]]]:
-    """{identity: {stat: (q_lo, q_hi)}} over each identity's real windows (N,C,H,W in [0,1])."""
+                   quantiles: tuple[float, float], tolerance: float = DEFAULT_TOLERANCE,
+                   ) -> dict[int, dict[str, tuple[float, float]]]:
+    """{identity: {stat: (lo, hi)}}: quantiles over each identity's real windows (N,C,H,W in [0,1]) widened
+    by ``tolerance`` x the width of the same quantiles over all windows."""
     values = physics_stats(images01)
     out: dict[int, dict[str, tuple[float, float]]] = {}
     for k in np.unique(labels).tolist():
@@ -49,7 +60,9 @@ def physics_ranges(images01: np.ndarray, labels: np.ndarray, stats: tuple[str, .
             v = values[s][sel]
             if np.isfinite(v).any():
                 lo, hi = np.nanquantile(v, quantiles)
-                out[k][s] = (float(lo), float(hi))
+                all_lo, all_hi = np.nanquantile(values[s], quantiles)
+                pad = tolerance * float(all_hi - all_lo)
+                out[k][s] = (float(lo) - pad, float(hi) + pad)
     return out
 
 
@@ -69,6 +82,7 @@ class SampleFilter:
     ranges: dict[int, dict[str, tuple[float, float]]] | None = None
     quantiles: tuple[float, float] = DEFAULT_QUANTILES
     stats: tuple[str, ...] = DEFAULT_STATS
+    tolerance: float = DEFAULT_TOLERANCE
 
     def accept(self, images01: np.ndarray, labels: np.ndarray) -> np.ndarray:
         ok = np.ones(len(labels), dtype=bool)
@@ -92,19 +106,21 @@ class SampleFilter:
             "min_confidence": self.min_confidence if self.encoder is not None else None,
             "physics_stats": list(self.stats) if self.ranges is not None else None,
             "physics_quantiles": list(self.quantiles) if self.ranges is not None else None,
+            "physics_tolerance": self.tolerance if self.ranges is not None else None,
         }
 
 
 def build_filter(
     encoder: Any, real01: np.ndarray | None, real_labels: np.ndarray | None, *, min_confidence: float,
-    stats: tuple[str, ...], quantiles: tuple[float, float],
+    stats: tuple[str, ...], quantiles: tuple[float, float], tolerance: float = DEFAULT_TOLERANCE,
 ) -> SampleFilter:
     """A filter from the run's encoder (None: no confidence test) and real training windows in [0, 1]
     (None or no ``stats``: no physics test)."""
     if not 0.0 <= min_confidence <= 1.0:
         raise DopplerDiffError(f"--min-confidence must be in [0, 1], got {min_confidence}")
-    stats, quantiles = check_stats(stats), check_quantiles(quantiles)
+    stats, quantiles, tolerance = check_stats(stats), check_quantiles(quantiles), check_tolerance(tolerance)
     if encoder is None and (real01 is None or not stats):
         raise DopplerDiffError("the filter has nothing to test: give the run's encoder or physics statistics")
-    ranges = physics_ranges(real01, real_labels, stats, quantiles) if real01 is not None and stats else None
-    return SampleFilter(encoder, min_confidence, ranges, quantiles, stats)
+    ranges = (physics_ranges(real01, real_labels, stats, quantiles, tolerance)
+              if real01 is not None and stats else None)
+    return SampleFilter(encoder, min_confidence, ranges, quantiles, stats, tolerance)

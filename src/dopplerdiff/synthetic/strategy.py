@@ -20,9 +20,11 @@ from dopplerdiff.sampling import check_interval, check_strength
 from dopplerdiff.synthetic.filtering import (
     DEFAULT_QUANTILES,
     DEFAULT_STATS,
+    DEFAULT_TOLERANCE,
     build_filter,
     check_quantiles,
     check_stats,
+    check_tolerance,
 )
 from dopplerdiff.synthetic.sources import real_sources, train_sources
 
@@ -40,6 +42,7 @@ class Strategy:
     min_confidence: float = 0.5  # 0 disables the confidence test
     physics_stats: tuple[str, ...] = DEFAULT_STATS  # empty disables the physics test
     physics_quantiles: tuple[float, float] = DEFAULT_QUANTILES
+    physics_tolerance: float = DEFAULT_TOLERANCE  # widen each range by this x the all-identity range
     max_attempts: int = 10  # per accepted sample
 
     def check(self, steps: int) -> None:
@@ -52,6 +55,7 @@ class Strategy:
             raise DopplerDiffError(f"--max-attempts must be >= 1, got {self.max_attempts}")
         if self.filter:
             check_quantiles(self.physics_quantiles)
+            check_tolerance(self.physics_tolerance)
             check_stats(self.physics_stats)
             if not 0.0 <= self.min_confidence <= 1.0:
                 raise DopplerDiffError(f"--min-confidence must be in [0, 1], got {self.min_confidence}")
@@ -105,5 +109,6 @@ def resolve(
             real01 = np.concatenate([(train.images[k] + 1) / 2 for k in sorted(train.images)])
             labels = np.concatenate([np.full(train.count(k), k) for k in sorted(train.images)])
         out["sample_filter"] = build_filter(enc, real01, labels, min_confidence=s.min_confidence,
-                                            stats=tuple(s.physics_stats), quantiles=s.physics_quantiles)
+                                            stats=tuple(s.physics_stats), quantiles=s.physics_quantiles,
+                                            tolerance=s.physics_tolerance)
     return out
