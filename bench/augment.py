@@ -10,12 +10,15 @@ and 95% t-interval over seeds) per strategy x budget.
 
     python bench/augment.py --data sim|DIR [--budgets 10,30,full] [--strategies prior,interval,...]
         [--seeds 3] [--name NAME] [--out DIR] [--extra key=value ...] [--deadline S] [--quick]
-        [--evaluate DIR]
+        [--evaluate DIR] [--merge FILE ...]
 
 Runs are kept under --out (default runs/bench-augment/NAME/budget_<N>; a rerun resumes them); results go to
 bench/results/augment_NAME.json, rewritten after every budget, and a table is printed. ``--evaluate DIR``
 trains nothing: it re-evaluates the kept runs into RUN/DIR (other strategies or settings, the same seeds) and
-writes augment_NAME_DIR.json.
+writes augment_NAME_DIR.json. ``--merge A.json B.json ...`` trains nothing: it joins the rows of earlier
+result files (arms of one budget from several evaluations share the seeds and baseline, so they join into one
+row) into augment_NAME.json. Every result gets the gain-vs-budget plot (augment_NAME.png) and a recommended
+recipe per budget (``dopplerdiff.evaluate.strategies.recommend``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from dopplerdiff.evaluate.strategies import recommend
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = "prior,interval,real:0.5,real:0.8,filtered,simpre"
@@ -98,7 +103,8 @@ def collect(row: dict[str, Any]) -> dict[str, Any]:
     m = json.loads(path.read_text())
     row = {**row, "counts": m.get("counts"), "real_test_accuracy": m["accuracy"]["real_test"]["overall"],
            "recipes": {n: _recipe(r) for n, r in m.get("augmentation_strategies", {}).items()},
-           "missing_in_run": m.get("missing", [])}
+           "missing_in_run": m.get("missing", []),
+           "recommendation": recommend({arch: (m.get(key) or {}).get("strategies") for arch, key in ARCHS})}
     for arch, key in ARCHS:
         s = (m.get(key) or {}).get("strategies")
         if not s:
@@ -131,6 +137,78 @@ def print_table(rows: list[dict[str, Any]], strategies: list[str]) -> None:
         print(f"{name:<20}" + "".join(f"{_cell(r[a]['arms'].get(name)):>26}" for r, a in cols))
 
 
+def merge_rows(files: list[Path]) -> list[dict[str, Any]]:
+    """Rows of several result files, one per budget (in first-seen order); arms of one budget measured by
+    several evaluations are joined (they share seeds and baseline), and the recommendation is remade."""
+    by: dict[str, dict[str, Any]] = {}
+    for f in files:
+        for row in json.loads(Path(f).read_text())["rows"]:
+            if "encoder" not in row:
+                continue
+            have = by.setdefault(row["budget"], json.loads(json.dumps(row)))
+            if have is row or have.get("run") == row.get("run") and have.get("eval") == row.get("eval"):
+                continue
+            for arch, _ in ARCHS:
+                if arch in row and arch in have:
+                    have[arch]["arms"].update(row[arch]["arms"])
+            have["recipes"] = {**have.get("recipes", {}), **row.get("recipes", {})}
+    for row in by.values():
+        row["recommendation"] = recommend(
+            {arch: {"arms": {n: {"gain": {"mean": a["gain"], "ci95": a["gain_ci95"]}}
+                             for n, a in row[arch]["arms"].items()}} for arch, _ in ARCHS if arch in row})
+    return list(by.values())
+
+
+def plot_gains(rows: list[dict[str, Any]], strategies: list[str], path: Path) -> None:
+    """Gain over real-only vs real budget, one line per strategy, one panel per architecture (95% CI bars)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if "encoder" in r]
+    archs = [a for a, _ in ARCHS if any(a in r for r in rows)]
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.5 * len(archs), 4.2), squeeze=False, sharey=True)
+    x = list(range(len(rows)))
+    for ax, arch in zip(axes[0], archs, strict=True):
+        for j, name in enumerate(strategies):
+            pts = [(i, r[arch]["arms"][name]) for i, r in zip(x, rows, strict=True)
+                   if arch in r and name in r[arch]["arms"]]
+            if not pts:
+                continue
+            xs = [i + 0.04 * (j - len(strategies) / 2) for i, _ in pts]
+            g = [100 * a["gain"] for _, a in pts]
+            err = [[100 * (a["gain"] - (a["gain_ci95"] or [a["gain"]] * 2)[0]) for _, a in pts],
+                   [100 * ((a["gain_ci95"] or [a["gain"]] * 2)[1] - a["gain"]) for _, a in pts]]
+            ax.errorbar(xs, g, yerr=err, marker="o", capsize=3, label=name)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{r['budget']}\n(real-only {100 * r[arch]['baseline']['mean']:.1f}%)"
+                            if arch in r else r["budget"] for r in rows])
+        ax.set_xlabel("real training windows per identity")
+        ax.set_title(f"{arch} architecture")
+    axes[0][0].set_ylabel("gain in real-test accuracy, points (95% CI)")
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def finish(result: dict[str, Any], result_path: Path, strategies: list[str]) -> None:
+    """Write the JSON and the plot, print the table and the recommendations."""
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
+    rows = [r for r in result["rows"] if "encoder" in r]
+    print_table(rows, strategies)
+    for r in rows:
+        rec = r["recommendation"]
+        print(f"budget {r['budget']}: recommended {rec['strategy'] or 'real windows only'} "
+              f"(best arm {rec['best']}: " + ", ".join(f"{a} {100 * g:+.1f}" for a, g in rec["gain"].items())
+              + ")")
+    if rows:
+        plot_gains(rows, strategies, result_path.with_suffix(".png"))
+    print(f"\n{result_path}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="sim", help="'sim' (simulated default, made by the run) or a folder")
@@ -144,7 +222,20 @@ def main() -> None:
     ap.add_argument("--evaluate", default=None, metavar="DIR",
                     help="only re-evaluate the kept runs into RUN/DIR (e.g. with other --strategies)")
     ap.add_argument("--quick", action="store_true", help="smoke profile (checks the script runs)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="FILE",
+                    help="only join earlier result files into augment_NAME.json (with its plot)")
     args = ap.parse_args()
+    if args.merge:
+        missing = [str(f) for f in args.merge if not f.is_file()]
+        if missing:
+            sys.exit(f"error: --merge: no such file {', '.join(missing)}")
+        rows = merge_rows(args.merge)
+        names = list(dict.fromkeys(n for r in rows for n in r["encoder"]["arms"]))
+        finish({"dataset": args.name or "merged", "merged_from": [str(f) for f in args.merge],
+                "budgets": [r["budget"] for r in rows], "strategies": names,
+                "date": time.strftime("%Y-%m-%d %H:%M"), "rows": rows},
+               RESULTS / f"augment_{args.name or 'merged'}.json", names)
+        return
     budgets = parse_budgets(args.budgets)
     strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
     if args.seeds < 1:
@@ -167,8 +258,7 @@ def main() -> None:
                   "overrides": BENCH + args.extra, "threads": os.environ.get("OMP_NUM_THREADS"),
                   "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": round(time.time() - t0, 1), "rows": rows}
         result_path.write_text(json.dumps(result, indent=2) + "\n")  # after every budget: nothing is lost
-    print_table([r for r in rows if "encoder" in r], strategies)
-    print(f"\n{result_path}")
+    finish(result, result_path, strategies)
 
 
 if __name__ == "__main__":

@@ -181,7 +181,7 @@ def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smo
 
     cfg = load_config("smoke", ["data.train_per_identity=3", "evaluate.simpre_per_identity=4",
                                 "evaluate.augment_strategies=[prior, interval, real:0.5, simpre, "
-                                "real:0.5+filtered]"])
+                                "real:0.5+filtered, real:0.5+w:0.5+n:2]"])
     run = _make_run(tmp_path, sim_data, cfg)
     data = json.loads((run / "data.json").read_text())
     _add_pipeline(run, cfg, data["identities"])
@@ -191,20 +191,25 @@ def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smo
     train = set(data["split"]["train"])
     filtered_left_out = any("'real:0.5+filtered' left out" in x for x in m["missing"])
     expected = ["prior", "interval", "real:0.5", "simpre"]
-    expected += [] if filtered_left_out else ["real:0.5+filtered"]
+    expected += ([] if filtered_left_out else ["real:0.5+filtered"]) + ["real:0.5+w:0.5+n:2"]
     for key in ("augmentation", "augmentation_judge"):
         s = m[key]["strategies"]
         assert list(s["arms"]) == expected
         assert s["baseline"]["runs"] == m[key]["arms"]["real"]["runs"]
         assert s["arms"]["prior"]["accuracy"]["runs"] == m[key]["arms"]["real+synthetic"]["runs"]
         assert all(len(a["gain"]["runs"]) == cfg.evaluate.augment_seeds for a in s["arms"].values())
+        lever = s["arms"]["real:0.5+w:0.5+n:2"]
+        assert lever["synthetic_weight"] == 0.5 and lever["synthetic_per_identity"] == 2
+        assert lever["synthetic_to_real"] == pytest.approx(2 / 3, abs=1e-3)
     recipes = m["augmentation_strategies"]
     assert recipes["interval"]["guidance_interval"] == cfg.evaluate.augment_guidance_interval
     seeds = recipes["real:0.5"]["source_windows"]
     assert seeds and set(seeds) <= train  # only the budgeted training windows seed samples
     assert recipes["real:0.5"]["strength"] == 0.5 and recipes["simpre"]["synthetic"] is None
+    rec = m["augmentation_recommendation"]
+    assert rec["best"] in expected and set(rec["gain"]) == {"encoder", "judge"}
     html = (run / "eval" / "report.html").read_text()
-    assert "<h3>Strategies</h3>" in html and "real:0.5" in html
+    assert "<h3>Strategies</h3>" in html and "real:0.5" in html and "Recommended:" in html
 
 
 def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim_data, smoke_config,
@@ -355,3 +360,21 @@ def test_arms_that_differ_only_in_levers_share_their_windows(monkeypatch):
     assert len(by["prior+n:2"].synthetic[1]) == 2 * K and len(by["prior+n:6"].synthetic[1]) == 6 * K
     assert by["interval+w:0.1"].synthetic is by["interval"].synthetic
     assert by["interval+w:0.1"].recipe["synthetic_weight"] == 0.1
+
+
+def _arms(**gains):
+    """{name: (mean, ci_lo)} -> a run_strategy_arms-like result."""
+    return {"arms": {n: {"gain": {"mean": g, "ci95": [lo, 2 * g - lo]}} for n, (g, lo) in gains.items()}}
+
+
+def test_recommendation_needs_a_gain_above_zero_under_every_architecture():
+    from dopplerdiff.evaluate.strategies import recommend
+
+    enc = _arms(a=(0.05, 0.01), b=(0.10, 0.02), c=(-0.02, -0.05))
+    judge = _arms(a=(0.03, 0.005), b=(-0.01, -0.04), c=(0.08, 0.01))
+    rec = recommend({"encoder": enc, "judge": judge})
+    assert rec["strategy"] == "a" and rec["gain"] == {"encoder": 0.05, "judge": 0.03}
+    judge["arms"]["a"]["gain"]["ci95"] = [-0.01, 0.07]  # a is best but not significant under the judge
+    rec = recommend({"encoder": enc, "judge": judge})
+    assert rec["strategy"] is None and rec["best"] == "a"
+    assert recommend({"encoder": None, "judge": None})["best"] is None

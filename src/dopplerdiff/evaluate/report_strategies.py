@@ -16,6 +16,16 @@ def _gain(entry: dict[str, Any] | None) -> str:
     return f"{g['mean']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
 
 
+def _recommendation(rec: dict[str, Any] | None) -> str:
+    if not rec or not rec.get("best"):
+        return ""
+    gains = ", ".join(f"{a} {g:+.3f}" for a, g in rec["gain"].items())
+    if rec["strategy"]:
+        return f"<p><b>Recommended: {rec['strategy']}</b> (gain {gains}; rule: {rec['rule']}).</p>"
+    return (f"<p><b>Recommended: real windows only.</b> The best arm, {rec['best']} (gain {gains}), is not "
+            f"significantly above real-only under every architecture (rule: {rec['rule']}).</p>")
+
+
 def strategy_table(m: dict[str, Any]) -> str:
     """HTML table of every strategy arm under both classifier architectures ('' when there are none)."""
     enc = (m.get("augmentation") or {}).get("strategies") or {}
@@ -37,6 +47,6 @@ def strategy_table(m: dict[str, Any]) -> str:
             f"seeds {enc.get('seeds')}. 'simpre' pre-trains the classifier on simulated walkers; 'w:W' "
             "weighs the synthetic windows' loss by W, 'n:N' adds N of them per identity. Recall and "
             "precision: k-NN, the arm's synthetic windows vs real test in encoder features.</p>")
-    return "<h3>Strategies</h3>" + table(
+    return "<h3>Strategies</h3>" + _recommendation(m.get("augmentation_recommendation")) + table(
         ["strategy", "accuracy (encoder arch.)", "gain, encoder arch. [95% CI]", "gain, judge arch. [95% CI]",
          "synthetic / identity", "synthetic : real", "loss weight", "recall", "precision"], rows) + note

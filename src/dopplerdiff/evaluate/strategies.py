@@ -247,6 +247,25 @@ def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Pa
         return None
 
 
+RECOMMEND_RULE = ("the arm whose smaller mean gain over the classifier architectures is largest; recommended "
+                  "only if the 95% CI of its gain lies above 0 under every architecture, else real data only")
+
+
+def recommend(per_arch: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A recipe from the strategy arms: ``per_arch`` maps an architecture ('encoder', 'judge') to its
+    ``run_strategy_arms`` result. ``strategy`` is None (use the real windows only) when no arm's gain is
+    significantly above 0 under every architecture; ``best`` is the best candidate either way."""
+    archs = {a: r["arms"] for a, r in per_arch.items() if r and r.get("arms")}
+    names = [n for n in next(iter(archs.values()), {}) if all(n in arms for arms in archs.values())]
+    if not names:
+        return {"strategy": None, "best": None, "rule": RECOMMEND_RULE, "gain": {}, "ci95": {}}
+    best = max(names, key=lambda n: min(arms[n]["gain"]["mean"] for arms in archs.values()))
+    cis = {a: arms[best]["gain"].get("ci95") for a, arms in archs.items()}
+    significant = all(ci is not None and ci[0] > 0 for ci in cis.values())
+    return {"strategy": best if significant else None, "best": best, "rule": RECOMMEND_RULE,
+            "gain": {a: arms[best]["gain"]["mean"] for a, arms in archs.items()}, "ci95": cis}
+
+
 def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                    test_features: np.ndarray, knn_k: int) -> dict[str, Any]:
     """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows."""
