@@ -216,6 +216,7 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
                                                                    monkeypatch):
     from synthetic_helpers import make_run
 
+    import dopplerdiff.evaluate.strategies as S
     import dopplerdiff.generate as gen
     from dopplerdiff.evaluate.strategies import make_arm_data
 
@@ -230,7 +231,7 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
         return gen.Drawn(np.zeros((len(ids) * n, 1, 16, 16), np.float32), np.repeat(ids, n),
                          np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0} for k in ids})
 
-    monkeypatch.setattr(gen, "draw", fake_draw)
+    monkeypatch.setattr(S, "draw", fake_draw)
     arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
     assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
                                     "physics_quantiles": [0.025, 0.975], "physics_tolerance": 0.5}

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.pipeline import DopplerDiffPipeline
 from dopplerdiff.pipeline_io import load_pipeline
 from dopplerdiff.schedulers import check_scheduler_name
+from dopplerdiff.utils.io import atomic_dir, write_manifest
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "jpg", "npy")
@@ -205,8 +207,6 @@ def write_generated(
     ``max_attempts`` x N. Writes ``manifest.json`` with the settings, every sample's seed and source, and the
     acceptance rate per identity.
     """
-    from dopplerdiff.data.images import write_image
-    from dopplerdiff.utils.io import atomic_dir, write_manifest
 
     if fmt not in FORMATS:
         raise DopplerDiffError(f"format '{fmt}' is unknown; valid: {', '.join(FORMATS)}")

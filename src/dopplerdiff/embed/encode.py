@@ -31,6 +31,7 @@ from dopplerdiff.data.images import (
     read_file,
     resize,
 )
+from dopplerdiff.data.run_data import DATA_JSON, read_run_data
 from dopplerdiff.data.split import PARTS, leak_free_split
 from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, fingerprint_dir
 from dopplerdiff.errors import DataError, DopplerDiffError
@@ -119,7 +120,6 @@ def read_files(paths: list[Path], cfg: DataConfig) -> np.ndarray:
 
 def _run_split(encoder_path: Path, ds: SpectrogramSet) -> dict[str, np.ndarray] | None:
     """The split recorded in RUN/data.json next to RUN/encoder, if it describes the same data."""
-    from dopplerdiff.data.run_data import DATA_JSON, read_run_data
 
     run = Path(encoder_path).resolve().parent
     if not (run / DATA_JSON).is_file():
@@ -135,7 +135,6 @@ def _run_split(encoder_path: Path, ds: SpectrogramSet) -> dict[str, np.ndarray] 
 
 def recorded_data_root(encoder_path: Path) -> Path | None:
     """The data folder of the run the encoder belongs to (RUN/data.json), if any."""
-    from dopplerdiff.data.run_data import DATA_JSON, read_run_data
 
     run = Path(encoder_path).resolve().parent
     return Path(read_run_data(run)["data_root"]) if (run / DATA_JSON).is_file() else None

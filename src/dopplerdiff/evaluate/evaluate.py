@@ -43,6 +43,8 @@ from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
+from dopplerdiff.evaluate import strategies as S
+from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import (
@@ -52,6 +54,7 @@ from dopplerdiff.evaluate.loading import (
     load_run_pipeline,
     run_data_config,
 )
+from dopplerdiff.evaluate.memorisation import memorisation
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
 from dopplerdiff.evaluate.parts import (
     Part,
@@ -61,7 +64,9 @@ from dopplerdiff.evaluate.parts import (
     make_part,
     reconstruct,
 )
+from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
+from dopplerdiff.generate import generate_samples
 from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -104,7 +109,6 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool,
               data_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    from dopplerdiff.generate import generate_samples
 
     imgs01, labels = generate_samples(pipe, list(range(k)), n, steps=ecfg.steps, guidance=guidance,
                                       scheduler=ecfg.scheduler, seed=seed, progress=progress)
@@ -126,7 +130,6 @@ def to_data_size(imgs: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:
 
 def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalState) -> None:
     """Nearest-training-window check in encoder-feature and pixel space; closest pairs for the report."""
-    from dopplerdiff.evaluate.memorisation import memorisation
 
     per_sample = ("flags", "gen_nn_index", "gen_nn_distance", "test_nn_distance", "examples")
     res = {"features": memorisation(gen.f, train.f, test.f), "pixels": memorisation(gen.x, train.x, test.x)}
@@ -146,7 +149,6 @@ def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalSt
 
 def _physics(real01: np.ndarray, real_y: np.ndarray, gen01: np.ndarray, gen_y: np.ndarray, ids: list[str],
              st: EvalState) -> None:
-    from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 
     per = {}
     for k, name in enumerate(ids):
@@ -223,7 +225,6 @@ def _guidance_sweep(
 
 def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
                   progress: bool, st: EvalState, ind: IndependentEval | None, device: Any) -> None:
-    from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 
     ecfg = cfg.evaluate
     enc_cfg = cfg.encoder
@@ -247,7 +248,6 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
 def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
     """Strategy arms (evaluate.augment_strategies) under the encoder's and the judge's architecture; the
     baseline and the 'prior' arm are the main experiment's real and real+synthetic runs (same seeds)."""
-    from dopplerdiff.evaluate import strategies as S
 
     ecfg, st, specs = ctx.cfg.evaluate, ctx.st, ctx.cfg.evaluate.arms()
     arms = S.build_arms(specs, pipe, run, ctx.cfg, ecfg.augment_synthetic_per_identity, pool, st.missing,

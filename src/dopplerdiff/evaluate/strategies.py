@@ -29,8 +29,14 @@ from dopplerdiff.classifier import fit_classifier
 from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import Config
 from dopplerdiff.config.evaluate import ArmSpec
+from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate.metrics import precision_recall
 from dopplerdiff.evaluate.parts import Part, first_per_identity
+from dopplerdiff.generate import draw
+from dopplerdiff.schedulers import check_scheduler_name
+from dopplerdiff.synthetic.strategy import Strategy, resolve
 
 log = logging.getLogger(__name__)
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -76,9 +82,6 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
     training windows). ``simpre`` alone: no synthetic windows."""
     if not spec.synthetic:
         return ArmData(spec, None, {"synthetic": None})
-    from dopplerdiff.generate import draw
-    from dopplerdiff.schedulers import check_scheduler_name
-    from dopplerdiff.synthetic.strategy import Strategy, resolve
 
     ecfg, t0 = cfg.evaluate, time.time()
     strategy = Strategy(
@@ -120,8 +123,6 @@ def simulated_set(cfg: Config, progress: bool = False) -> tuple[np.ndarray, np.n
     colormap, resized to ``data.size``; written to a temporary folder and removed after reading. The seed is
     moved by SIMPRE_SEED_OFFSET: with the run's own seed the walkers of the simulated default would be the
     evaluated people themselves, with some of their test windows."""
-    from dopplerdiff.data.images import load_spectrograms
-    from dopplerdiff.data.simulate import simulate_dataset
 
     per = max(cfg.evaluate.simpre_per_identity, cfg.simulate.recordings_per_identity)
     sim = dataclasses.replace(cfg.simulate, per_identity=per, format="png", colormap=cfg.data.colormap,
@@ -269,7 +270,6 @@ def recommend(per_arch: dict[str, dict[str, Any]]) -> dict[str, Any]:
 def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                    test_features: np.ndarray, knn_k: int) -> dict[str, Any]:
     """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows."""
-    from dopplerdiff.evaluate.metrics import precision_recall
 
     if arm.synthetic is None:
         return {}
