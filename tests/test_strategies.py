@@ -226,16 +226,16 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
                                 "evaluate.augment_filter_tolerance=0.5"])
     seen = {}
 
-    def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, **kw):
-        seen.update(filter=sample_filter, **kw)
+    def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, allow_short, **kw):
+        seen.update(filter=sample_filter, allow_short=allow_short, **kw)
         return gen.Drawn(np.zeros((len(ids) * n, 1, 16, 16), np.float32), np.repeat(ids, n),
-                         np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0} for k in ids})
+                         np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0, "kept": n} for k in ids})
 
     monkeypatch.setattr(S, "draw", fake_draw)
     arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
     assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
                                     "physics_quantiles": [0.025, 0.975], "physics_tolerance": 0.5}
-    assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps
+    assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps and seen["allow_short"]
     assert seen["guidance"] == cfg.evaluate.guidance and seen["guidance_interval"] is None
     assert arm.recipe["source_windows"] and set(arm.recipe["source_windows"]) <= set(split["train"])
     assert arm.synthetic[0].shape == (6, 1, 16, 16) and arm.synthetic[0].min() == -1.0

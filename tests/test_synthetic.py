@@ -126,6 +126,21 @@ def test_filter_cap_names_the_identity(setup):
         draw(pipe, [0], 2, sample_filter=never, max_attempts=3, progress=False, steps=2, guidance=1.0, seed=0)
 
 
+def test_allow_short_keeps_what_passed_per_identity_and_fails_only_when_nothing_did(setup):
+    """Filtered evaluation arms: a person whose samples rarely pass gets fewer windows, not a lost arm."""
+    _, _, pipe, _ = setup
+    filt, _, v = _bright_half_filter(pipe)  # ranges for identity 0 only: identity 1 passes everything
+    filt.ranges[0] = {"mean_intensity": (float(np.sort(v)[-2]), 1.0)}  # 2 of the first 16 pass
+    got = draw(pipe, [0, 1], 4, sample_filter=filt, max_attempts=4, progress=False, allow_short=True, steps=2,
+               guidance=1.0, seed=0)
+    assert got.acceptance[0]["kept"] == 2 and got.acceptance[1]["kept"] == 4
+    assert list(got.labels) == [0, 0, 1, 1, 1, 1]
+    never = SampleFilter(ranges={0: {"mean_intensity": (2.0, 3.0)}})
+    with pytest.raises(DopplerDiffError, match="no sample passed the filter"):
+        draw(pipe, [0], 2, sample_filter=never, max_attempts=3, progress=False, allow_short=True, steps=2,
+             guidance=1.0, seed=0)
+
+
 def test_physics_filter_from_real_windows_accepts_real_rejects_blank(setup):
     run, _, pipe, cfg = setup
     src = train_sources(run, pipe.identities, cfg)

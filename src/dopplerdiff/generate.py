@@ -131,12 +131,14 @@ def draw(
     max_attempts: int = 10,
     batch_size: int = 16,
     progress: bool = True,
+    allow_short: bool = False,
     **render_args: Any,
 ) -> Drawn:
     """``num_per_identity`` accepted samples per identity, oversampling indices 0, 1, ... in order.
 
     ``sample_filter.accept(images01, labels)`` -> bool mask (None accepts everything). An identity that has
-    not reached ``num_per_identity`` after ``max_attempts * num_per_identity`` attempts is an error.
+    not reached ``num_per_identity`` after ``max_attempts * num_per_identity`` attempts is an error, or with
+    ``allow_short`` keeps what passed (``acceptance[k]["kept"]``; an error only if nothing passed at all).
     """
     _check_counts(num_per_identity, batch_size)
     cap = max(int(max_attempts), 1) * num_per_identity
@@ -145,6 +147,8 @@ def draw(
     for k in ids:
         kept, tried, passed = [], 0, 0
         while len(kept) < num_per_identity:
+            if tried >= cap and allow_short:
+                break
             if tried >= cap:
                 bar.close()
                 raise DopplerDiffError(
@@ -161,11 +165,13 @@ def draw(
             kept += [(tried + j, imgs[j]) for j in take]
             bar.update(len(take))
             tried += n
-        acceptance[k] = {"attempts": tried, "passed": passed, "rate": passed / tried}
+        acceptance[k] = {"attempts": tried, "passed": passed, "rate": passed / tried, "kept": len(kept)}
         indices += [i for i, _ in kept]
         images += [img for _, img in kept]
         labels += [k] * len(kept)
     bar.close()
+    if not images:
+        raise DopplerDiffError(f"no sample passed the filter within {cap} attempts for any identity")
     return Drawn(np.stack(images).astype(np.float32), np.array(labels, np.int64), np.array(indices, np.int64),
                  acceptance)
 
