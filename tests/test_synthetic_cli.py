@@ -137,6 +137,7 @@ BAD = [
     (["--from-real", "{empty}"], "no identity subfolders"),
     (["--from-real", "{unknown}"], "ID_9"),
     (["--filter", "--physics-quantiles", "0.9:0.1"], "quantiles"),
+    (["--filter", "--physics-tolerance", "-1"], "physics tolerance must be in [0, 10]"),
     (["--filter"], "has no encoder"),
 ]
 
