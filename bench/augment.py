@@ -32,13 +32,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dopplerdiff.evaluate.strategies import recommend
+from dopplerdiff.evaluate.strategies import ARCH_KEYS, recommend
 
 RESULTS = Path(__file__).parent / "results"
 STRATEGIES = "prior,interval,real:0.5,real:0.8,filtered,simpre"
 # the pool's guidance is the only one scored: no sweep samples
 BENCH = ["evaluate.guidance_sweep=[4.0]"]
-ARCHS = (("encoder", "augmentation"), ("judge", "augmentation_judge"))
+ARCHS = ARCH_KEYS
 
 
 def parse_budgets(text: str) -> list[int | None]:
@@ -146,8 +146,8 @@ def merge_rows(files: list[Path]) -> list[dict[str, Any]]:
             if "encoder" not in row:
                 continue
             have = by.setdefault(row["budget"], json.loads(json.dumps(row)))
-            if have is row or have.get("run") == row.get("run") and have.get("eval") == row.get("eval"):
-                continue
+            if have.get("run") == row.get("run") and have.get("eval") == row.get("eval"):
+                continue  # the row itself (first seen) or the same evaluation listed twice
             for arch, _ in ARCHS:
                 if arch in row and arch in have:
                     have[arch]["arms"].update(row[arch]["arms"])

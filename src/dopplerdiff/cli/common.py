@@ -10,6 +10,7 @@ from typing import Any
 import typer
 
 from dopplerdiff.config import Config, load_config
+from dopplerdiff.config.evaluate import PHYSICS_TOLERANCE
 from dopplerdiff.errors import DopplerDiffError
 
 ConfigOpt = typer.Option(
@@ -65,7 +66,7 @@ PhysicsQuantilesOpt = typer.Option(
     "0.025:0.975", "--physics-quantiles", help="--filter: the real training range LO:HI as quantiles."
 )
 PhysicsToleranceOpt = typer.Option(
-    0.25, "--physics-tolerance",
+    PHYSICS_TOLERANCE, "--physics-tolerance",
     help="--filter: widen each identity's range by this fraction of the range over all identities.",
 )
 MaxAttemptsOpt = typer.Option(10, "--max-attempts", help="--filter: attempts per wanted sample, then error.")
@@ -74,7 +75,7 @@ MaxAttemptsOpt = typer.Option(10, "--max-attempts", help="--filter: attempts per
 def strategy_from(
     guidance_interval: tuple[float, float] | None, from_real: str | None, strength: float | None,
     filter_: bool, min_confidence: float, physics_stats: str | None, physics_quantiles: str,
-    max_attempts: int, physics_tolerance: float = 0.25,
+    max_attempts: int, physics_tolerance: float = PHYSICS_TOLERANCE,
 ) -> Any:
     """A ``synthetic.strategy.Strategy`` from the shared sampling options."""
     from dopplerdiff.synthetic.strategy import Strategy

@@ -11,6 +11,9 @@ PHYSICS_STATS = (
     "torso_doppler", "torso_spread", "upper_envelope", "lower_envelope", "extent", "peak_extent",
     "cadence", "periodicity", "background", "mean_intensity", "occupancy",
 )
+# the physics filter widens each identity's range by tolerance x the all-identity range (synthetic.filtering)
+PHYSICS_TOLERANCE = 0.25
+MAX_PHYSICS_TOLERANCE = 10.0
 LEVERS = ("w:", "n:")  # parts that change how an arm's windows enter training, not how they are drawn
 
 
@@ -131,7 +134,7 @@ class EvaluateConfig:
     augment_filter_stats: list[str] | None = None
     # each identity's physics range is widened by this fraction of the range over all identities: a short
     # recording's own range can be nearly a point (e.g. its background level)
-    augment_filter_tolerance: float = 0.25
+    augment_filter_tolerance: float = PHYSICS_TOLERANCE
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -169,8 +172,8 @@ class EvaluateConfig:
         if bad:
             raise ValueError(f"evaluate.augment_filter_stats: unknown statistic(s) {', '.join(bad)}; "
                              f"valid: {', '.join(PHYSICS_STATS)}")
-        if not 0.0 <= self.augment_filter_tolerance <= 10.0:
-            raise ValueError(f"evaluate.augment_filter_tolerance must be in [0, 10], "
+        if not 0.0 <= self.augment_filter_tolerance <= MAX_PHYSICS_TOLERANCE:
+            raise ValueError(f"evaluate.augment_filter_tolerance must be in [0, {MAX_PHYSICS_TOLERANCE:g}], "
                              f"got {self.augment_filter_tolerance}")
         if self.simpre_per_identity < 1:
             raise ValueError(f"evaluate.simpre_per_identity must be >= 1, got {self.simpre_per_identity}")

@@ -269,8 +269,7 @@ def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
             val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit=fit,
             predict=predict, device=ctx.device)
     st.metrics["augmentation_recommendation"] = S.recommend(
-        {arch: (st.metrics.get(key) or {}).get("strategies")
-         for arch, key in (("encoder", "augmentation"), ("judge", "augmentation_judge"))})
+        {arch: (st.metrics.get(key) or {}).get("strategies") for arch, key in S.ARCH_KEYS})
 
 
 def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:

@@ -219,37 +219,40 @@ def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: i
     the evaluation pool's first windows per identity (the same seeds would make the same images); arms that
     differ only in training levers (w:) share their windows; an arm that cannot be made (e.g. the filter's
     cap) is recorded in ``missing`` and left out."""
-    made: dict[tuple[str, int], ArmData | None] = {}
+    made: dict[tuple[str, int], ArmData | DopplerDiffError] = {}
     arms = []
     for spec in specs:
         n_arm = spec.per_identity or n
         key = (spec.sampling.name, n_arm)
         if key not in made:
-            made[key] = _draw_arm(spec.sampling, pipe, run, cfg, n_arm, pool, missing, progress)
+            try:
+                made[key] = _draw_arm(spec.sampling, pipe, run, cfg, n_arm, pool, progress)
+            except DopplerDiffError as exc:
+                made[key] = exc
         base = made[key]
-        if base is None:
-            missing.append(f"strategy arm '{spec.name}' left out: its windows could not be made")
+        if isinstance(base, DopplerDiffError):
+            missing.append(f"strategy arm '{spec.name}' left out: {base}")
+            log.warning("strategy arm '%s' left out: %s", spec.name, base)
             continue
         arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight}))
     return arms
 
 
-def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Part, missing: list[str],
-              progress: bool) -> ArmData | None:
+def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Part,
+              progress: bool) -> ArmData:
+    """The windows of one sampling spec (`prior` from the pool while it has enough); DopplerDiffError if
+    they cannot be made."""
     k = len(pipe.identities)
     if spec.name == "prior" and n <= np.bincount(pool.y, minlength=k).min():
         first = first_per_identity(pool, n, k)
         return ArmData(spec, (first.x, first.y), {
             "guidance": cfg.evaluate.guidance, "guidance_interval": None, "from_real": None, "strength": None,
             "filter": None})
-    try:
-        return make_arm_data(spec, pipe, run, cfg, n, progress)
-    except DopplerDiffError as exc:
-        missing.append(f"strategy arm '{spec.name}' left out: {exc}")
-        log.warning("strategy arm '%s' left out: %s", spec.name, exc)
-        return None
+    return make_arm_data(spec, pipe, run, cfg, n, progress)
 
 
+# classifier architecture -> the metrics.json section holding its augmentation experiment
+ARCH_KEYS = (("encoder", "augmentation"), ("judge", "augmentation_judge"))
 RECOMMEND_RULE = ("the arm whose smaller mean gain over the classifier architectures is largest; recommended "
                   "only if the 95% CI of its gain lies above 0 under every architecture, else real data only")
 

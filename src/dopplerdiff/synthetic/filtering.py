@@ -18,12 +18,13 @@ import numpy as np
 import torch
 
 from dopplerdiff.classifier import predict
+from dopplerdiff.config.evaluate import MAX_PHYSICS_TOLERANCE, PHYSICS_TOLERANCE
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.physics import STATS, physics_stats
 
 DEFAULT_STATS = ("extent", "peak_extent", "background", "mean_intensity", "occupancy")
 DEFAULT_QUANTILES = (0.025, 0.975)
-DEFAULT_TOLERANCE = 0.25
+DEFAULT_TOLERANCE = PHYSICS_TOLERANCE
 
 
 def check_quantiles(q: tuple[float, float]) -> tuple[float, float]:
@@ -41,8 +42,9 @@ def check_stats(stats: list[str] | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def check_tolerance(tolerance: float) -> float:
-    if not (np.isfinite(tolerance) and 0.0 <= tolerance <= 10.0):
-        raise DopplerDiffError(f"the physics tolerance must be in [0, 10], got {tolerance}")
+    if not (np.isfinite(tolerance) and 0.0 <= tolerance <= MAX_PHYSICS_TOLERANCE):
+        raise DopplerDiffError(f"the physics tolerance must be in [0, {MAX_PHYSICS_TOLERANCE:g}], "
+                               f"got {tolerance}")
     return float(tolerance)
 
 
