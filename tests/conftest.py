@@ -29,6 +29,21 @@ def sim_data(tmp_path_factory) -> Path:
     return out
 
 
+def latent_run(run: Path, cfg, data: Path) -> Path:
+    """A run with a trained autoencoder and cached latents (tests copy it before training into it)."""
+    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+
+    train_autoencoder(cfg, run, data, progress=False)
+    cache_latents(run, progress=False)
+    return run
+
+
+@pytest.fixture(scope="session")
+def ae_run(tmp_path_factory, sim_data, smoke_config) -> Path:
+    """A smoke run with a trained AutoencoderKL and cached latents, built once per session (copy it)."""
+    return latent_run(tmp_path_factory.mktemp("ae") / "run", smoke_config, sim_data)
+
+
 def build_tiny_pipeline(smoke_config, *, backbone: str = "unet", identities: int = 3,
                         scaling_factor: float = 1.7, shift_factor: float = 0.0,
                         prediction_type: str = "epsilon", names: list[str] | None = None,

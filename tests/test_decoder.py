@@ -20,17 +20,6 @@ ON = ["decoder.kind=diffusion"]
 
 
 @pytest.fixture(scope="module")
-def ae_run(tmp_path_factory, sim_data):
-    """A smoke run with a trained autoencoder and cached latents (built once, copied per test)."""
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
-
-    run = tmp_path_factory.mktemp("dec") / "run"
-    train_autoencoder(load_config("smoke"), run, sim_data, progress=False)
-    cache_latents(run, progress=False)
-    return run
-
-
-@pytest.fixture(scope="module")
 def trained(ae_run, tmp_path_factory):
     """ae_run + a denoiser + a diffusion decoder (added to the existing pipeline)."""
     from dopplerdiff.train.diffusion import train_diffusion

@@ -16,17 +16,6 @@ from dopplerdiff.schedulers import training_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss, train_diffusion
 
 
-@pytest.fixture(scope="module")
-def ae_run(tmp_path_factory, sim_data):
-    """A smoke run with a trained autoencoder and cached latents (built once, copied per test)."""
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
-
-    run = tmp_path_factory.mktemp("ae") / "run"
-    train_autoencoder(load_config("smoke"), run, sim_data, progress=False)
-    cache_latents(run, progress=False)
-    return run
-
-
 @pytest.fixture
 def run(ae_run, tmp_path):
     dst = tmp_path / "run"

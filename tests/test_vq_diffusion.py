@@ -11,6 +11,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from conftest import latent_run
 
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import ConfigError, DopplerDiffError
@@ -30,12 +31,7 @@ def _cfg(*overrides):
 @pytest.fixture(scope="module")
 def vq_run(tmp_path_factory, sim_data):
     """A smoke run with a trained VQModel and cached latents + code indices (built once, copied per test)."""
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
-
-    run = tmp_path_factory.mktemp("vq") / "run"
-    train_autoencoder(_cfg(), run, sim_data, progress=False)
-    cache_latents(run, progress=False)
-    return run
+    return latent_run(tmp_path_factory.mktemp("vq") / "run", _cfg(), sim_data)
 
 
 @pytest.fixture

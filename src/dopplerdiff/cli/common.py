@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from dopplerdiff.config import Config, load_config
+from dopplerdiff.config import Config, config_for, load_config
 from dopplerdiff.config.evaluate import PHYSICS_TOLERANCE
 from dopplerdiff.errors import DopplerDiffError
 
@@ -44,6 +46,20 @@ def existing_dir(path: Path, what: str) -> Path:
     if not Path(path).is_dir():
         raise DopplerDiffError(f"{what} '{path}' is not a directory")
     return Path(path)
+
+
+LatentsRunOpt = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/.")
+
+
+def train_in_run(run: Path, config: str | None, overrides: list[str], resume: str | None, quiet: bool,
+                 train: Callable[..., Path], what: str) -> None:
+    """A stage trained inside an existing run (``train(run, cfg, resume=, progress=)``); the main process
+    prints what it wrote."""
+    setup_logging(quiet)
+    existing_dir(run, "--run")
+    out = train(run, config_for(run, config, overrides), resume=resume, progress=not quiet)
+    if not quiet and os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{what}: {out}")
 
 
 GuidanceIntervalOpt = typer.Option(

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import typer
-
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, ResumeOpt, existing_dir, setup_logging
-from dopplerdiff.config import config_for
+from dopplerdiff.cli.common import ConfigOpt, LatentsRunOpt, OverridesArg, QuietOpt, ResumeOpt, train_in_run
 
 
 @app.command("train-decoder")
 def train_decoder_cmd(
-    run: Path = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/."),
+    run: Path = LatentsRunOpt,
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     resume: str = ResumeOpt,
@@ -26,10 +22,6 @@ def train_decoder_cmd(
     Implies decoder.kind=diffusion."""
     from dopplerdiff.train.decoder import train_decoder
 
-    setup_logging(quiet)
-    existing_dir(run, "--run")
     # the command itself says which decoder; an explicit decoder.kind=vae override is still refused
-    cfg = config_for(run, config, ["decoder.kind=diffusion", *(overrides or [])])
-    out = train_decoder(run, cfg, resume=resume, progress=not quiet)
-    if not quiet and os.environ.get("RANK", "0") == "0":
-        typer.echo(f"decoder: {out}")
+    train_in_run(run, config, ["decoder.kind=diffusion", *(overrides or [])], resume, quiet, train_decoder,
+                 "decoder")

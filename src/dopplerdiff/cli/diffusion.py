@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -13,6 +12,7 @@ from dopplerdiff.cli.common import (
     FilterOpt,
     FromRealOpt,
     GuidanceIntervalOpt,
+    LatentsRunOpt,
     MaxAttemptsOpt,
     MinConfidenceOpt,
     OverridesArg,
@@ -26,6 +26,7 @@ from dopplerdiff.cli.common import (
     finite,
     setup_logging,
     strategy_from,
+    train_in_run,
 )
 from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
@@ -33,7 +34,7 @@ from dopplerdiff.errors import DopplerDiffError
 
 @app.command("train-diffusion")
 def train_diffusion_cmd(
-    run: Path = typer.Option(..., "--run", "-r", help="Run directory with autoencoder/ and latents/."),
+    run: Path = LatentsRunOpt,
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     resume: str = ResumeOpt,
@@ -42,12 +43,7 @@ def train_diffusion_cmd(
     """Train the identity-conditional denoiser on RUN/latents; writes RUN/diffusion and RUN/pipeline."""
     from dopplerdiff.train.diffusion import train_diffusion
 
-    setup_logging(quiet)
-    existing_dir(run, "--run")
-    cfg = config_for(run, config, list(overrides or []))
-    out = train_diffusion(run, cfg, resume=resume, progress=not quiet)
-    if not quiet and os.environ.get("RANK", "0") == "0":
-        typer.echo(f"pipeline: {out}")
+    train_in_run(run, config, list(overrides or []), resume, quiet, train_diffusion, "pipeline")
 
 
 @app.command("generate")
