@@ -42,3 +42,16 @@ def test_outputs_get_umask_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
     assert stat.S_IMODE((tmp_path / "file.bin").stat().st_mode) == 0o644
+
+
+def test_pretrained_config_missing_or_damaged_is_one_error_naming_it(tmp_path):
+    from dopplerdiff.models.denoiser import load_denoiser
+    from dopplerdiff.utils.io import pretrained_config
+
+    with pytest.raises(DopplerDiffError, match=r"is not a saved denoiser \(no config.json\)"):
+        load_denoiser(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "UNet2D')
+    with pytest.raises(DopplerDiffError, match="config.json' is damaged"):
+        load_denoiser(tmp_path)
+    (tmp_path / "config.json").write_text('{"_class_name": "VQModel"}')
+    assert pretrained_config(tmp_path, "autoencoder") == {"_class_name": "VQModel"}

@@ -14,6 +14,7 @@ from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
+from dopplerdiff.utils.io import pretrained_config
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
@@ -99,10 +100,7 @@ def load_autoencoder_any(path: Path):
 def load_scheduler(path: Path):
     import diffusers
 
-    cfg_file = Path(path) / "scheduler_config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"scheduler directory '{path}' has no scheduler_config.json")
-    name = json.loads(cfg_file.read_text()).get("_class_name", "")
+    name = pretrained_config(path, "scheduler", "scheduler_config.json").get("_class_name", "")
     cls = getattr(diffusers, name, None)
     if cls is None or not name.endswith("Scheduler"):
         raise DopplerDiffError(f"scheduler '{path}' has unsupported class {name!r}")

@@ -15,7 +15,6 @@ measured (diffusers' default 0.18215 still in its config) is refused.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.latents import from_model_space, to_model_space
 from dopplerdiff.errors import ConfigError, DopplerDiffError
+from dopplerdiff.utils.io import pretrained_config
 
 Autoencoder = AutoencoderKL | VQModel
 UNMEASURED_SCALE = 0.18215  # diffusers' default (Stable Diffusion's); never valid for our data
@@ -77,13 +77,7 @@ def build_autoencoder(cfg: AutoencoderConfig, data: DataConfig) -> Autoencoder:
 def load_autoencoder(path: Path) -> Autoencoder:
     """AutoencoderKL or VQModel from a ``save_pretrained`` directory (e.g. RUN/autoencoder)."""
     path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"'{path}' is not a saved autoencoder (no config.json); train one first")
-    try:
-        name = json.loads(cfg_file.read_text()).get("_class_name")
-    except json.JSONDecodeError as exc:
-        raise DopplerDiffError(f"'{cfg_file}' is not valid JSON: {exc}") from exc
+    name = pretrained_config(path, "autoencoder", hint="; train one first").get("_class_name")
     classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
     if name not in classes:
         raise DopplerDiffError(f"'{path}' holds a {name!r}, not an AutoencoderKL or VQModel")

@@ -15,7 +15,6 @@ saved decoder is self-contained (``save_pretrained`` / ``from_pretrained``).
 from __future__ import annotations
 
 import inspect
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
+from dopplerdiff.utils.io import pretrained_config
 
 CLASS_NAME = "DiffusionDecoder"
 
@@ -152,13 +152,7 @@ def build_decoder(cfg: Any, image_channels: int, latent_channels: int, latent_si
 
 def load_decoder(path: Path) -> DiffusionDecoder:
     """A saved diffusion decoder (``save_pretrained`` directory); clear errors for anything else."""
-    cfg_file = Path(path) / "config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"'{path}' is not a saved diffusion decoder (no config.json)")
-    try:
-        name = json.loads(cfg_file.read_text()).get("_class_name")
-    except json.JSONDecodeError as exc:
-        raise DopplerDiffError(f"'{cfg_file}' is not valid JSON: {exc}") from exc
+    name = pretrained_config(path, "diffusion decoder").get("_class_name")
     if name != CLASS_NAME:
         raise DopplerDiffError(f"'{path}' holds a {name!r}, not a {CLASS_NAME}")
     return DiffusionDecoder.from_pretrained(path).eval()

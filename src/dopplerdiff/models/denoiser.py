@@ -26,6 +26,7 @@ from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
+from dopplerdiff.utils.io import pretrained_config
 
 Denoiser = UNet2DConditionModel | DiTTransformer2DModel
 
@@ -138,15 +139,7 @@ def denoise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tens
 
 def load_denoiser(path) -> Denoiser:
     """Load a saved denoiser of either backbone (class read from its config.json)."""
-    import json
-    from pathlib import Path
-
-
-    path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"denoiser directory '{path}' has no config.json (not a saved denoiser)")
-    name = json.loads(cfg_file.read_text()).get("_class_name")
+    name = pretrained_config(path, "denoiser").get("_class_name")
     if name == "DiTTransformer2DModel":
         return disable_internal_label_dropout(DiTTransformer2DModel.from_pretrained(path))
     if name == "UNet2DConditionModel":

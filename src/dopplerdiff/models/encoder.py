@@ -19,7 +19,6 @@ The config also records how images must be read (``identities``, ``data_size``, 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch import Tensor, nn
 
 from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.io import pretrained_config
 
 ENCODER_CLASS = "SpectrogramEncoder"
 # Bumped whenever a change alters what saved weights mean without changing their shapes (e.g. strides):
@@ -233,15 +233,9 @@ def encoder_from_config(
 def load_encoder(path: Path | str, device: str | torch.device = "cpu") -> SpectrogramEncoder:
     """Load a saved encoder directory (eval mode) with a clear error for missing/foreign directories."""
     path = Path(path)
-    cfg_file = path / "config.json"
     if not path.is_dir():
         raise DopplerDiffError(f"encoder directory '{path}' does not exist (train one with `train-encoder`)")
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"'{path}' is not a saved encoder: it has no config.json")
-    try:
-        meta = json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise DopplerDiffError(f"'{cfg_file}' is not valid JSON: {exc}") from exc
+    meta = pretrained_config(path, "encoder")
     if meta.get("_class_name") != ENCODER_CLASS:
         raise DopplerDiffError(
             f"'{path}' holds a {meta.get('_class_name', 'unknown')} model, not a {ENCODER_CLASS}"

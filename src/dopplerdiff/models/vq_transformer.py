@@ -16,7 +16,6 @@ building and after loading (the flag is not part of diffusers' config), like the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from diffusers.models.normalization import AdaLayerNorm
 from torch import nn
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
+from dopplerdiff.utils.io import pretrained_config
 
 
 def build_vq_transformer(cfg, codebook_size: int, latent_size: int) -> Transformer2DModel:
@@ -74,10 +74,7 @@ def log_p_x0(model: nn.Module, codes: torch.Tensor, t: torch.Tensor, tokens: tor
 def load_vq_transformer(path: Path) -> Transformer2DModel:
     """A saved discrete transformer (per-sample timesteps switched on again)."""
     path = Path(path)
-    cfg_file = path / "config.json"
-    if not cfg_file.is_file():
-        raise DopplerDiffError(f"transformer directory '{path}' has no config.json (not a saved transformer)")
-    cfg = json.loads(cfg_file.read_text())
+    cfg = pretrained_config(path, "transformer")
     if cfg.get("_class_name") != "Transformer2DModel" or not cfg.get("num_vector_embeds"):
         raise DopplerDiffError(f"'{path}' is not a discrete (num_vector_embeds) Transformer2DModel")
     return per_sample_timesteps(Transformer2DModel.from_pretrained(path))

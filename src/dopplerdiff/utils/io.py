@@ -193,6 +193,16 @@ def read_json(path: Path) -> Any:
         raise DopplerDiffError(f"'{path}' is damaged (not valid JSON: {exc}); restore or remove it") from exc
 
 
+def pretrained_config(directory: Path, what: str, file: str = "config.json",
+                      hint: str = "") -> dict[str, Any]:
+    """The JSON config of a ``save_pretrained`` directory (its ``_class_name`` says what it holds); a missing
+    file is one error saying the directory is not a saved ``what`` (+ ``hint``), a damaged one names it."""
+    cfg_file = Path(directory) / file
+    if not cfg_file.is_file():
+        raise DopplerDiffError(f"'{directory}' is not a saved {what} (no {file}){hint}")
+    return read_json(cfg_file)
+
+
 def read_json_if_exists(path: Path) -> Any:
     """Parsed JSON at ``path``, or None when it is missing; a damaged file is an error, not None."""
     return read_json(path) if Path(path).is_file() else None
