@@ -14,11 +14,19 @@ class AutoencoderLossConfig:
     mse: float = 0.0
     kl: float = 1e-6
     spectral: float = 0.1  # 2-D FFT magnitude loss
+    # Tile size of the spectral loss (Hann-windowed local FFTs); 0 = one FFT of the whole image, whose
+    # position-blind magnitude taught decoders a bright corner pixel (see train/losses.spectral_loss).
+    spectral_patch: int = 16
     adversarial: float = 0.0  # PatchGAN weight; 0 disables the discriminator
     adversarial_start: int = 2000
     feature: float = 0.0  # perceptual-style loss in the project's encoder feature space
     vq_commitment: float = 0.25
     vq_codebook: float = 1.0  # codebook (embedding) loss weight
+
+    def __post_init__(self) -> None:
+        if self.spectral_patch != 0 and self.spectral_patch < 4:
+            raise ValueError(f"autoencoder.loss.spectral_patch must be 0 (whole image) or >= 4, "
+                             f"got {self.spectral_patch}")
 
 
 @dataclass

@@ -14,12 +14,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from scipy.stats import binomtest
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.judge import JudgeSettings, fit_judge, judge_logits
 
 MIN_PER_SET = 8
+BORDER = 2  # pixels cut from each side for the border-free test
 
 
 def disjoint_pair(real: np.ndarray, transform_out: np.ndarray,
@@ -33,9 +35,32 @@ def disjoint_pair(real: np.ndarray, transform_out: np.ndarray,
     return real[perm[:half]], transform_out[perm[half : 2 * half]]
 
 
+def without_border(images: np.ndarray, width: int = BORDER) -> np.ndarray:
+    """Images with ``width`` pixels cut from every side: a C2ST on these ignores edge and corner giveaways."""
+    return np.ascontiguousarray(np.asarray(images)[..., width:-width, width:-width])
+
+
+def saliency(model: torch.nn.Module, images: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """Mean |d(synthetic logit - real logit) / d pixel| over ``images`` -> (H, W), normalised to max 1:
+    where in the window the real-vs-synthetic classifier looks."""
+    model.eval()
+    dev = next(model.parameters()).device
+    total = None
+    for i in range(0, len(images), batch_size):
+        x = torch.as_tensor(images[i : i + batch_size], dtype=torch.float32, device=dev).requires_grad_(True)
+        logits = model(x)
+        (logits[:, 1] - logits[:, 0]).sum().backward()
+        g = x.grad.abs().sum(dim=(0, 1)).cpu().numpy()
+        total = g if total is None else total + g
+    if total is None:
+        return np.zeros(np.asarray(images).shape[-2:], np.float32)
+    return (total / max(float(total.max()), 1e-12)).astype(np.float32)
+
+
 def c2st(real: Any, synthetic: Any, settings: JudgeSettings | None = None, *, seed: int = 0,
-         device: str = "cpu") -> dict[str, Any]:
-    """Held-out accuracy of a real-vs-synthetic classifier, with its binomial p-value and 95% CI."""
+         device: str = "cpu", with_saliency: bool = False) -> dict[str, Any]:
+    """Held-out accuracy of a real-vs-synthetic classifier, with its binomial p-value and 95% CI
+    (and, with ``with_saliency``, its held-out saliency map under ``"saliency"``)."""
     a, b = np.asarray(real, np.float32), np.asarray(synthetic, np.float32)
     n = min(len(a), len(b))
     if n < MIN_PER_SET:
@@ -55,5 +80,8 @@ def c2st(real: Any, synthetic: Any, settings: JudgeSettings | None = None, *, se
     correct = int((judge_logits(model, x_test).argmax(1) == y_test).sum())
     test = binomtest(correct, len(y_test), 0.5, alternative="greater")
     ci = test.proportion_ci(0.95)
-    return {"accuracy": correct / len(y_test), "ci95": [float(ci.low), float(ci.high)],
-            "p_value": float(test.pvalue), "n_fit": int(len(y_fit)), "n_test": int(len(y_test))}
+    out = {"accuracy": correct / len(y_test), "ci95": [float(ci.low), float(ci.high)],
+           "p_value": float(test.pvalue), "n_fit": int(len(y_fit)), "n_test": int(len(y_test))}
+    if with_saliency:
+        out["saliency"] = saliency(model, x_test)
+    return out

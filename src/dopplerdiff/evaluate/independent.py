@@ -7,6 +7,9 @@ train reconstructions, generated samples) and fills three sections of ``metrics.
   (``dopplerdiff.evaluate.judge``), with ratios to its real-test accuracy;
 - ``c2st``: real-vs-synthetic classifier two-sample tests (0.5 = indistinguishable) for reconstructions and
   samples, beside the real-vs-real floor (train windows vs later test windows of the same recordings);
+- ``borders``: corner pixels and edge lines of each set against the real test windows' 5-95% range;
+  per-pixel mean/std difference maps and the C2ST's saliency go to the report's figures; a second C2ST
+  without the outer pixels says whether anything but the border gives samples away;
 - ``texture``: high-frequency energy, sparsity, local variance and intensity-histogram distance of each set
   against real test, plus radial power spectra and histograms for the report's plots.
 
@@ -24,7 +27,8 @@ import numpy as np
 from dopplerdiff.config.evaluate import EvaluateConfig
 from dopplerdiff.data.images import to_unit
 from dopplerdiff.evaluate import plots
-from dopplerdiff.evaluate.c2st import MIN_PER_SET, c2st
+from dopplerdiff.evaluate.borders import compare_borders, difference_maps
+from dopplerdiff.evaluate.c2st import MIN_PER_SET, c2st, without_border
 from dopplerdiff.evaluate.judge import (
     JudgeSettings,
     fit_for_experiment,
@@ -61,16 +65,20 @@ class IndependentEval:
         self.texture_m: dict[str, Any] = {"real_test": None}
         self.spectra = {"real test": radial_power_spectrum(self.test01)}
         self.pixels = {"real test": self.test01}
+        self.borders_m: dict[str, Any] = {}
+        self.maps: dict[str, dict[str, np.ndarray]] = {}
+        self.saliency: dict[str, np.ndarray] = {}
         if self.cfg.c2st_steps > 0:  # the floor: real train windows vs later real windows (test)
-            self.c2st_m["real_train_vs_test"] = self._c2st(train[0], test[0])
+            self.c2st_m["real_train_vs_test"] = self._c2st(train[0], test[0], with_saliency=False)
 
     def _accuracy(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return identity_accuracy(judge_logits(self.judge, x), y, self.k, self.cfg.bootstrap, self.cfg.seed)
 
-    def _c2st(self, real: np.ndarray, other: np.ndarray) -> dict[str, Any]:
+    def _c2st(self, real: np.ndarray, other: np.ndarray, with_saliency: bool = True) -> dict[str, Any]:
         if min(len(real), len(other)) < MIN_PER_SET:  # tiny runs: say so instead of failing the evaluation
             return {"skipped": f"fewer than {MIN_PER_SET} windows ({len(real)} real, {len(other)} other)"}
-        return c2st(real, other, self.c2st_settings, seed=self.cfg.seed, device=self.device)
+        return c2st(real, other, self.c2st_settings, seed=self.cfg.seed, device=self.device,
+                    with_saliency=with_saliency)
 
     def add_set(self, key: str, x: np.ndarray, y: np.ndarray, c2st_real_other: tuple | None) -> None:
         """Score one synthetic set (``reconstruction`` or ``generated``) under judge, C2ST and texture."""
@@ -85,8 +93,15 @@ class IndependentEval:
                                "histogram_w1": tex["histogram_w1"]}
         self.spectra[SET_NAMES[key]] = radial_power_spectrum(x01)
         self.pixels[SET_NAMES[key]] = x01
+        self.borders_m[key] = compare_borders(self.test[0], x)
+        self.maps[SET_NAMES[key]] = difference_maps(self.test[0], x)
         if c2st_real_other is not None and self.cfg.c2st_steps > 0:
             self.c2st_m[key] = self._c2st(*c2st_real_other)
+            if "saliency" in self.c2st_m[key]:
+                self.saliency[SET_NAMES[key]] = self.c2st_m[key].pop("saliency")
+            real_other = [without_border(v) for v in c2st_real_other]
+            if min(real_other[0].shape[-2:]) >= 8:  # a border-free test: does anything else give it away?
+                self.c2st_m[f"{key}_no_border"] = self._c2st(*real_other, with_saliency=False)
         log.info("%s: judge accuracy %.3f (real %.3f), C2ST %s", key, a["overall"], real,
                  self.c2st_m.get(key, {}).get("accuracy"))
 
@@ -105,4 +120,7 @@ class IndependentEval:
 
     def write(self, metrics: dict[str, Any], figures: dict[str, bytes]) -> None:
         metrics["judge"], metrics["c2st"], metrics["texture"] = self.judge_m, self.c2st_m, self.texture_m
+        metrics["borders"] = self.borders_m
         figures["texture"] = plots.texture_plot(self.spectra, self.pixels)
+        if self.maps:
+            figures["difference_maps"] = plots.difference_map_plot(self.maps, self.saliency)

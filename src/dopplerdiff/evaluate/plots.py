@@ -178,3 +178,29 @@ def texture_plot(spectra: dict[str, tuple[np.ndarray, np.ndarray]], pixels: dict
     ax2.set_title("Pixel intensities")
     fig.tight_layout()
     return fig_to_png(fig)
+
+
+def difference_map_plot(maps: dict[str, dict[str, np.ndarray]], saliency: dict[str, np.ndarray]) -> bytes:
+    """Per set: mean and std difference to real test (diverging, symmetric limits) and the C2ST saliency."""
+    names = list(maps)
+    cols = 3 if saliency else 2
+    fig, axes = plt.subplots(len(names), cols, figsize=(3.2 * cols, 2.9 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        for col, stat in enumerate(("mean", "std")):
+            m = maps[name][stat]
+            lim = max(float(np.abs(m).max()), 1e-6)
+            im = axes[row, col].imshow(m, cmap="RdBu_r", vmin=-lim, vmax=lim, origin="upper")
+            axes[row, col].set_title(f"{name}: {stat} − real", fontsize=8)
+            fig.colorbar(im, ax=axes[row, col], fraction=0.046)
+        if saliency:
+            ax = axes[row, 2]
+            if name in saliency:
+                ax.imshow(saliency[name], cmap="magma", origin="upper")
+                ax.set_title(f"C2ST saliency: {name}", fontsize=8)
+            else:
+                ax.text(0.5, 0.5, "no C2ST", ha="center", va="center")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig_to_png(fig)

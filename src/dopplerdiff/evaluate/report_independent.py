@@ -10,7 +10,10 @@ SETS = (("real_test", "real test windows (reference)"), ("reconstruction", "test
         ("generated", "generated samples"))
 C2ST_ROWS = (("real_train_vs_test", "floor: real train vs later real (test) windows"),
              ("reconstruction", "real train vs reconstructions of other train windows"),
-             ("generated", "real train vs generated samples"))
+             ("generated", "real train vs generated samples"),
+             ("reconstruction_no_border", "the same, reconstructions, outer 2 pixels cut"),
+             ("generated_no_border", "the same, samples, outer 2 pixels cut"))
+BORDER_SETS = (("reconstruction", "test reconstructions"), ("generated", "generated samples"))
 TEXTURE_KEYS = ("high_frequency_ratio", "sparsity", "local_variance", "mean_intensity")
 
 
@@ -61,6 +64,27 @@ def _texture(m: dict, plots: dict[str, bytes]) -> str:
     return body
 
 
+def _in_range(stat: dict) -> Raw:
+    return Raw(f"{fmt(stat['mean'])} <span class='sub'>(real {fmt(stat['real_lo'])}…{fmt(stat['real_hi'])})"
+               "</span>")
+
+
+def _borders(m: dict, plots: dict[str, bytes]) -> str:
+    res = m.get("borders") or {}
+    rows = []
+    for key, label in BORDER_SETS:
+        v = res.get(key)
+        if v:
+            rows.append([label, "yes" if v["ok"] else "no", ", ".join(v["outside"]) or "—"]
+                        + [_in_range(v["stats"][s]) for s in ("corner_top_left", "corner_top_right")])
+    body = table(["image set", "borders within real 5–95%", "outside", "top-left pixel", "top-right pixel"],
+                 rows)
+    if "difference_maps" in plots:
+        body += (f"<img src='{png_b64(plots['difference_maps'])}' alt='per-pixel mean and standard-deviation "
+                 "differences to real test windows, and where the real-vs-synthetic classifier looks'>")
+    return body
+
+
 def independent_section(m: dict, plots: dict[str, bytes]) -> str:
     if not m.get("judge"):
         return not_computed("the independent judge is disabled (evaluate.judge_steps = 0)")
@@ -79,4 +103,5 @@ def independent_section(m: dict, plots: dict[str, bytes]) -> str:
         "texture itself.</p>"
         + _judge(m) + aug_html + "<h3>Real vs synthetic two-sample tests (C2ST)</h3>" + _c2st(m)
         + "<h3>Texture</h3>" + _texture(m, plots)
+        + "<h3>Borders, corners and where the differences are</h3>" + _borders(m, plots)
     )

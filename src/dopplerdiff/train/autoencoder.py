@@ -124,7 +124,7 @@ class AutoencoderStage(TrainStage):
         recon = out["recon"].float()
         nll, terms = L.reconstruction_loss(recon, x, lc.l1, lc.mse)
         if lc.spectral > 0:
-            spec = L.spectral_loss(recon, x)
+            spec = L.spectral_loss(recon, x, lc.spectral_patch)
             nll = nll + lc.spectral * spec
             terms["spectral"] = spec.item()
         if self.feature_fn is not None and lc.feature > 0:

@@ -1,0 +1,85 @@
+"""Corner and border giveaways: real test windows vs first-stage reconstructions (and samples) of runs.
+
+    python bench/borders.py RUN [RUN ...] [--name NAME] [--samples N]
+
+For each run: the test split's real windows at the run's size, their reconstructions through
+RUN/autoencoder and, with ``--samples N`` and a RUN/pipeline, N generated windows per identity; each
+corner pixel and edge line compared with the real windows' 5-95% range (evaluate/borders.py).
+Prints a table and writes bench/results/borders_NAME.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dopplerdiff.config import config_for
+from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.evaluate.borders import compare_borders
+from dopplerdiff.evaluate.loading import load_run_autoencoder, run_data_config
+from dopplerdiff.evaluate.parts import reconstruct
+
+RESULTS = Path(__file__).resolve().parent / "results"
+SHOWN = ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right",
+         "edge_top", "edge_right")
+
+
+def generated(run: Path, n: int) -> np.ndarray | None:
+    """``n`` windows per identity from RUN/pipeline at the profile's sampler settings (None: no pipeline)."""
+    from dopplerdiff.pipeline_io import load_pipeline
+
+    if n < 1 or not (run / "pipeline").is_dir():
+        return None
+    pipe = load_pipeline(run / "pipeline")
+    pipe.set_progress_bar_config(disable=True)
+    ids = [i for i in range(len(pipe.identities)) for _ in range(n)]
+    out = [pipe(identities=ids[i : i + 64], generator=torch.Generator().manual_seed(i),
+                num_inference_steps=10, guidance_scale=4.0, output_type="np").images
+           for i in range(0, len(ids), 64)]
+    return np.concatenate(out).transpose(0, 3, 1, 2) * 2.0 - 1.0
+
+
+def measure(run: Path, samples: int) -> dict:
+    cfg = config_for(run, None)
+    ds, split = prepare_run_data(run, None, run_data_config(run, cfg.data))
+    real = ds.images[split["test"]]
+    vae = load_run_autoencoder(run, torch.device("cpu"))
+    row = {"run": str(run), "n_test": int(len(real)),
+           "reconstructed": compare_borders(real, reconstruct(vae, real))}
+    gen = generated(run, samples)
+    if gen is not None:
+        row["generated"] = compare_borders(real, gen)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", type=Path)
+    p.add_argument("--name", default="runs")
+    p.add_argument("--samples", type=int, default=0, help="generated windows per identity (0: none)")
+    a = p.parse_args(argv)
+    rows = [measure(r, a.samples) for r in a.runs]
+    print(f"{'run':40s} {'set':13s} " + " ".join(f"{k[-12:]:>12s}" for k in SHOWN) + "  ok")
+    for row in rows:
+        real = row["reconstructed"]["stats"]
+        print(f"{row['run'][-40:]:40s} {'real':13s} "
+              + " ".join(f"{real[k]['real_mean']:12.3f}" for k in SHOWN))
+        for part in ("reconstructed", "generated"):
+            if part in row:
+                s = row[part]["stats"]
+                print(f"{'':40s} {part:13s} " + " ".join(f"{s[k]['mean']:12.3f}" for k in SHOWN)
+                      + f"  {row[part]['ok']}")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"borders_{a.name}.json"
+    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
