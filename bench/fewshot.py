@@ -19,6 +19,7 @@ to bench/results/fewshot_NAME.json, rewritten after every (fold, k), and a table
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -35,6 +36,7 @@ from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import fewshot as fs
 from dopplerdiff.evaluate.fewshot_arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.evaluate.loading import eval_device
 from dopplerdiff.generate import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
@@ -65,6 +67,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds per arm")
     ap.add_argument("--adapt-steps", type=int, default=300, help="steps learning each novel identity row")
     ap.add_argument("--classifier-steps", type=int, default=None, help="default: evaluate.augment_steps")
+    ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", default=None, help="where fold runs are kept")
     return ap.parse_args()
@@ -95,7 +98,8 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     novel = fs.split_novel(full, fold.novel, k, cfg.data.split.gap_windows)
     shots = {n: full.images[s] for n, (s, _) in novel.items()}
     t0 = time.time()
-    pipe = load_run_pipeline(run, device="cpu")
+    device = eval_device(a.device)
+    pipe = load_run_pipeline(run, device=str(device))
     adapted = fs.adapt(pipe, shots, cfg, steps=a.adapt_steps, seed=cfg.seed)
     t1 = time.time()
     syn = fs.synthetic_sets(pipe, shots, len(base.identities), cfg, ns=opts["ns"], methods=opts["methods"],
@@ -103,7 +107,7 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     t2 = time.time()
     data = fewshot_set(base, split, full, novel)
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
-    cells = score_arms(data, arm_table(data, syn), fitters(cfg, steps), seeds)
+    cells = score_arms(data, arm_table(data, syn), fitters(cfg, steps, device), seeds)
     return {"fold": fold.index, "k": k, "base": fold.base, "novel": fold.novel, "adaptation": adapted,
             "counts": {"base_train": len(data.base_train[1]), "base_test": len(data.base_test[1]),
                        "shots": len(data.shots[1]), "novel_test": len(data.novel_test[1])},
@@ -158,9 +162,9 @@ def main() -> None:
     result: dict[str, Any] = {
         "dataset": name, "data": str(data), "profile": a.profile, "overrides": a.extra, **opts,
         "seeds": a.seeds,
-        "adapt_steps": a.adapt_steps, "classifier_steps": steps, "classic": CLASSIC.__dict__,
+        "adapt_steps": a.adapt_steps, "classifier_steps": steps, "classic": dataclasses.asdict(CLASSIC),
         "lora": "built" if importlib.util.find_spec("peft") else "not built: peft is not importable",
-        "folds": [f.__dict__ for f in folds], "threads": os.environ.get("OMP_NUM_THREADS"),
+        "folds": [dataclasses.asdict(f) for f in folds], "threads": os.environ.get("OMP_NUM_THREADS"),
         "date": time.strftime("%Y-%m-%d %H:%M"), "rows": [], "train_seconds": {}}
     path = RESULTS / f"fewshot_{name}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)

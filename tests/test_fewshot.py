@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dopplerdiff.config import load_config
 from dopplerdiff.data.images import load_spectrograms
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
@@ -83,7 +84,11 @@ def test_no_window_of_a_novel_person_reaches_any_stage(fold_run, sim_data):
     assert "ID_3" not in (run / "data.json").read_text()
     assert list(load_run_pipeline(run, "cpu").identities) == BASE
     assert not (run / "samples").exists() and not (run / "eval").exists()
-    # a second fold with other people cannot reuse the folder
+    # resuming with another config, or a second fold with other people, is refused
+    other = load_config("smoke", ["diffusion.train.steps=5"])
+    with pytest.raises(DopplerDiffError, match="made with another config"):
+        fs.train_base(run, other, Path(data["data_root"]))
+    assert fs.train_base(run, load_config("smoke"), Path(data["data_root"])) == []  # complete: nothing reruns
     with pytest.raises(DopplerDiffError, match="not this fold's base people"):
         fs.base_data_folder(sim_data, ["ID_1", "ID_3"], Path(data["data_root"]))
 

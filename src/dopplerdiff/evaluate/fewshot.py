@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from dopplerdiff.config import Config
+from dopplerdiff.config import Config, saved_config
+from dopplerdiff.config.base import to_dict
 from dopplerdiff.data.images import SpectrogramSet, natural_key
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import render
@@ -121,7 +122,8 @@ def base_data_folder(data_root: Path, base: list[str], out: Path) -> Path:
 
 def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> list[str]:
     """The run's stages on ``data`` (base people only) until the pipeline exists; returns those that ran.
-    A stage already complete is skipped (its marker file exists), so an interrupted fold resumes."""
+    A stage already complete is skipped (its marker file exists), so an interrupted fold resumes; a run made
+    with another config is refused."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     encoder_first = cfg.autoencoder.loss.feature > 0
@@ -129,8 +131,12 @@ def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> li
             if s.name not in REPORT_STAGES and (encoder_first or s.name != "train encoder")]
     ran = []
     with run_lock(run):
-        if not (run / "config.yaml").is_file():
+        saved = saved_config(run)
+        if saved is None:
             cfg.save(run / "config.yaml")
+        elif to_dict(saved) != to_dict(cfg):  # a fold run is one config: its stages must agree
+            raise DopplerDiffError(f"fold run '{run}' was made with another config; continue it with the "
+                                   "same profile and overrides or choose another output folder")
         ctx = RunContext(run=run, cfg=cfg, data_root=Path(data), progress=progress)
         for stage in todo:
             if not (run / stage.marker).exists():
