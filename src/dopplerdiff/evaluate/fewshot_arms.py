@@ -12,7 +12,9 @@ fresh classifier over all of them on
 and is scored on the novel people's test windows (``novel``) and the base people's test split (``base``, the
 no-harm check), under the project's classifier (``encoder``) and the independent judge architecture
 (``judge``), with the same seeds for every arm. Gains are paired seed by seed and fold by fold, with the 95%
-t-interval of ``evaluate.strategies.summary``. Images are (N, C, H, W) float32 in [-1, 1].
+t-interval of ``evaluate.strategies.summary``. Every classifier trains a fixed number of steps without model
+selection: novel people have no validation windows, and selecting on base people's would favour them.
+Images are (N, C, H, W) float32 in [-1, 1].
 """
 
 from __future__ import annotations
