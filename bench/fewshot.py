@@ -6,11 +6,13 @@ person gives its first k windows, the generator learns its identity row from the
 noise; method c: img2img variations of the k windows at each strength), and classifiers over base + novel
 people are trained on real / classic-augmented / +synthetic windows (``evaluate.fewshot_arms``), scored on
 the novel people's later windows and on the base people's test split, under the project's classifier and
-the independent judge architecture, with paired seeds.
+the independent judge architecture, with paired seeds. ``--open-set`` also enrolls each novel person in an
+embedding gallery of an encoder trained on the base people (``evaluate.fewshot_openset``).
 
     python bench/fewshot.py --data DIR|sim [--profile quick] [--folds 3] [--only-folds F] [--novel A,B]
         [--k 1,3,5,10] [--n 16,64] [--methods row,seeded] [--strengths 0.5,0.8] [--seeds 2]
-        [--adapt-steps 300] [--classifier-steps S] [--name NAME] [--out DIR] [--extra key=value ...]
+        [--adapt-steps 300] [--classifier-steps S] [--open-set] [--device auto] [--name NAME] [--out DIR]
+        [--extra key=value ...]
 
 Fold runs are kept under --out (default runs/bench-fewshot/NAME/fold<i>; a rerun resumes them); results go
 to bench/results/fewshot_NAME.json, rewritten after every (fold, k), and a table is printed.
@@ -36,6 +38,7 @@ from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import fewshot as fs
 from dopplerdiff.evaluate.fewshot_arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.evaluate.fewshot_openset import open_set, summarise_open_set
 from dopplerdiff.evaluate.loading import eval_device
 from dopplerdiff.generate import load_run_pipeline
 
@@ -67,6 +70,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds per arm")
     ap.add_argument("--adapt-steps", type=int, default=300, help="steps learning each novel identity row")
     ap.add_argument("--classifier-steps", type=int, default=None, help="default: evaluate.augment_steps")
+    ap.add_argument("--open-set", action="store_true",
+                    help="also enroll novel people in an embedding gallery: rank-1, EER, DIR at target FAR")
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", default=None, help="where fold runs are kept")
@@ -108,11 +113,14 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     data = fewshot_set(base, split, full, novel)
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
     cells = score_arms(data, arm_table(data, syn), fitters(cfg, steps, device), seeds)
+    t3 = time.time()
+    opened = open_set(data, syn, cfg, steps=steps, seeds=seeds, device=device) if a.open_set else None
     return {"fold": fold.index, "k": k, "base": fold.base, "novel": fold.novel, "adaptation": adapted,
             "counts": {"base_train": len(data.base_train[1]), "base_test": len(data.base_test[1]),
                        "shots": len(data.shots[1]), "novel_test": len(data.novel_test[1])},
             "seconds": {"adapt": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
-                        "classify": round(time.time() - t2, 1)}, "cells": cells}
+                        "classify": round(t3 - t2, 1), "open_set": round(time.time() - t3, 1)},
+            "cells": cells, **({"open_set": opened} if opened is not None else {})}
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -137,6 +145,18 @@ def print_table(summary: dict[str, Any]) -> None:
                 txt += f" base {100 * b['mean']:+.1f}"
             cells.append(f"{txt:>40}")
         print(f"{arm:<22}" + "".join(cells))
+
+
+def print_open_set(summary: dict[str, Any]) -> None:
+    """Open set per k and enrollment arm: rank-1, DIR at the target FAR and EER, % (gain over real)."""
+    print("\nopen set (novel people enrolled in a gallery of a base-people encoder), %: rank-1 / DIR / EER")
+    for k, arms in summary.items():
+        for arm, r in arms.items():
+            cells = []
+            for m in ("rank1", "dir", "eer"):
+                g = r.get(f"{m}_gain_vs_real")
+                cells.append(f"{100 * r[m]['mean']:.1f}" + (f" ({100 * g['mean']:+.1f})" if g else ""))
+            print(f"k={k:<4}{arm:<22}" + " / ".join(cells))
 
 
 def main() -> None:
@@ -177,11 +197,18 @@ def main() -> None:
         run = out / f"fold{fold.index}" / "run"
         for k in opts["ks"]:
             result["rows"].append(fold_k(fold, k, run, full, cfg, opts, a, steps))
+            done = [kk for kk in opts["ks"] if any(r["k"] == kk for r in result["rows"])]
             result["summary"] = {str(kk): summarise([r["cells"] for r in result["rows"] if r["k"] == kk])
-                                 for kk in opts["ks"] if any(r["k"] == kk for r in result["rows"])}
+                                 for kk in done}
+            if a.open_set:
+                result["open_set_summary"] = {
+                    str(kk): summarise_open_set([r["open_set"] for r in result["rows"] if r["k"] == kk])
+                    for kk in done}
             result["wall_s"] = round(time.time() - t0, 1)
             path.write_text(json.dumps(result, indent=2) + "\n")  # after every (fold, k): nothing is lost
     print_table(result["summary"])
+    if a.open_set:
+        print_open_set(result["open_set_summary"])
     print(f"\n{path}")
 
 

@@ -17,6 +17,7 @@ from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import fewshot as fs
 from dopplerdiff.evaluate.fewshot_arms import arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.evaluate.fewshot_openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
 BASE, NOVEL = ["ID_1", "ID_2"], ["ID_3"]
@@ -118,6 +119,11 @@ def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
     assert len(row["novel"]["runs"]) == 4 and len(row["novel_gain_vs_real"]["ci95"]) == 2
     assert all(0 <= v <= 1 for arch in cells.values() for c in arch.values() for v in c["novel"] + c["base"])
     assert "novel_gain_vs_real" not in out["encoder"]["real"]
+    opened = open_set(data, {"row/n2": syn["row/n2"]}, cfg, steps=2, seeds=[0])
+    assert sorted(opened) == ["real", "real+row/n2"]
+    for m in opened.values():
+        assert 0 <= m["dir"][0] <= m["rank1"][0] <= 1 and 0 <= m["eer"][0] <= 1
+    assert len(summarise_open_set([opened, opened])["real+row/n2"]["eer_gain_vs_real"]["runs"]) == 2
 
 
 def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, monkeypatch, capsys):
