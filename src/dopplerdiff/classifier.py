@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.encoder import EncoderConfig
-from dopplerdiff.data.augment import augment_batch
+from dopplerdiff.data.augment import augment_batch, mixup
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 
@@ -67,12 +67,17 @@ def supcon_loss(emb: Tensor, labels: Tensor, temperature: float, weights: Tensor
 
 
 def encoder_loss(
-    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig, weights: Tensor | None = None
+    model: nn.Module, x: Tensor, y: Tensor, cfg: EncoderConfig, weights: Tensor | None = None,
+    mix: tuple[Tensor, float] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Cross-entropy (+ label smoothing) + ``supcon_weight`` x supervised contrastive; terms for logging.
-    ``weights`` (B,): per-sample loss weights (None: equal)."""
+    ``weights`` (B,): per-sample loss weights (None: equal). ``mix`` (second labels, lam) of a mixup batch:
+    lam CE(y) + (1 - lam) CE(second); the contrastive term uses the dominant label ``y``."""
     emb, logits = model(x)
     ce = weighted_cross_entropy(logits, y, weights, cfg.label_smoothing)
+    if mix is not None:
+        ce = mix[1] * ce + (1.0 - mix[1]) * weighted_cross_entropy(logits, mix[0], weights,
+                                                                     cfg.label_smoothing)
     terms = {"ce": float(ce.detach()), "acc": float((logits.argmax(1) == y).float().mean())}
     loss = ce
     if cfg.supcon_weight > 0:
@@ -184,10 +189,14 @@ def fit_classifier(
         idx = order[pos : pos + bs]
         pos += bs
         x, y = x_all[idx], y_all[idx]
+        mix = None
         if augment is not None:
             x = augment_batch(x, augment, generator=gen)
+            if augment.mixup > 0:
+                x, y_b, lam = mixup(x, y, augment.mixup, gen)
+                mix = (y_b.to(device), lam)
         w = None if w_all is None else w_all[idx].to(device)
-        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg, w)
+        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg, w, mix)
         if not torch.isfinite(loss):
             raise DopplerDiffError(
                 f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"

@@ -35,6 +35,21 @@ class AugmentConfig:
     time_crop: float = 0.0  # max fraction of width cropped then resized back
     gain_jitter: float = 0.05  # additive offset in normalised units (a dB gain change)
     noise_std: float = 0.0  # additive Gaussian noise in normalised units
+    # SpecAugment-style masks (Park et al. 2019): each of ``*_masks`` bands is up to ``*_mask`` of the axis,
+    # filled with the window's mean; the Doppler band is masked in place, never moved
+    time_mask: float = 0.0  # max fraction of the width per time mask (0 = off)
+    time_masks: int = 1
+    doppler_mask: float = 0.0  # max fraction of the height per Doppler-band mask (0 = off)
+    doppler_masks: int = 1
+    mixup: float = 0.0  # Beta(a, a) of mixup (Zhang et al. 2018) in classifier training, 0 = off
+
+    def __post_init__(self) -> None:
+        for name in ("time_crop", "time_mask", "doppler_mask"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"data.augment.{name} must be in [0, 1), got {getattr(self, name)}")
+        for name in ("gain_jitter", "noise_std", "mixup", "time_masks", "doppler_masks"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.augment.{name} must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

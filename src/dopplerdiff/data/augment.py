@@ -1,12 +1,14 @@
 """Batched spectrogram augmentations that respect the physics of the axes.
 
 Images are (B, C, H, W) with H the Doppler (velocity) axis and W time. Time is shifted circularly or
-cropped and stretched back; intensity gets a small gain offset and noise. The Doppler axis is never
-flipped, shifted or rescaled: that would change the walker's velocities, i.e. their identity.
+cropped and stretched back; bands of time or of Doppler rows are masked in place (SpecAugment); intensity
+gets a small gain offset and noise; ``mixup`` blends pairs of windows for a two-label loss. The Doppler
+axis is never flipped, shifted or rescaled: that would change the walker's velocities, i.e. their identity.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -48,6 +50,38 @@ def time_crop(x: torch.Tensor, max_frac: float, generator: torch.Generator | Non
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def band_mask(x: torch.Tensor, axis: int, max_frac: float, count: int,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """Fill ``count`` bands per sample, each U{0..max_frac * size} wide along ``axis`` (-1 time, -2
+    Doppler), with the sample's mean; the rest of the window is untouched and nothing moves."""
+    size = x.shape[axis]
+    top = int(max_frac * size)
+    if top < 1 or count < 1:
+        return x
+    b, dev = x.shape[0], generator.device if generator else "cpu"
+    pos = torch.arange(size, device=x.device)
+    hit = torch.zeros(b, size, dtype=torch.bool, device=x.device)
+    for _ in range(count):
+        width = torch.randint(0, top + 1, (b,), generator=generator, device=dev).to(x.device)
+        start = (torch.rand(b, generator=generator, device=dev).to(x.device) * (size - width + 1)).long()
+        hit |= (pos[None] >= start[:, None]) & (pos[None] < (start + width)[:, None])
+    shape = (b, 1, size, 1) if axis == -2 else (b, 1, 1, size)
+    fill = x.mean(dim=(1, 2, 3), keepdim=True)
+    return torch.where(hit.view(shape), fill.expand_as(x), x)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float,
+          generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Blend each window with a random partner: (lam x + (1 - lam) x[perm], y[perm], lam), lam ~ Beta(a, a)
+    folded to >= 0.5 so ``y`` stays the dominant label. Train with lam CE(y) + (1 - lam) CE(y[perm])."""
+    dev = generator.device if generator else "cpu"
+    perm = torch.randperm(len(x), generator=generator, device=dev).to(x.device)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=dev))
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    lam = max(lam, 1.0 - lam)
+    return lam * x + (1.0 - lam) * x[perm], y[perm.to(y.device)], lam
+
+
 def augment_batch(
     x: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -58,6 +92,10 @@ def augment_batch(
         x = time_shift(x, generator)
     if cfg.time_crop > 0:
         x = time_crop(x, cfg.time_crop, generator)
+    if cfg.time_mask > 0:
+        x = band_mask(x, -1, cfg.time_mask, cfg.time_masks, generator)
+    if cfg.doppler_mask > 0:
+        x = band_mask(x, -2, cfg.doppler_mask, cfg.doppler_masks, generator)
     changed = False
     if cfg.gain_jitter > 0:
         offset = _uniform(x.shape[0], -cfg.gain_jitter, cfg.gain_jitter, x, generator)

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 
 from dopplerdiff.classifier import load_backbone, sample_weights, weighted_cross_entropy
+from dopplerdiff.config.data import AugmentConfig
+from dopplerdiff.data.augment import augment_batch, mixup
 from dopplerdiff.errors import DataError, DopplerDiffError
 
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
@@ -92,10 +94,11 @@ def _check(x: Tensor, y: Tensor, num_classes: int) -> None:
 def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSettings | None = None, *,
               seed: int = 0, val: tuple[Any, Any] | None = None, device: str | torch.device = "cpu",
               augment: bool = True, init: nn.Module | None = None,
-              weights: np.ndarray | None = None) -> JudgeCNN:
+              weights: np.ndarray | None = None, classic: AugmentConfig | None = None) -> JudgeCNN:
     """Train a judge in memory on images (N, C, H, W) in [-1, 1]; deterministic per seed. ``init``: a judge
     whose weights, except the head, start the training (pre-training on other data); ``weights`` (N,):
-    per-image loss weights."""
+    per-image loss weights; ``classic``: spectrogram augmentations (and mixup) in place of the judge's own
+    time roll, for experiments that compare augmentation recipes."""
     s = settings or JudgeSettings()
     x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
     y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
@@ -104,13 +107,28 @@ def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSetting
     with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
         torch.manual_seed(seed)
         model = load_backbone(JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)), init).to(device)
-        _train(model, (x_all, y_all, w_all), s, torch.Generator().manual_seed(seed), val, device, augment)
+        _train(model, (x_all, y_all, w_all), s, torch.Generator().manual_seed(seed), val, device, augment,
+               classic)
     return model.eval()
+
+
+def _batch_loss(model: JudgeCNN, x: Tensor, y: Tensor, w: Tensor | None, gen: torch.Generator,
+                classic: AugmentConfig | None, device: str | torch.device) -> Tensor:
+    """Cross-entropy of one batch; with ``classic``, its augmentations and (two-label) mixup."""
+    if classic is None:
+        return weighted_cross_entropy(model(x.to(device)), y.to(device), w)
+    x = augment_batch(x, classic, generator=gen)
+    if classic.mixup <= 0:
+        return weighted_cross_entropy(model(x.to(device)), y.to(device), w)
+    x, y_b, lam = mixup(x, y, classic.mixup, gen)
+    logits = model(x.to(device))
+    return lam * weighted_cross_entropy(logits, y.to(device), w) + \
+        (1.0 - lam) * weighted_cross_entropy(logits, y_b.to(device), w)
 
 
 def _train(model: JudgeCNN, data: tuple[Tensor, Tensor, Tensor | None], s: JudgeSettings,
            gen: torch.Generator, val: tuple[Any, Any] | None, device: str | torch.device,
-           augment: bool) -> None:
+           augment: bool, classic: AugmentConfig | None = None) -> None:
     """AdamW + one-cycle schedule; with ``val``, the best validation weights are loaded at the end."""
     x_all, y_all, w_all = data
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -122,10 +140,10 @@ def _train(model: JudgeCNN, data: tuple[Tensor, Tensor, Tensor | None], s: Judge
         if pos + bs > len(order):
             order, pos = torch.randperm(len(x_all), generator=gen), 0
         idx, pos = order[pos : pos + bs], pos + bs
-        x = _roll_time(x_all[idx], gen) if augment else x_all[idx]
+        x = _roll_time(x_all[idx], gen) if augment and classic is None else x_all[idx]
         model.train()
         w = None if w_all is None else w_all[idx].to(device)
-        loss = weighted_cross_entropy(model(x.to(device)), y_all[idx].to(device), w)
+        loss = _batch_loss(model, x, y_all[idx], w, gen, classic, device)
         if not torch.isfinite(loss):
             raise DopplerDiffError(f"judge training diverged at step {step + 1}")
         opt.zero_grad(set_to_none=True)

@@ -1,0 +1,139 @@
+"""Novel walkers from k windows: folds, shots and test windows, a fold run that never sees a novel person,
+adaptation, sampling and the scored arms (tiny simulated data, smoke profile)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dopplerdiff.config import load_config
+from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate import fewshot as fs
+from dopplerdiff.evaluate.fewshot_arms import arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.evaluate.fewshot_openset import open_set, summarise_open_set
+from dopplerdiff.generate import load_run_pipeline
+
+BASE, NOVEL = ["ID_1", "ID_2"], ["ID_3"]
+
+
+@pytest.fixture(scope="module")
+def full(sim_data, smoke_config):
+    return load_spectrograms(sim_data, smoke_config.data)
+
+
+@pytest.fixture(scope="module")
+def fold_run(tmp_path_factory, sim_data, smoke_config):
+    """A fold's run trained on the base people only; (run, stages that ran)."""
+    out = tmp_path_factory.mktemp("fold")
+    data = fs.base_data_folder(sim_data, BASE, out / "data")
+    return out / "run", fs.train_base(out / "run", smoke_config, data)
+
+
+def test_folds_make_every_person_novel_once_deterministically():
+    ids = [f"ID_{i}" for i in range(1, 11)]
+    folds = fs.make_folds(ids, 3, seed=0)
+    novel = [n for f in folds for n in f.novel]
+    assert sorted(novel) == sorted(ids) and len(folds) == 3
+    for f in folds:
+        assert sorted(f.base + f.novel) == sorted(ids) and not set(f.base) & set(f.novel)
+    assert [f.novel for f in fs.make_folds(ids, 3, seed=0)] == [f.novel for f in folds]
+    assert [f.novel for f in fs.make_folds(ids, 3, seed=1)] != [f.novel for f in folds]
+    assert fs.make_folds(ids, 3, novel=["ID_4", "ID_2"])[0].novel == ["ID_2", "ID_4"]
+
+
+def test_bad_folds_and_unknown_novel_people_are_one_clear_error():
+    ids = ["ID_1", "ID_2", "ID_3"]
+    with pytest.raises(DopplerDiffError, match="ID_9, P_x are not identities"):
+        fs.make_folds(ids, 3, novel=["ID_9", "ID_1", "P_x"])
+    with pytest.raises(DopplerDiffError, match=">= 2 base people"):
+        fs.make_folds(ids, 2)  # a fold with 2 novel people keeps 1 base person
+
+
+def test_shots_are_the_first_k_windows_and_test_windows_lie_beyond_the_gap(full):
+    got = fs.split_novel(full, ["ID_2"], 3, gap=2)
+    shots, test = got["ID_2"]
+    mine = np.flatnonzero(full.labels == full.identities.index("ID_2"))
+    assert sorted(full.windows[shots].tolist()) == sorted(full.windows[mine].tolist())[:3]
+    assert full.windows[test].min() > full.windows[shots].max() + 2
+    assert len(shots) + 2 + len(test) == len(mine)  # nothing else is dropped
+
+
+def test_k_beyond_the_data_is_one_clear_error(full):
+    with pytest.raises(DopplerDiffError, match="k=13 is larger than what novel person 'ID_1' has"):
+        fs.split_novel(full, ["ID_1"], 13, gap=2)
+    with pytest.raises(DopplerDiffError, match="'ID_1' has no window after its k=10 shots"):
+        fs.split_novel(full, ["ID_1"], 10, gap=2)  # 10 shots + 2 gap = all 12 windows
+    with pytest.raises(DopplerDiffError, match="'ID_7' is not an identity"):
+        fs.split_novel(full, ["ID_7"], 1, gap=2)
+
+
+def test_no_window_of_a_novel_person_reaches_any_stage(fold_run, sim_data):
+    run, ran = fold_run
+    assert ran == ["prepare data", "train autoencoder", "cache latents", "train diffusion"]
+    data = json.loads((run / "data.json").read_text())
+    assert data["identities"] == BASE
+    files = [f for part in data["split"].values() for f in part]
+    assert files and all(f.split("/")[0] in BASE for f in files)
+    assert sorted(p.name for p in Path(data["data_root"]).iterdir()) == BASE  # the stages read only these
+    assert "ID_3" not in (run / "data.json").read_text()
+    assert list(load_run_pipeline(run, "cpu").identities) == BASE
+    assert not (run / "samples").exists() and not (run / "eval").exists()
+    # resuming with another config, or a second fold with other people, is refused
+    other = load_config("smoke", ["diffusion.train.steps=5"])
+    with pytest.raises(DopplerDiffError, match="made with another config"):
+        fs.train_base(run, other, Path(data["data_root"]))
+    assert fs.train_base(run, load_config("smoke"), Path(data["data_root"])) == []  # complete: nothing reruns
+    with pytest.raises(DopplerDiffError, match="not this fold's base people"):
+        fs.base_data_folder(sim_data, ["ID_1", "ID_3"], Path(data["data_root"]))
+
+
+def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
+    run, _ = fold_run
+    cfg = smoke_config
+    base, split = prepare_run_data(run, None, cfg.data)
+    novel = fs.split_novel(full, NOVEL, 1, cfg.data.split.gap_windows)
+    shots = {n: full.images[s] for n, (s, _) in novel.items()}
+    pipe = load_run_pipeline(run, "cpu")
+    rec = fs.adapt(pipe, shots, cfg, steps=2)
+    assert rec["ID_3"]["repeated_to"] == 3 and pipe.identities == [*BASE, "ID_3"]  # k=1 < 3: cycled
+    syn = fs.synthetic_sets(pipe, shots, 2, cfg, ns=[2, 3], methods=["row", "seeded"], strengths=[0.5])
+    assert sorted(syn) == ["row/n2", "row/n3", "seeded0.5/n2", "seeded0.5/n3"]
+    x, y = syn["seeded0.5/n3"]
+    assert x.shape == (3, 1, 16, 16) and x.min() >= -1 and x.max() <= 1 and set(y) == {2}
+    np.testing.assert_array_equal(syn["row/n2"][0], syn["row/n3"][0][:2])  # prefixes of one draw
+    data = fewshot_set(base, split, full, novel)
+    assert data.names == [*BASE, "ID_3"] and set(data.shots[1]) == {2} and set(data.base_test[1]) <= {0, 1}
+    arms = arm_table(data, {"row/n2": syn["row/n2"]})
+    assert {a: c for a, (_, c) in arms.items()} == {"real": False, "classic": True, "real+row/n2": False,
+                                                   "classic+row/n2": True}
+    cells = score_arms(data, arms, fitters(cfg, steps=2), seeds=[0, 1])
+    out = summarise([cells, cells])
+    row = out["judge"]["real+row/n2"]
+    assert len(row["novel"]["runs"]) == 4 and len(row["novel_gain_vs_real"]["ci95"]) == 2
+    assert all(0 <= v <= 1 for arch in cells.values() for c in arch.values() for v in c["novel"] + c["base"])
+    assert "novel_gain_vs_real" not in out["encoder"]["real"]
+    opened = open_set(data, {"row/n2": syn["row/n2"]}, cfg, steps=2, seeds=[0])
+    assert sorted(opened) == ["real", "real+row/n2"]
+    for m in opened.values():
+        assert 0 <= m["dir"][0] <= m["rank1"][0] <= 1 and 0 <= m["eer"][0] <= 1
+    assert len(summarise_open_set([opened, opened])["real+row/n2"]["eer_gain_vs_real"]["runs"]) == 2
+
+
+def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, monkeypatch, capsys):
+    path = Path(__file__).parents[1] / "bench" / "fewshot.py"
+    spec = importlib.util.spec_from_file_location("bench_fewshot", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(sys, "argv", ["fewshot", "--data", str(sim_data), "--profile", "smoke", "--k", "1,20",
+                                      "--out", str(tmp_path / "runs")])
+    with pytest.raises(SystemExit, match="k=20 is larger than what novel person"):
+        mod.main()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
