@@ -43,22 +43,35 @@ def test_inspect_prints_summary_and_writes_sheet(tmp_path, monkeypatch, capsys):
     assert not list(data.rglob("*inspect*"))
 
 
-def test_inspect_default_sheet_in_cwd_and_never_inside_data(tmp_path, monkeypatch, capsys):
+def test_inspect_writes_nothing_without_sheet_and_runs_twice(tmp_path, monkeypatch, capsys):
     data = tmp_path / "solo"
     _tree(data, {"ID_1": 6})
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    code, out, err = _run([str(data), "-c", "smoke", "-q"], monkeypatch, capsys)
-    assert code == 0, err
-    assert (work / "inspect_solo.png").is_file()
-    assert "conditioning needs >= 2" in out
-    monkeypatch.chdir(data / "ID_1")
-    code, out, err = _run([str(data), "-c", "smoke", "-q"], monkeypatch, capsys)
-    assert code == 2 and "inside DATA" in err and not list(data.rglob("*.png.*"))
+    (work / "inspect_solo.png").write_bytes(b"an earlier default output")
+    for _ in range(2):  # a look at the data never fails on the second look
+        code, out, err = _run([str(data), "-c", "smoke", "-q"], monkeypatch, capsys)
+        assert code == 0, err
+        assert "conditioning needs >= 2" in out and "contact sheet" not in out
+    assert sorted(p.name for p in work.iterdir()) == ["inspect_solo.png"]
+    assert (work / "inspect_solo.png").read_bytes() == b"an earlier default output"
+    assert len(list(data.rglob("*"))) == 1 + 6  # the folder and its files only
+
+
+def test_inspect_sheet_never_inside_data_nor_over_an_existing_file(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "solo"
+    _tree(data, {"ID_1": 6})
     args = [str(data), "-c", "smoke", "-q", "--sheet", str(data / "s.png")]
     code, out, err = _run(args, monkeypatch, capsys)
     assert code == 2 and "inside DATA" in err and not (data / "s.png").exists()
+    sheet = tmp_path / "s.png"
+    sheet.write_bytes(b"mine")
+    code, out, err = _run([str(data), "-c", "smoke", "-q", "--sheet", str(sheet)], monkeypatch, capsys)
+    assert code == 2 and "--force" in err and sheet.read_bytes() == b"mine"
+    code, out, err = _run([str(data), "-c", "smoke", "-q", "--sheet", str(sheet), "--force"], monkeypatch,
+                          capsys)
+    assert code == 0 and sheet.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_inspect_reports_user_errors_in_one_line(tmp_path, monkeypatch, capsys):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -252,3 +253,16 @@ def test_whole_job_and_edit_refusal_through_the_cli(sim_data, tmp_path, monkeypa
                              "--identity", "ID_2", "--out", tmp_path / "moved")
     assert code != 0 and "vq-diffusion pipeline samples code indices" in err
     assert not (tmp_path / "moved").exists()
+
+
+def test_resume_with_another_objective_is_refused(run):
+    train_diffusion(run, _cfg("diffusion.train.steps=2"), progress=False)
+    shutil.rmtree(run / "pipeline")
+    shutil.rmtree(run / "diffusion")
+    state = json.loads((run / "train/diffusion/checkpoint-2/loop_state.json").read_text())
+    assert state["stage"] == "vq-diffusion"
+    for key, value in (("diffusion.vq.aux_weight", 0.5), ("diffusion.condition.dropout", 0.3),
+                       ("diffusion.train.batch_size", 2)):
+        with pytest.raises(DopplerDiffError, match=re.escape(key)):
+            train_diffusion(run, _cfg(f"{key}={value}"), resume="latest", progress=False)
+    assert not (run / "pipeline").exists()

@@ -29,16 +29,19 @@ def inspect_cmd(
     config: str = ConfigOpt,
     sheet: Path = typer.Option(
         None, "--sheet",
-        help="Contact sheet PNG to write (default ./inspect_<dataname>.png; never inside DATA).",
+        help="Also write a contact sheet to this PNG (never inside DATA); without it nothing is written.",
     ),
     per_identity: int = typer.Option(4, "--per-identity", min=1, help="Windows per identity on the sheet."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing contact sheet file."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --sheet file."),
     quiet: bool = QuietOpt,
 ) -> None:
-    """Summarise a spectrogram folder: identities, recordings, sizes, file types, the leak-free split."""
+    """Summarise a spectrogram folder: identities, recordings, sizes, file types, the leak-free split.
+
+    Read-only unless ``--sheet PATH`` asks for a contact sheet."""
     setup_logging(quiet)
     cfg = resolve_config(config, overrides)
-    sheet = _sheet_path(data, sheet, force)
+    if sheet is not None:
+        sheet = _sheet_path(data, sheet, force)
     t0 = time.perf_counter()
     ds = load_spectrograms(data, cfg.data, progress=not quiet)
     load_s = time.perf_counter() - t0
@@ -48,15 +51,15 @@ def inspect_cmd(
     console.print(_split_table(ds, summary))
     for line in _facts(ds, summary, cfg, load_s):
         console.print(line)
-    rows, labels = identity_rows(ds, per_identity)
-    save_grid(sheet, rows, cfg.data.colormap, labels)
-    console.print(f"contact sheet: {sheet}")
+    if sheet is not None:
+        rows, labels = identity_rows(ds, per_identity)
+        save_grid(sheet, rows, cfg.data.colormap, labels)
+        console.print(f"contact sheet: {sheet}")
 
 
-def _sheet_path(data: Path, sheet: Path | None, force: bool) -> Path:
+def _sheet_path(data: Path, sheet: Path, force: bool) -> Path:
     """The contact sheet's path: a new .png outside DATA (an existing one only with --force)."""
-    data_res = Path(data).resolve()
-    sheet = Path(sheet) if sheet is not None else Path.cwd() / f"inspect_{data_res.name or 'data'}.png"
+    data_res, sheet = Path(data).resolve(), Path(sheet)
     if sheet.resolve().is_relative_to(data_res):
         raise DopplerDiffError(
             f"contact sheet '{sheet}' would be written inside DATA '{data}'; pass --sheet PATH elsewhere"

@@ -1,6 +1,6 @@
 """Read folder-per-identity spectrogram trees into arrays, invert colormaps, write images back.
 
-Layout: ``ROOT/<identity>/<files>`` with jpg/jpeg/png/bmp (colormapped RGB or grayscale), ``.npy``
+Layout (``data.layout``): ``ROOT/<identity>/<files>``; jpg/jpeg/png/bmp (colormapped RGB or gray), ``.npy``
 (2-D, or 3-D HxWxC / CxHxW) or MATLAB ``.mat`` (exactly one 2-D numeric variable). RGB images are
 turned into one intensity channel by nearest-colour lookup on the colormap's 256-entry LUT
 (``channels: 1``) or kept as RGB (``channels: 3``). Arrays live in [-1, 1] as float32 (N, C, H, W).
@@ -23,6 +23,7 @@ from PIL import Image
 
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.colormap import apply_colormap, colormap_lut, inverse_table, invert_colormap
+from dopplerdiff.data.layout import check_flat_layout
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_write_bytes
 from dopplerdiff.utils.names import check_identity_names
@@ -238,6 +239,7 @@ def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], int]:
             "e.g. ROOT/ID_1/*.jpg, ROOT/ID_2/*.jpg"
         )
     check_identity_names((d.name for d in subdirs), f"data root '{root}'")
+    check_flat_layout(root, subdirs)
     files: dict[str, list[str]] = {}
     ignored = 0
     for d in subdirs:

@@ -19,6 +19,7 @@ from dopplerdiff.data.split import PARTS, make_split
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
 from dopplerdiff.utils.names import check_identity_names
+from dopplerdiff.utils.paths import check_relpath
 
 DATA_JSON = "data.json"
 
@@ -38,6 +39,12 @@ def read_run_data(run: Path) -> dict[str, Any]:
     if missing:
         raise DataError(f"'{path}' lacks the key(s) {', '.join(missing)}")
     check_identity_names(data["identities"], f"'{path}'")
+    split = data["split"]
+    if not isinstance(split, dict) or not all(isinstance(v, list) for v in split.values()):
+        raise DataError(f"'{path}': 'split' is not a mapping of parts to file lists")
+    for files in split.values():  # entries become paths under the data root (and under augment's --out)
+        for rel in files:
+            check_relpath(rel, f"'{path}'")
     return data
 
 

@@ -35,6 +35,7 @@ from dopplerdiff.config import AugmentConfig, EncoderConfig
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import from_unit, read_file, resize
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.paths import path_inside
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ def read_synthetic(folder: Path, identities: list[str], cfg: DataConfig) -> tupl
         raise DopplerDiffError(f"synthetic set '{folder}' has identities unknown here: {', '.join(unknown)}")
     if not rels:
         raise DopplerDiffError(f"synthetic set '{folder}' holds no synthetic windows")
-    images = [resize(read_file(Path(folder) / rel, cfg).array, cfg.size, cfg.resample) for _, rel in rels]
+    source = f"'{Path(folder) / 'manifest.json'}'"
+    images = [resize(read_file(path_inside(folder, rel, source), cfg).array, cfg.size, cfg.resample)
+              for _, rel in rels]
     labels = np.array([identities.index(n) for n, _ in rels], dtype=np.int64)
     return from_unit(np.stack(images)).astype(np.float32), labels
 

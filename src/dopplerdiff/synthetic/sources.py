@@ -19,6 +19,7 @@ from dopplerdiff.data.images import natural_key, scan_tree
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.embed.encode import read_files
 from dopplerdiff.errors import DataError, DopplerDiffError
+from dopplerdiff.utils.paths import path_inside
 
 SPLIT = "split"  # --from-real split: the run's training windows
 
@@ -55,12 +56,16 @@ class RealSources:
 
 
 def split_files(run: Path, part: str = "train") -> tuple[Path, dict[str, list[str]]]:
-    """(data root, {identity: files of ``part`` relative to the root, natural order}) from RUN/data.json."""
+    """(data root, {identity: files of ``part`` relative to the root, natural order}) from RUN/data.json.
+
+    Every entry is checked to name a file inside the data root (``utils.paths.path_inside``)."""
     data = read_run_data(run)
+    root, source = Path(data["data_root"]), f"'{Path(run) / 'data.json'}'"
     out: dict[str, list[str]] = {}
     for rel in data["split"].get(part, []):
+        path_inside(root, rel, source)
         out.setdefault(rel.split("/", 1)[0], []).append(rel)
-    return Path(data["data_root"]), {k: sorted(v, key=natural_key) for k, v in out.items()}
+    return root, {k: sorted(v, key=natural_key) for k, v in out.items()}
 
 
 def _load(origin: str, root: Path, files: dict[str, list[str]], label_map: list[str],

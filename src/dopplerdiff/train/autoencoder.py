@@ -39,7 +39,8 @@ from dopplerdiff.models.discriminator import PatchDiscriminator
 from dopplerdiff.models.encoder import frozen_features
 from dopplerdiff.train import losses as L
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, frozen, make_accelerator, train_loop
-from dopplerdiff.utils.io import atomic_dir, check_run_output, write_json, write_manifest
+from dopplerdiff.train.resume import plan_resume, stage_record
+from dopplerdiff.utils.io import atomic_dir, check_run_output, read_json_if_exists, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 ARCH_KEYS = ("kind", "block_out_channels", "layers_per_block", "latent_channels", "num_vq_embeddings",
@@ -293,6 +294,11 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     t0 = time.time()
     check_architecture(ae, cfg.data)
     check_autoencoder_run(run, cfg, resume, data_root)
+    work = run / "train" / "autoencoder"
+    record = stage_record("autoencoder", autoencoder=ae, data=cfg.data)
+    ckpt, finished = plan_resume(resume, work, record, [run / "autoencoder"], ae.train.steps)
+    if finished:
+        return read_json_if_exists(work / "metrics.json") or {}
     acc = make_accelerator(ae.train)
     if ae.loss.feature > 0 and feature_fn is None:
         feature_fn = _feature_fn(run, ae, feature_encoder, acc.device)
@@ -308,9 +314,8 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     val_images = torch.from_numpy(np.ascontiguousarray(ds.images[split["val"]]))
     stage = AutoencoderStage(vae, ae, val_images, cfg.data.colormap, feature_fn, seed=ae.train.seed)
     train_set = ImageDataset(ds, split["train"], augment=cfg.data.augment)
-    work = run / "train" / "autoencoder"
-    res = train_loop(stage, train_set, ae.train, work, resume=resume, accelerator=acc, progress=progress,
-                     desc=f"autoencoder ({ae.kind})")
+    res = train_loop(stage, train_set, ae.train, work, resume=ckpt, accelerator=acc, progress=progress,
+                     desc=f"autoencoder ({ae.kind})", record=record)
     metrics: dict[str, Any] = {}
     if acc.is_main_process:
         vae = res.modules["autoencoder"].vae.eval()  # EMA weights when enabled

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import pickle
 import re
 import shutil
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 LOOP_STATE = "loop_state.json"
 EMA_META = "ema.json"
 RNG_KEYS = ("random_state", "numpy_random_seed", "torch_manual_seed")
+MIN_TORCH = (2, 4)  # the first torch whose weights_only loading accelerate uses (also pyproject's floor)
 
 
 def find_checkpoints(work_dir: Path) -> list[Path]:
@@ -61,12 +63,19 @@ def resolve_resume(resume: str | Path | None, work_dir: Path) -> Path | None:
     return path
 
 
-def checkpoint_step(ckpt: Path) -> int:
-    """The optimiser step recorded in ``ckpt/loop_state.json``."""
+def read_loop_state(ckpt: Path) -> dict[str, Any]:
+    """``ckpt/loop_state.json``: step, epoch and (from this version on) the stage and its config."""
     try:
-        return int(json.loads((ckpt / LOOP_STATE).read_text())["step"])
+        state = json.loads((Path(ckpt) / LOOP_STATE).read_text())
+        int(state["step"])
+        return state
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise DopplerDiffError(f"checkpoint '{ckpt}' is damaged: {LOOP_STATE} is unreadable ({exc})") from exc
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The optimiser step recorded in ``ckpt/loop_state.json``."""
+    return int(read_loop_state(ckpt)["step"])
 
 
 @contextlib.contextmanager
@@ -134,21 +143,39 @@ def check_no_custom_pickles(ckpt: Path) -> None:
         )
 
 
+def check_safe_loading() -> None:
+    """Refuse to unpickle checkpoint files with a torch older than 2.4: accelerate passes
+    ``weights_only=True`` to ``torch.load`` only from 2.4 on, and a planted pickle could run code."""
+    if tuple(int(v) for v in re.findall(r"\d+", torch.__version__)[:2]) < MIN_TORCH:
+        raise DopplerDiffError(
+            f"resuming needs torch >= {'.'.join(map(str, MIN_TORCH))} (installed: {torch.__version__}): "
+            "older versions would load the checkpoint's optimiser and RNG pickles without weights_only")
+
+
 def load_checkpoint(acc: Accelerator, ckpt: Path, emas: dict[str, EMAModel]) -> int:
     """Load models, optimisers, schedulers, RNG and EMA state from ``ckpt``; return its step."""
+    check_safe_loading()
     step = checkpoint_step(ckpt)
     check_no_custom_pickles(ckpt)
     check_rng_state(ckpt, acc.process_index)
-    with quiet_accelerate():
-        acc.load_state(str(ckpt))
+    try:
+        with quiet_accelerate():
+            acc.load_state(str(ckpt))
+    except (RuntimeError, KeyError, ValueError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        raise DopplerDiffError(  # another model's weights, a damaged file, or a pickle that is not tensors
+            f"checkpoint '{ckpt}' does not fit this stage's model or cannot be loaded safely "
+            f"({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}); it belongs to another "
+            "stage or configuration, or is damaged"
+        ) from exc
     if emas:
         load_ema(emas, ckpt, acc.device)
     return step
 
 
 def save_checkpoint(acc: Accelerator, work_dir: Path, step: int, epoch: int, limit: int,
-                    emas: dict[str, EMAModel] | None = None) -> Path:
-    """``accelerator.save_state`` into a temp dir on all processes, then rename + prune on the main one."""
+                    emas: dict[str, EMAModel] | None = None, record: dict[str, Any] | None = None) -> Path:
+    """``accelerator.save_state`` into a temp dir on all processes, then rename + prune on the main one;
+    ``record`` (the stage and its config, see ``train.resume``) goes into ``loop_state.json``."""
     final = work_dir / f"checkpoint-{step}"
     tmp = work_dir / f".checkpoint-{step}.tmp"
     if acc.is_main_process:
@@ -162,7 +189,7 @@ def save_checkpoint(acc: Accelerator, work_dir: Path, step: int, epoch: int, lim
     if acc.is_main_process:
         if emas:  # identical on every process (gradients are all-reduced), so the main one writes it
             save_ema(emas, tmp)
-        (tmp / LOOP_STATE).write_text(json.dumps({"step": step, "epoch": epoch}))
+        (tmp / LOOP_STATE).write_text(json.dumps({"step": step, "epoch": epoch, **(record or {})}))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

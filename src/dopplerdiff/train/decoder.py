@@ -42,6 +42,7 @@ from dopplerdiff.pipeline import DopplerDiffPipeline
 from dopplerdiff.pipeline_io import load_parts
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.losses import psnr_ssim
+from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,11 @@ def train_decoder(run: Path, config: Config, resume: str | None = None, progress
     """Train the diffusion decoder of RUN; write RUN/decoder (+ RUN/pipeline/decoder); return RUN/decoder."""
     run, d = Path(run), config.decoder
     info = check_decoder_run(run, config, resume)
+    record = stage_record("decoder", decoder=d, data=config.data)
+    outputs = [run / "decoder"] + ([run / "pipeline" / "decoder"] if (run / "pipeline").is_dir() else [])
+    resume, finished = plan_resume(resume, run / "train" / "decoder", record, outputs, d.train.steps)
+    if finished:
+        return run / "decoder"
     size = d.target_size(config.data.size)
     c, h, _ = (int(v) for v in info["latent_shape"][-3:])
     torch.manual_seed(d.train.seed if d.train.seed else config.seed)
@@ -207,7 +213,7 @@ def train_decoder(run: Path, config: Config, resume: str | None = None, progress
              len(train_set), tuple(info["latent_shape"]), size, size)
     start = time.time()
     result = train_loop(stage, train_set, d.train, run / "train" / "decoder", resume=resume,
-                        progress=progress, desc="decoder")
+                        progress=progress, desc="decoder", record=record)
     if result.accelerator is not None and not result.accelerator.is_main_process:
         return run / "decoder"
     trained = result.modules["decoder"].eval()

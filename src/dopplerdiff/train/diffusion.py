@@ -45,6 +45,7 @@ from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, trainin
 from dopplerdiff.train.best import BestWeights
 from dopplerdiff.train.checkpoints import checkpoint_step, resolve_resume
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
+from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.train.vq_diffusion import train_vq_diffusion
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
@@ -279,6 +280,11 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
         return train_vq_diffusion(run, config, resume=resume, progress=progress)
     info = _check_inputs(run, cfg, resume)
     work = run / "train" / "diffusion"
+    record = stage_record("diffusion", diffusion=cfg)
+    outputs = [run / "diffusion", run / "pipeline"]
+    resume, finished = plan_resume(resume, work, record, outputs, cfg.train.steps)
+    if finished:
+        return run / "pipeline"
     meta = read_run_data(run).get("meta", {})
     train_ds = _load_latents(run, "train", cfg.sample_posterior, cfg.latent_time_shift)
     best = _best_weights(cfg, work, resume)
@@ -288,7 +294,8 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
     log.info("diffusion: %s %.2fM params, %d train latents %s", cfg.backbone, params["denoiser"] / 1e6,
              len(train_ds), tuple(info["latent_shape"]))
     start = time.time()
-    result = train_loop(stage, train_ds, cfg.train, work, resume=resume, progress=progress, desc="diffusion")
+    result = train_loop(stage, train_ds, cfg.train, work, resume=resume, progress=progress, desc="diffusion",
+                        record=record)
     acc = result.accelerator
     if acc is not None and not acc.is_main_process:
         return run / "pipeline"

@@ -40,7 +40,9 @@ from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
-from dopplerdiff.train.loop import TrainStage, resolve_resume, train_loop
+from dopplerdiff.train.checkpoints import checkpoint_step
+from dopplerdiff.train.loop import TrainStage, train_loop
+from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json, write_manifest
 
 log = logging.getLogger(__name__)
@@ -169,6 +171,8 @@ def train_encoder(
         raise DopplerDiffError(f"output '{out}' already exists; choose another path or remove it")
     ecfg = cfg.encoder
     work_dir = out.parent / "train" / out.name
+    record = stage_record("encoder", encoder=ecfg, data=cfg.data)
+    ckpt, _ = plan_resume(resume, work_dir, record, [], ecfg.train.steps)  # out is new (checked above)
     ds, split = _load_data(data, out, work_dir, cfg, progress)
     k = len(ds.identities)
     if k < 2:
@@ -187,11 +191,11 @@ def train_encoder(
     augment = cfg.data.augment if ecfg.augment else None
     val = (ds.images[va], ds.labels[va])
     stage = EncoderStage(model, ecfg, augment, val, work_dir)
-    ckpt = resolve_resume(resume, work_dir)
-    stage.restore_best(_read_json(ckpt / "loop_state.json")["step"] if ckpt is not None else None)
+    stage.restore_best(checkpoint_step(ckpt) if ckpt is not None else None)
     t0 = time.perf_counter()
     result = train_loop(
-        stage, ImageDataset(ds, tr), ecfg.train, work_dir, resume=resume, progress=progress, desc="encoder"
+        stage, ImageDataset(ds, tr), ecfg.train, work_dir, resume=ckpt, progress=progress, desc="encoder",
+        record=record,
     )
     train_seconds = time.perf_counter() - t0
     acc = result.accelerator

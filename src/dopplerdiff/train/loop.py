@@ -36,8 +36,11 @@ Semantics
 * Checkpoints: ``work_dir/checkpoint-N`` (``accelerator.save_state``: models, optimisers, LR scheduler,
   EMA, RNG states, plus ``loop_state.json``) every ``cfg.checkpoint_every`` steps and at the end, written
   atomically; only the newest ``cfg.checkpoints_total_limit`` are kept (<= 0 keeps all).
-* ``resume``: ``"latest"`` (newest checkpoint in ``work_dir``; a fresh start when there is none) or a
-  checkpoint path. ``log.jsonl`` lines after the resumed step are dropped.
+* ``resume``: ``"latest"`` (newest checkpoint in ``work_dir``; a fresh start, with a warning, when there is
+  none) or a checkpoint path. Each checkpoint records ``record`` (the stage and its config, default: the
+  stage's class and ``cfg``); a checkpoint of another stage or config is refused (``train.resume``).
+  ``log.jsonl`` lines and checkpoints after the resumed step are dropped. A resumed loop with no step left
+  reports the last logged loss and validation.
 * A non-finite loss or gradient norm (on any process) stops training with :class:`DopplerDiffError`
   naming the step and the last good checkpoint; nothing is stepped or saved for that step.
 * ``log.jsonl`` (main process): one JSON line per ``cfg.log_every`` steps with step, epoch, loss (mean over
@@ -81,6 +84,7 @@ from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loo
     truncate_log,
 )
 from dopplerdiff.train.guards import checked, clip_grads
+from dopplerdiff.train.resume import check_record, drop_newer, logged_result, stage_record
 from dopplerdiff.train.validation import run_validation
 from dopplerdiff.utils.io import run_lock
 
@@ -186,6 +190,7 @@ class _Setup:
     sched: Any
     aux_opt: Any
     emas: dict[str, EMAModel]
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def _check_sizes(acc: Accelerator, cfg: LoopConfig, n: int) -> None:
@@ -228,17 +233,19 @@ def _start(s: _Setup, resume: str | Path | None, work_dir: Path, log_path: Path)
     ckpt = resolve_resume(resume, work_dir)
     start = 0
     if ckpt is not None:
+        check_record(ckpt, s.record)
         start = load_checkpoint(s.acc, ckpt, s.emas)
         log.info("resumed from %s (step %d)", ckpt, start)
     else:
         if resume is not None:
-            log.info("no checkpoint in %s; starting from step 0", work_dir)
+            log.warning("--resume %s: no checkpoint in '%s'; training starts from step 0", resume, work_dir)
         set_seed(s.cfg.seed, device_specific=True)
     if s.acc.is_main_process:
         if ckpt is None:
             log_path.unlink(missing_ok=True)
         else:
             truncate_log(log_path, start)
+            drop_newer(work_dir, start)
     s.acc.wait_for_everyone()
     return start, ckpt
 
@@ -336,6 +343,7 @@ def train_loop(
     collate_fn: Any = None,
     progress: bool = True,
     desc: str = "train",
+    record: dict[str, Any] | None = None,
 ) -> LoopResult:
     """Train ``stage`` on ``train_data`` for ``cfg.steps`` optimiser steps; see the module docstring."""
     acc = accelerator or make_accelerator(cfg)
@@ -346,10 +354,13 @@ def train_loop(
         work_dir.mkdir(parents=True, exist_ok=True)
     with run_lock(work_dir, enabled=main):
         s = _setup(stage, cfg, acc)
+        s.record = record or stage_record(type(stage).__name__, train=cfg)
         log_path = work_dir / "log.jsonl"
         start, ckpt = _start(s, resume, work_dir, log_path)
         sampler, batches = _loader(dataset, collate, cfg, acc, start)
         result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
+        if ckpt is not None and start >= cfg.steps:  # nothing left to train: report what was logged
+            result.history, result.val = logged_result(log_path)
         pbar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and main))
         for k in s.main + s.aux:
             stage.model(k).train()
@@ -373,6 +384,7 @@ def _after_step(stage: TrainStage, s: _Setup, result: LoopResult, record: dict[s
     if s.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or final):
         append_jsonl(log_path, record)
     if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
-        result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas)
+        result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas,
+                                            s.record)
     if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
         result.val = run_validation(stage, s.main, s.emas, step, work_dir, log_path)

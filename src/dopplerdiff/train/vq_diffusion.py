@@ -46,6 +46,7 @@ from dopplerdiff.models.denoiser import count_parameters
 from dopplerdiff.models.vq_transformer import build_vq_transformer, log_p_x0
 from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline, vq_scheduler
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
+from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
@@ -208,6 +209,11 @@ def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, pro
     run, cfg = Path(run), config.diffusion
     info = _check_inputs(run, cfg, resume)
     work = run / "train" / "diffusion"
+    record = stage_record("vq-diffusion", diffusion=cfg)
+    outputs = [run / "diffusion", run / "pipeline"]
+    resume, finished = plan_resume(resume, work, record, outputs, cfg.train.steps)
+    if finished:
+        return run / "pipeline"
     meta = read_run_data(run).get("meta", {})
     train_ds = CodeDataset(run, "train")
     stage = _build_stage(run, config, info, str(meta.get("colormap", config.data.colormap)))
@@ -218,7 +224,7 @@ def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, pro
              stage.vae.config.num_vq_embeddings)
     start = time.time()
     result = train_loop(stage, train_ds, cfg.train, work, resume=resume, progress=progress,
-                        desc="vq-diffusion")
+                        desc="vq-diffusion", record=record)
     acc = result.accelerator
     if acc is not None and not acc.is_main_process:
         return run / "pipeline"
