@@ -122,10 +122,10 @@ def test_sampling_commands_refuse_bad_seeds(run, tmp_path, cli, command, seed):
 
 def test_augment_and_enroll_refuse_a_negative_seed(tmp_path, sim_data, smoke_config, cli):
     run, _ = make_run(tmp_path, sim_data, smoke_config)
-    code, _, err = cli("augment", "--run", run, "--out", tmp_path / "a", "-n", "1", "--steps", "2",
-                       "--seed", "-3")
-    assert one_error(code, err, "--seed"), err
-    assert not (tmp_path / "a").exists()
+    for bad in (["--steps", "2", "--seed", "-3"], ["--steps", "0"]):  # --steps 0 used to mean "the default"
+        code, _, err = cli("augment", "--run", run, "--out", tmp_path / "a", "-n", "1", *bad)
+        assert one_error(code, err, bad[-2]), err
+        assert not (tmp_path / "a").exists()
     code, _, err = cli("enroll-generator", "--run", run, "-i", "NEW", sim_data / "ID_1", "--seed", "-3")
     assert one_error(code, err, "--seed"), err
 
