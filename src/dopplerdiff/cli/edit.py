@@ -203,8 +203,6 @@ def interpolate_cmd(
 
     if (start is None) != (end is None):
         raise DopplerDiffError("give both --from and --to")
-    if start is not None and start == end:
-        raise DopplerDiffError(f"--from and --to are both '{start}'; an identity strip needs two identities")
     pair = _seeds(seeds)
     e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
     args = {"guidance": e.guidance, "steps": e.steps, "batch_size": batch_size}
