@@ -117,7 +117,7 @@ def test_bad_input_is_one_error_line(run, tmp_path, cli, args, message):
 
 
 @pytest.mark.parametrize(("name", "files", "message"), [
-    ("../evil", "in", "not a usable name"), ("", "in", "not a usable name"), ("NEW", "few", "at least 3"),
+    ("../evil", "in", "--identity"), ("", "in", "--identity"), ("NEW", "few", "at least 3"),
 ])
 def test_enroll_generator_bad_input(run, tmp_path, cli, name, files, message):
     (tmp_path / "few").mkdir()

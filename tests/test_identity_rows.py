@@ -86,7 +86,7 @@ def test_learning_changes_only_the_new_row(smoke_config, backbone, kind):
 
 def test_learning_refuses_bad_requests(smoke_config):
     pipe, cfg = make(smoke_config, "unet", "embedding")
-    images = np.zeros((4, 1, 16, 16), np.float32)
+    images = (torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1).numpy()
     with pytest.raises(DopplerDiffError, match="already exists"):
         learn_identity(pipe, images, "ID_2", cfg, steps=1, progress=False)
     with pytest.raises(DopplerDiffError, match="at least 3 windows"):

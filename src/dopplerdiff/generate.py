@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.pipeline import DopplerDiffPipeline
@@ -29,8 +30,16 @@ FORMATS = ("png", "jpg", "npy")
 
 def sample_seed(seed: int, identity: int, index: int) -> int:
     """A 63-bit seed for sample ``index`` of identity ``identity`` (well mixed by SeedSequence)."""
+    check_seed(seed)
     words = np.random.SeedSequence([int(seed), int(identity), int(index)]).generate_state(2, dtype=np.uint32)
     return (int(words[0]) << 31) ^ int(words[1])
+
+
+def check_format(fmt: str) -> str:
+    """``fmt`` if it is an output format, else one error listing them (checked before any sampling)."""
+    if fmt not in FORMATS:
+        raise DopplerDiffError(f"--format '{fmt}' is unknown; valid: {', '.join(FORMATS)}")
+    return fmt
 
 
 def render(
@@ -213,9 +222,7 @@ def write_generated(
     ``max_attempts`` x N. Writes ``manifest.json`` with the settings, every sample's seed and source, and the
     acceptance rate per identity.
     """
-
-    if fmt not in FORMATS:
-        raise DopplerDiffError(f"format '{fmt}' is unknown; valid: {', '.join(FORMATS)}")
+    check_format(fmt)
     names = pipe.identities if identities is None else list(identities)
     ids = pipe.identity_ids(names)
     names = [pipe.identities[k] for k in ids]

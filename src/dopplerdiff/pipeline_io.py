@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import pretrained_config, read_json
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
@@ -29,7 +28,9 @@ def pipeline_index(path: Path) -> dict[str, Any]:
     index = Path(path) / "model_index.json"
     if not index.is_file():
         raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")
-    config = json.loads(index.read_text())
+    config = read_json(index)
+    if not isinstance(config, dict):
+        raise DopplerDiffError(f"'{index}' is damaged (not a JSON object); restore or remove it")
     check_identity_names(config.get("identities") or [], f"'{index}'")  # names become paths: refuse "../x"
     for name in COMPONENTS:
         if not (Path(path) / name).is_dir():

@@ -96,8 +96,8 @@ def check_sample_args(steps: int, guidance: float, strength: float, resample: in
     """One clear error per bad sampling argument."""
     if steps < 1:
         raise DopplerDiffError(f"num_inference_steps must be >= 1, got {steps}")
-    if guidance < 0:
-        raise DopplerDiffError(f"guidance_scale must be >= 0, got {guidance}")
+    if not (math.isfinite(guidance) and guidance >= 0):  # NaN passes a plain `< 0` test
+        raise DopplerDiffError(f"guidance_scale must be a finite number >= 0, got {guidance}")
     check_strength(strength, steps)
     if resample < 0:
         raise DopplerDiffError(f"resample_steps must be >= 0, got {resample}")

@@ -21,6 +21,7 @@ from dopplerdiff.cli.common import (
     StrengthOpt,
     existing_dir,
     finite,
+    seed_option,
     setup_logging,
     strategy_from,
 )
@@ -45,10 +46,11 @@ def augment_cmd(
     physics_quantiles: str = PhysicsQuantilesOpt,
     physics_tolerance: float = PhysicsToleranceOpt,
     max_attempts: int = MaxAttemptsOpt,
-    steps: int = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config)."),
-    guidance: float = typer.Option(None, "--guidance", callback=finite, help="Guidance scale."),
+    steps: int = typer.Option(None, "--steps", min=1,
+                              help="Sampler steps (default: the run's diffusion config)."),
+    guidance: float = typer.Option(None, "--guidance", min=0.0, callback=finite, help="Guidance scale."),
     scheduler: str = typer.Option(None, "--scheduler", help="Sampler name (default: the run's)."),
-    seed: int = typer.Option(0, "--seed", help="Base seed; sample i of identity k uses seed (seed, k, i)."),
+    seed: int = seed_option("Base seed; sample i of identity k uses seed (seed, k, i)."),
     batch_size: int = typer.Option(16, "--batch-size", min=1, help="Images per sampler batch."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier augment output at --out."),
     quiet: bool = QuietOpt,
@@ -67,7 +69,7 @@ def augment_cmd(
     check_out(out, overwrite)
     cfg = config_for(run, None, [])
     d = cfg.diffusion
-    steps = steps or d.num_inference_steps
+    steps = steps if steps is not None else d.num_inference_steps
     strategy.check(steps)
     meta = read_run_data(run).get("meta", {})
     pipe = load_run_pipeline(run)

@@ -12,6 +12,7 @@ from typing import Any
 import typer
 
 from dopplerdiff.config import Config, config_for, load_config
+from dopplerdiff.config.base import SEED_MAX
 from dopplerdiff.config.evaluate import PHYSICS_TOLERANCE
 from dopplerdiff.errors import DopplerDiffError
 
@@ -40,6 +41,29 @@ def finite(value: float | None) -> float | None:
     if value is not None and not math.isfinite(value):
         raise typer.BadParameter(f"must be a finite number, got {value}")
     return value
+
+
+def positive(value: float | None) -> float | None:
+    """Option callback: a finite number > 0 (a learning rate, a scale)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise typer.BadParameter(f"must be a finite number > 0, got {value}")
+    return value
+
+
+def seed_option(help: str) -> Any:
+    """The ``--seed`` of every sampling command: numpy's SeedSequence refuses negative seeds and torch's
+    generators ones above 2^63 - 1, so both are usage errors here rather than tracebacks later."""
+    return typer.Option(0, "--seed", min=0, max=SEED_MAX, help=help)
+
+
+def new_out(out: Path, what: str = "--out") -> Path:
+    """Refuse an output path that is a file or a non-empty folder, before any work."""
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise DopplerDiffError(f"{what} '{out}' is an existing file; give a folder path that does not exist")
+    if p.is_dir() and any(p.iterdir()):
+        raise DopplerDiffError(f"{what} '{out}' already exists; choose another path or remove it")
+    return p
 
 
 def existing_dir(path: Path, what: str) -> Path:

@@ -24,6 +24,8 @@ from dopplerdiff.cli.common import (
     StrengthOpt,
     existing_dir,
     finite,
+    new_out,
+    seed_option,
     setup_logging,
     strategy_from,
     train_in_run,
@@ -63,7 +65,7 @@ def generate_cmd(
     guidance: float = typer.Option(
         None, "--guidance", min=0.0, callback=finite, help="Classifier-free guidance scale (1 = none)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Base seed; sample i of identity k uses seed (seed, k, i)."),
+    seed: int = seed_option("Base seed; sample i of identity k uses seed (seed, k, i)."),
     fmt: str = typer.Option("png", "--format", help="png, jpg or npy."),
     batch_size: int = typer.Option(
         16, "--batch-size", min=1, help="Images per sampler batch (results do not depend on it)."
@@ -97,8 +99,7 @@ def generate_cmd(
         raise DopplerDiffError("give either --identity NAME (repeatable) or --all")
     strategy = strategy_from(guidance_interval, from_real, strength, filter_, min_confidence, physics_stats,
                              physics_quantiles, max_attempts, physics_tolerance)
-    if Path(out).is_file() or (Path(out).is_dir() and any(Path(out).iterdir())):
-        raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
+    new_out(out)
     cfg = config_for(run, config, list(overrides or []))
     d = cfg.diffusion
     steps = steps if steps is not None else d.num_inference_steps

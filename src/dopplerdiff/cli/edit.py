@@ -10,9 +10,19 @@ import numpy as np
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import QuietOpt, existing_dir, setup_logging
+from dopplerdiff.cli.common import (
+    QuietOpt,
+    existing_dir,
+    finite,
+    new_out,
+    positive,
+    seed_option,
+    setup_logging,
+)
 from dopplerdiff.config import config_for
+from dopplerdiff.config.base import check_seed
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.names import check_new_identity_name
 
 edit_app = typer.Typer(help="Edit spectrograms with a trained run: transfer, inpaint, interpolate.",
                        no_args_is_help=True)
@@ -21,11 +31,14 @@ app.add_typer(edit_app, name="edit")
 RunOpt = typer.Option(..., "--run", "-r", help="Trained run directory (uses RUN/pipeline).")
 OutOpt = typer.Option(..., "--out", "-o", help="Output directory (must not exist).")
 InputOpt = typer.Option(..., "--input", help="Spectrogram file or folder; repeatable.")
-StepsOpt = typer.Option(None, "--steps", help="Sampler steps (default: the run's diffusion config).")
-GuidanceOpt = typer.Option(None, "--guidance", help="Guidance scale (default: the run's).")
+StepsOpt = typer.Option(None, "--steps", min=1, help="Sampler steps (default: the run's diffusion config).")
+GuidanceOpt = typer.Option(None, "--guidance", min=0.0, callback=finite,
+                           help="Guidance scale (default: the run's).")
 SchedulerOpt = typer.Option(None, "--scheduler", help="Sampler name (default: the run's).")
-SeedOpt = typer.Option(0, "--seed", help="Base seed; output i uses seed (seed, identity, i).")
+SeedOpt = seed_option("Base seed; output i uses seed (seed, identity, i).")
 FormatOpt = typer.Option("png", "--format", help="png, jpg or npy.")
+BatchOpt = typer.Option(16, "--batch-size", min=1,
+                        help="Windows per sampler batch (results do not depend on it).")
 
 
 @dataclasses.dataclass
@@ -48,6 +61,17 @@ class Edit:
         files = expand_files(list(paths))
         return (files, *read_inputs(files, self.data_cfg))
 
+    def at_output_size(self, files: list[Path]) -> np.ndarray | None:
+        """The inputs again at the size the pipeline samples when it differs from the model's (an upsampling
+        diffusion decoder), for pasting known pixels; None otherwise."""
+        from dopplerdiff.edit.io import read_inputs
+
+        p = self.pipe
+        size = int(p.decoder.config.size) if p.decodes_with_diffusion else self.data_cfg.size
+        if size == self.data_cfg.size:
+            return None
+        return read_inputs(files, dataclasses.replace(self.data_cfg, size=size), warn=False)[0]
+
     def write(self, images01: np.ndarray, names: list[str], fmt: str, **manifest: Any) -> None:
         """Outputs at the run's native size and colormap, with the settings in manifest.json."""
         from dopplerdiff.edit.io import write_outputs
@@ -60,16 +84,17 @@ class Edit:
 
 
 def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, steps: int | None = None,
-           guidance: float | None = None, seed: int = 0) -> Edit:
+           guidance: float | None = None, seed: int = 0, fmt: str = "png") -> Edit:
     """Resolve the run (its config, pipeline with the chosen sampler, data settings); refuse an existing
-    --out before any work."""
-    from dopplerdiff.generate import load_run_pipeline
+    --out or an unknown --format before any work."""
+    from dopplerdiff.generate import check_format, load_run_pipeline
     from dopplerdiff.pipeline_vq import refuse_edits
 
     setup_logging(quiet)
     existing_dir(run, "--run")
-    if out is not None and Path(out).exists() and any(Path(out).iterdir()):
-        raise DopplerDiffError(f"--out '{out}' already exists; choose another path or remove it")
+    check_format(fmt)
+    if out is not None:
+        new_out(out)
     cfg = config_for(run, None, [])
     pipe = load_run_pipeline(run)
     refuse_edits(pipe, f"the edit commands on run '{run}'")
@@ -77,7 +102,8 @@ def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, step
     pipe.set_scheduler(scheduler or cfg.diffusion.scheduler)
     d = cfg.diffusion
     return Edit(run, out, cfg, pipe, dataclasses.replace(cfg.data, colormap=pipe.config.colormap),
-                steps or d.num_inference_steps, d.guidance_scale if guidance is None else guidance, seed)
+                d.num_inference_steps if steps is None else steps,
+                d.guidance_scale if guidance is None else guidance, seed)
 
 
 def _span(text: str | None, arg: str) -> tuple[float, float] | None:
@@ -90,24 +116,37 @@ def _span(text: str | None, arg: str) -> tuple[float, float] | None:
     return lo, hi
 
 
+def _seeds(text: str | None) -> tuple[int, int] | None:
+    """--seeds S0:S1 as two integer seeds ('1.9' or '1e30' refused, not truncated or overflowed later)."""
+    if text is None:
+        return None
+    try:
+        s0, s1 = (int(v) for v in text.split(":"))
+    except ValueError:
+        raise DopplerDiffError(f"--seeds '{text}' must be two integer seeds S0:S1 (e.g. 0:1)") from None
+    return check_seed(s0, "--seeds"), check_seed(s1, "--seeds")
+
+
 @edit_app.command("transfer")
 def transfer_cmd(
     run: Path = RunOpt, inputs: list[Path] = InputOpt, out: Path = OutOpt,
     identity: str = typer.Option(..., "--identity", "-i", help="Target identity."),
     strength: float = typer.Option(0.6, "--strength", help="Noise strength in (0, 1]; 1 = from pure noise."),
     guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
-    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+    fmt: str = FormatOpt, batch_size: int = BatchOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Re-render walks as another person (img2img): the same timing and speed course, identity k."""
+    from dopplerdiff.edit.io import output_names
     from dopplerdiff.edit.ops import transfer
     from dopplerdiff.sampling import check_strength
 
-    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
     check_strength(strength, e.steps)
     e.pipe.identity_ids([identity])
     files, images, notes = e.inputs(inputs)
-    res = transfer(e.pipe, images, identity, strength=strength, guidance=e.guidance, steps=e.steps, seed=seed)
-    e.write(res, [f"{f.stem}_as_{identity}" for f in files], fmt, kind="edit-transfer", inputs=notes,
+    res = transfer(e.pipe, images, identity, strength=strength, guidance=e.guidance, steps=e.steps, seed=seed,
+                   batch_size=batch_size)
+    e.write(res, output_names(files, f"_as_{identity}"), fmt, kind="edit-transfer", inputs=notes,
             identity=identity, strength=strength)
     if not quiet:
         typer.echo(f"wrote {len(files)} transferred windows to {out}")
@@ -121,9 +160,10 @@ def inpaint_cmd(
     identity: str = typer.Option(None, "--identity", "-i", help="Fill as this identity (default: none)."),
     resample: int = typer.Option(0, "--resample", help="RePaint resampling per step (ddim/ddpm samplers)."),
     guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
-    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+    fmt: str = FormatOpt, batch_size: int = BatchOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Regenerate a masked time span and/or Doppler band consistently with the rest of the window."""
+    from dopplerdiff.edit.io import output_names
     from dopplerdiff.edit.ops import inpaint, span_mask
 
     if resample and scheduler is None:
@@ -131,15 +171,15 @@ def inpaint_cmd(
     if resample and scheduler not in ("ddim", "ddpm"):
         raise DopplerDiffError(f"--resample needs --scheduler ddim or ddpm (a step that can be repeated), "
                                f"not {scheduler}")
-    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
     size = e.data_cfg.size
     mask = span_mask((size, size), _span(mask_time, "--mask-time"), _span(mask_doppler, "--mask-doppler"))
     if identity is not None:
         e.pipe.identity_ids([identity])
     files, images, notes = e.inputs(inputs)
     res = inpaint(e.pipe, images, mask, identity, guidance=e.guidance, steps=e.steps, seed=seed,
-                  resample_steps=resample)
-    e.write(res, [f"{f.stem}_inpainted" for f in files], fmt, kind="edit-inpaint", inputs=notes,
+                  resample_steps=resample, batch_size=batch_size, known=e.at_output_size(files))
+    e.write(res, output_names(files, "_inpainted"), fmt, kind="edit-inpaint", inputs=notes,
             identity=identity, mask_time=mask_time, mask_doppler=mask_doppler, resample_steps=resample)
     if not quiet:
         typer.echo(f"wrote {len(files)} inpainted windows to {out}")
@@ -155,22 +195,23 @@ def interpolate_cmd(
     seeds: str = typer.Option(None, "--seeds", help="S0:S1 -- slerp between the noise of two seeds."),
     num: int = typer.Option(5, "--num", "-n", help="Images in the strip (or samples of a mix)."),
     guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
-    fmt: str = FormatOpt, quiet: bool = QuietOpt,
+    fmt: str = FormatOpt, batch_size: int = BatchOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Identity strips (--from/--to), noise strips (--identity --seeds), virtual walkers (--identity MIX)."""
     from dopplerdiff.edit.ops import mix_samples, mix_strip, noise_strip
     from dopplerdiff.sampling import parse_identity_mix
 
-    e = _setup(run, out, scheduler, quiet, steps, guidance, seed)
-    args = {"guidance": e.guidance, "steps": e.steps}
     if (start is None) != (end is None):
         raise DopplerDiffError("give both --from and --to")
+    pair = _seeds(seeds)
+    e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
+    args = {"guidance": e.guidance, "steps": e.steps, "batch_size": batch_size}
     if start is not None:
         e.pipe.identity_ids([start, end])
         imgs, ws = mix_strip(e.pipe, start, end, num, seed=seed, **args)
         names, what = [f"{start}_to_{end}_{i}" for i in range(num)], {"from": start, "to": end}
-    elif identity is not None and seeds is not None:
-        s0, s1 = (int(v) for v in _span(seeds, "--seeds"))
+    elif identity is not None and pair is not None:
+        s0, s1 = pair
         e.pipe.identity_ids([identity])
         imgs, ws = noise_strip(e.pipe, identity, (s0, s1), num, **args)
         names, what = [f"{identity}_slerp_{i}" for i in range(num)], {"identity": identity, "seeds": [s0, s1]}
@@ -191,25 +232,22 @@ def enroll_generator_cmd(
     identity: str = typer.Option(..., "--identity", "-i", help="Name of the new person."),
     files: list[Path] = typer.Argument(..., help="Windows of the new person (files or folders)."),
     replace: bool = typer.Option(False, "--replace", help="Relearn an identity that already exists."),
-    steps: int = typer.Option(300, "--steps", help="Optimisation steps of the new identity row."),
-    lr: float = typer.Option(5e-2, "--lr", help="Learning rate of the new row."),
+    steps: int = typer.Option(300, "--steps", min=1, help="Optimisation steps of the new identity row."),
+    lr: float = typer.Option(5e-2, "--lr", callback=positive, help="Learning rate of the new row."),
     seed: int = SeedOpt, quiet: bool = QuietOpt,
 ) -> None:
     """Learn a new identity row from k windows (denoiser frozen); then `generate --identity NAME` works.
 
     Enroll the same files with `dopplerdiff enroll --index INDEX --identity NAME` so that `identify` and
     `generate` use the same name."""
-    from dopplerdiff.edit.io import safe_identity_name
     from dopplerdiff.train.identity import learn_identity, save_pipeline
 
-    safe_identity_name(identity)
+    check_new_identity_name(identity, "--identity")  # the check the pipeline's loader makes, and more
     e = _setup(run, None, None, quiet, seed=seed)
-    if identity in e.pipe.identities and not replace:
-        raise DopplerDiffError(f"identity '{identity}' already exists in the generator; pass --replace")
     paths, images, notes = e.inputs(files)
     info = learn_identity(e.pipe, images, identity, e.cfg, replace=replace, steps=steps, lr=lr, seed=seed,
                           progress=not quiet)
     save_pipeline(e.pipe, run, {**info, "files": [str(p) for p in paths], "inputs": notes, "seed": seed})
     if not quiet:
-        typer.echo(f"identity '{identity}' learned from {len(paths)} windows (loss {info['loss_first']:.4f} "
-                   f"-> {info['loss_last']:.4f}); `dopplerdiff generate --run {run} --identity {identity}`")
+        typer.echo(f"identity '{identity}' learned from {len(paths)} windows (loss {info['loss_before']:.4f} "
+                   f"-> {info['loss_after']:.4f}); `dopplerdiff generate --run {run} --identity {identity}`")

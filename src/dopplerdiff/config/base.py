@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import numbers
 import types
 import typing
 from pathlib import Path
@@ -112,6 +113,16 @@ def require(checks: list[tuple[bool, str]]) -> None:
     for ok, message in checks:
         if not ok:
             raise ValueError(message)
+
+
+SEED_MAX = 2**63 - 1  # the largest seed torch.Generator.manual_seed takes; numpy's SeedSequence refuses < 0
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` as an int in [0, SEED_MAX], else one ConfigError naming ``what``."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= SEED_MAX:
+        raise ConfigError(f"{what} must be an integer in [0, {SEED_MAX}], got {seed!r}")
+    return int(seed)
 
 
 def to_dict(obj: Any) -> Any:

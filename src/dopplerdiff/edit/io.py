@@ -7,6 +7,7 @@ size; anything that differs from the run's data (size, colormap fit) is reported
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +16,55 @@ import numpy as np
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import from_unit, read_file, resize, write_image
 from dopplerdiff.errors import DataError, DopplerDiffError
+from dopplerdiff.generate import check_format
 from dopplerdiff.utils.io import atomic_dir, write_manifest
 
 log = logging.getLogger(__name__)
 # Mean RGB distance (0..255 units) of a colour file to the colormap above which it was probably made with
 # another colormap (jet JPEGs of the measured data: ~16; a viridis image read as jet: far above 40).
 COLORMAP_RESIDUAL_WARN = 40.0
+# Modes of files read as intensities (data.images); anything else was a colour image or array.
+INTENSITY_MODES = ("gray", "gray16", "F", "npy", "mat")
 
 
-def safe_identity_name(name: str) -> str:
-    """An identity name that becomes a folder/file name: no separators, no '..', not empty."""
-    if not name or not name.strip() or "/" in name or "\\" in name or ".." in name or name.startswith("."):
-        raise DopplerDiffError(f"--identity '{name}' is not a usable name (no '/', '\\\\', '..', or empty)")
-    return name
+def output_names(files: list[Path], suffix: str) -> list[str]:
+    """``<stem><suffix>`` per input, made unique in input order (``a/w.png`` and ``b/w.png``, or ``w.png``
+    and ``w.npy``, would otherwise write one file twice): a repeated name gets ``-2``, ``-3``, ..."""
+    names: list[str] = []
+    taken: set[str] = set()
+    for f in files:
+        base = name = f"{Path(f).stem}{suffix}"
+        n = 1
+        while name in taken:
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
-def read_inputs(files: list[Path], cfg: DataConfig) -> tuple[np.ndarray, list[dict[str, Any]]]:
-    """Files -> ((N, C, size, size) in [-1, 1], per-file notes: native size, resized, colormap residual)."""
+def _note(p: Path, r: Any, cfg: DataConfig, warn: bool) -> dict[str, Any]:
+    """The per-file note of ``read_inputs``, with a warning for what changes the input's meaning."""
+    native = tuple(int(v) for v in r.array.shape[1:])
+    note = {"file": str(p), "native_size": list(native), "resized": native != (cfg.size, cfg.size),
+            "colormap_residual": r.residual}
+    if not warn:
+        return note
+    if note["resized"]:
+        log.warning("%s: %dx%d resized to the model's %dx%d", p, *native, cfg.size, cfg.size)
+    if r.residual is not None and r.residual > COLORMAP_RESIDUAL_WARN:
+        log.warning("%s: colours fit the '%s' colormap poorly (mean RGB distance %.1f); another colormap?",
+                    p, cfg.colormap, r.residual)
+    if cfg.channels == 1 and cfg.colormap == "gray" and r.mode not in INTENSITY_MODES:
+        log.warning("%s: a colour image on a gray run; its RGB channels were averaged (a colormapped "
+                    "input reads as the wrong intensities)", p)
+    return note
+
+
+def read_inputs(files: list[Path], cfg: DataConfig,
+                warn: bool = True) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Files -> ((N, C, size, size) in [-1, 1], per-file notes: native size, resized, colormap residual);
+    ``warn`` False: no warnings (the same files read a second time at another size)."""
     images, notes, bad = [], [], []
     for p in files:
         try:
@@ -42,23 +75,7 @@ def read_inputs(files: list[Path], cfg: DataConfig) -> tuple[np.ndarray, list[di
         if r.array.shape[0] != cfg.channels:
             bad.append(f"{p}: {r.array.shape[0]} channel(s), the run's data has {cfg.channels}")
             continue
-        native = tuple(int(v) for v in r.array.shape[1:])
-        note = {
-            "file": str(p),
-            "native_size": list(native),
-            "resized": native != (cfg.size, cfg.size),
-            "colormap_residual": r.residual,
-        }
-        if note["resized"]:
-            log.warning("%s: %dx%d resized to the model's %dx%d", p, *native, cfg.size, cfg.size)
-        if r.residual is not None and r.residual > COLORMAP_RESIDUAL_WARN:
-            log.warning(
-                "%s: colours fit the '%s' colormap poorly (mean RGB distance %.1f); another colormap?",
-                p,
-                cfg.colormap,
-                r.residual,
-            )
-        notes.append(note)
+        notes.append(_note(p, r, cfg, warn))
         images.append(resize(r.array, cfg.size, cfg.resample))
     if bad:
         raise DataError(f"{len(bad)} unreadable input file(s): " + "; ".join(bad[:5]))
@@ -77,8 +94,10 @@ def write_outputs(
     **manifest: Any,
 ) -> Path:
     """Write ``out/<name>.<fmt>`` per image (native size, run colormap) and manifest.json, atomically."""
-    if fmt not in ("png", "jpg", "npy"):
-        raise DopplerDiffError(f"--format '{fmt}' is unknown; valid: png, jpg, npy")
+    check_format(fmt)
+    clash = sorted(n for n, c in Counter(names).items() if c > 1)
+    if clash:  # two images under one name: the later would replace the earlier
+        raise DopplerDiffError(f"output names are not unique: {', '.join(clash[:5])}")
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
         files = []
         for img, name in zip(images01, names, strict=True):

@@ -34,9 +34,9 @@ from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, normalize
 from dopplerdiff.embed.openset import summarize, threshold_at_far
 from dopplerdiff.embed.search import SearchBackend, make_backend
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.names import UNKNOWN
 
 Method = Literal["knn", "centroid"]
-UNKNOWN = "unknown"
 
 
 class Gallery:

@@ -20,7 +20,7 @@ from dopplerdiff.embed.index import EmbeddingIndex, index_lock
 from dopplerdiff.embed.search import make_backend
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.utils.io import read_json_if_exists, versions
-from dopplerdiff.utils.names import check_identity_name
+from dopplerdiff.utils.names import check_new_identity_name
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,7 @@ def enroll_files(
     encoder: Path | None = None,
 ) -> dict[str, Any]:
     """``dopplerdiff enroll``: add a person's windows to the gallery (no retraining)."""
-    if not identity.strip() or identity.strip().lower() == "unknown":
-        raise DopplerDiffError(f"--identity '{identity}' is not a usable name")
-    check_identity_name(identity, "--identity")
+    check_new_identity_name(identity, "--identity")
     with index_lock(Path(index_path)):
         return _enroll(Path(index_path), identity, files, cfg, append, encoder)
 

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 from dopplerdiff.errors import DataError
 
 MAX_NAME = 255  # one path component on common file systems
+UNKNOWN = "unknown"  # `identify`'s answer for a stranger
+RESERVED = (UNKNOWN,)  # a person of this name could not be told apart from a rejected query
 
 
 def check_identity_name(name: object, source: str) -> str:
@@ -32,3 +34,12 @@ def check_identity_name(name: object, source: str) -> str:
 def check_identity_names(names: Iterable[object], source: str) -> list[str]:
     """Every name checked by :func:`check_identity_name`."""
     return [check_identity_name(n, source) for n in names]
+
+
+def check_new_identity_name(name: object, source: str) -> str:
+    """A name given for a new person (enrolment): :func:`check_identity_name`, and not a reserved word."""
+    name = check_identity_name(name, source)
+    if name.strip().lower() in RESERVED:
+        raise DataError(f"identity name {name!r} in {source} is reserved ({', '.join(RESERVED)}); "
+                        "choose another")
+    return name
