@@ -22,8 +22,6 @@ from filelock import FileLock, Timeout
 from dopplerdiff.errors import DopplerDiffError
 
 LOCK_NAME = ".lock"  # a run directory's lock file; not an output
-
-
 COMMIT_WAIT_S = 600.0  # how long a replacement or a recovery waits for another one of the same directory
 
 
@@ -82,9 +80,13 @@ def _backup_prefix(target: Path) -> str:
 
 
 def _backups(target: Path) -> list[Path]:
-    """Backups of ``target`` left by replacements, oldest first."""
+    """Backups of ``target`` left by replacements, oldest first (one removed meanwhile is skipped)."""
     found = target.parent.glob(f"{glob.escape(_backup_prefix(target))}*") if target.parent.is_dir() else []
-    return sorted(found, key=lambda p: p.stat().st_mtime)
+    dated = []
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            dated.append((path.stat().st_mtime, path))
+    return [path for _, path in sorted(dated)]
 
 
 def _remove(path: Path) -> None:
