@@ -22,7 +22,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.pipeline import DopplerDiffPipeline
 from dopplerdiff.pipeline_io import load_pipeline
 from dopplerdiff.schedulers import check_scheduler_name
-from dopplerdiff.utils.io import atomic_dir, write_manifest
+from dopplerdiff.utils.io import atomic_dir, recover_dir, write_manifest
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "jpg", "npy")
@@ -282,6 +282,7 @@ def write_generated(
 def load_run_pipeline(run: Path, device: str | None = None) -> DopplerDiffPipeline:
     """The trained pipeline of a run directory (RUN/pipeline) on ``device`` (default: CUDA if present)."""
     path = Path(run) / "pipeline"
+    recover_dir(path)  # a replacement killed between its two renames left only the previous version
     if not path.is_dir():
         raise DopplerDiffError(
             f"run '{run}' has no trained pipeline ('{path}' missing); run `dopplerdiff train-diffusion` first"

@@ -13,7 +13,7 @@ from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
-from dopplerdiff.utils.io import pretrained_config, read_json
+from dopplerdiff.utils.io import pretrained_config, read_json, recover_dir
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
@@ -24,7 +24,9 @@ VQ_PIPELINE = "DopplerVQDiffusionPipeline"
 
 
 def pipeline_index(path: Path) -> dict[str, Any]:
-    """``model_index.json`` of a saved pipeline, its identity names checked; every component present."""
+    """``model_index.json`` of a saved pipeline, its identity names checked; every component present (a
+    pipeline left missing by an interrupted replacement is restored first)."""
+    recover_dir(Path(path))
     index = Path(path) / "model_index.json"
     if not index.is_file():
         raise DopplerDiffError(f"'{path}' is not a saved pipeline (no model_index.json)")

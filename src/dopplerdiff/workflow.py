@@ -16,7 +16,14 @@ from typing import Any
 from dopplerdiff.config import Config, load_config, saved_config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
-from dopplerdiff.utils.io import check_run_output, read_json, read_json_if_exists, run_lock, write_json
+from dopplerdiff.utils.io import (
+    check_run_output,
+    read_json,
+    read_json_if_exists,
+    recover_parts,
+    run_lock,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +249,7 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
             on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
     """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
     with run_lock(run):
+        recover_parts(run)  # parts an interrupted replacement left missing count as complete again
         return _run_stages(run, cfg, data_root, progress, on_stage)
 
 

@@ -15,6 +15,7 @@ from dopplerdiff.config import Config, config_for, load_config
 from dopplerdiff.config.base import SEED_MAX
 from dopplerdiff.config.evaluate import PHYSICS_TOLERANCE
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.io import recover_parts
 
 ConfigOpt = typer.Option(
     None, "--config", "-c", help="Profile name (smoke, quick, paper) or a YAML file. Default: quick."
@@ -67,8 +68,11 @@ def new_out(out: Path, what: str = "--out") -> Path:
 
 
 def existing_dir(path: Path, what: str) -> Path:
+    """``path``, which must be a directory; parts of it (a run's pipeline, decoder, ...) that an
+    interrupted replacement left missing are restored first."""
     if not Path(path).is_dir():
         raise DopplerDiffError(f"{what} '{path}' is not a directory")
+    recover_parts(Path(path))
     return Path(path)
 
 

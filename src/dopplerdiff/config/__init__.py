@@ -20,6 +20,7 @@ from dopplerdiff.config.evaluate import EvaluateConfig
 from dopplerdiff.config.loop import LoopConfig
 from dopplerdiff.config.simulate import SimulateConfig
 from dopplerdiff.errors import ConfigError
+from dopplerdiff.utils.io import atomic_write_bytes
 
 PROFILES = ("smoke", "quick", "paper")
 
@@ -46,7 +47,8 @@ class Config:
         return to_dict(self)
 
     def save(self, path: Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Write ``path`` atomically: a reader never sees a truncated YAML (which would still parse)."""
+        atomic_write_bytes(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
 
 
 VQ_SAMPLER = "vq-diffusion"

@@ -12,7 +12,6 @@ applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
 from dopplerdiff.errors import DataError
-from dopplerdiff.utils.io import atomic_dir, write_json
+from dopplerdiff.utils.io import atomic_dir, read_json, write_json
 from dopplerdiff.utils.names import check_identity_names
 
 SPLITS = ("train", "val", "test")
@@ -65,10 +64,9 @@ def read_latent_info(run: Path) -> dict[str, Any]:
     path = Path(run) / "latents" / INFO
     if not path.is_file():
         raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
-    try:
-        info = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"'{path}' is not valid JSON: {exc}") from exc
+    info = read_json(path)
+    if not isinstance(info, dict):
+        raise DataError(f"'{path}' is damaged (not a JSON object); rebuild it with dopplerdiff cache-latents")
     check_identity_names(info.get("identities", []), f"'{path}'")
     return info
 

@@ -11,7 +11,8 @@ Layout of an index directory ``INDEX/``::
 ``vectors_sha256`` ties meta.json to its vectors file, so a truncated or swapped file is detected on load;
 ``meta_sha256`` (the SHA-256 of meta.json's canonical JSON without that key) guards the labels and the
 calibration the same way. An index left missing by an update killed between its two renames is restored
-from the previous version on open (``utils.io.recover_dir``). Edits hold ``index_lock`` (one writer).
+from the previous version on open (``utils.io.recover_dir``, under the index lock, so an update in progress
+is waited for rather than undone). Edits hold ``index_lock`` (one writer).
 Rows whose split is ``val``, ``test`` or ``stranger`` are held out: they calibrate and evaluate
 identification but are never part of the gallery that queries are matched against.
 """
@@ -32,7 +33,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import atomic_dir, file_lock, recover_dir, write_json
+from dopplerdiff.utils.io import atomic_dir, commit_lock, recover_dir, write_json
 from dopplerdiff.utils.names import check_identity_names
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ class EmbeddingIndex:
     def load(cls, path: Path) -> EmbeddingIndex:
         """Load and validate an index directory; any problem is one clear error naming the path."""
         path = Path(path)
-        if recover_dir(path):
+        if recover_dir(path, LOCK_WAIT_S):  # holds the index lock: never undoes an edit in progress
             log.warning("index '%s' was missing after an interrupted update; restored the previous one", path)
         if not path.is_dir():
             raise IndexFormatError(f"index '{path}' is not a directory (create one with `dopplerdiff embed`)")
@@ -256,9 +257,9 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def index_lock(path: Path, timeout: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Exclusive edit of index ``path``: its lock file sits beside it (the directory itself is replaced)."""
-    path = Path(path)
-    with file_lock(path.parent / f".{path.name}.lock", f"index '{path}'", timeout):
+    """Exclusive edit of index ``path``: the lock beside it that its replacement and its recovery on load
+    also hold (the directory itself is replaced)."""
+    with commit_lock(Path(path), timeout):
         yield
 
 

@@ -93,3 +93,31 @@ def train_only_row(
         handles.append(p.register_hook(lambda g, keep=keep.view(shape): g * keep))
         params.append(p)
     return params, handles
+
+
+def copy_identity_row(src: tuple[nn.Module, nn.Module], src_row: int, dst: tuple[nn.Module, nn.Module],
+                      dst_row: int) -> None:
+    """Copy identity ``src_row`` of (condition encoder, denoiser) ``src`` into row ``dst_row`` of ``dst``."""
+    with torch.no_grad():
+        for (sm, sn, axis), (dm, dn, _) in zip(identity_tables(*src), identity_tables(*dst), strict=True):
+            s, d = getattr(sm, sn), getattr(dm, dn)
+            value, into = s.narrow(axis, src_row, 1), d.narrow(axis, dst_row, 1)
+            if value.shape != into.shape:
+                raise DopplerDiffError(f"identity rows of shape {tuple(value.shape)} do not fit a model "
+                                       f"whose rows are {tuple(into.shape)}")
+            into.copy_(value.to(d.device, d.dtype))
+
+
+def same_shared_weights(a: tuple[nn.Module, nn.Module], b: tuple[nn.Module, nn.Module]) -> bool:
+    """Whether two (condition encoder, denoiser) pairs agree in every weight except the identity rows."""
+    skip_a = {id(getattr(m, n)) for m, n, _ in identity_tables(*a)}
+    skip_b = {id(getattr(m, n)) for m, n, _ in identity_tables(*b)}
+    for mod_a, mod_b in zip(a, b, strict=True):
+        pa = [p for p in mod_a.parameters() if id(p) not in skip_a]
+        pb = [p for p in mod_b.parameters() if id(p) not in skip_b]
+        if len(pa) != len(pb) or any(
+            x.shape != y.shape or not torch.equal(x.detach().cpu(), y.detach().cpu())
+            for x, y in zip(pa, pb, strict=True)
+        ):
+            return False
+    return True

@@ -10,8 +10,9 @@ weights): a fixed-noise loss on validation pairs, PSNR of the decoded validation
 ones (beside the VAE decoder's), and ``grid.png`` (real / VAE decoder / diffusion decoder).
 
 Outputs: RUN/decoder (the ``DiffusionDecoder``, config.yaml, manifest.json), RUN/train/decoder (checkpoints,
-log.jsonl, metrics.json) and, when RUN/pipeline exists, the pipeline re-saved with the decoder as its
-``decoder`` subfolder (``train_diffusion`` attaches RUN/decoder itself when it runs later).
+log.jsonl, metrics.json), the decoder section of RUN/config.yaml and, when RUN/pipeline exists, the pipeline
+re-saved with the decoder as its ``decoder`` subfolder (``train_diffusion`` attaches RUN/decoder itself when
+it runs later: the run's config now says decoder.kind: diffusion).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from dopplerdiff.config import Config
+from dopplerdiff.config import Config, saved_config
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.latents import load_latents, read_latent_info, to_model_space
@@ -43,7 +44,8 @@ from dopplerdiff.pipeline_io import load_parts
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.losses import psnr_ssim
 from dopplerdiff.train.resume import plan_resume, stage_record
-from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.train.run_pipeline import LOCK_WAIT_S, resave_pipeline
+from dopplerdiff.utils.io import atomic_dir, run_lock, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 VAL_LOSS_MAX = 64
@@ -176,19 +178,27 @@ def _pairs(run: Path, config: Config, info: dict[str, Any], split: str, size: in
 
 
 def attach_decoder(run: Path, decoder: DiffusionDecoder | None = None) -> Path | None:
-    """Re-save RUN/pipeline with RUN/decoder (or ``decoder``) as its ``decoder`` subfolder, atomically."""
-    path = run / "pipeline"
-    if not (path / "model_index.json").is_file():
-        return None
-    parts = load_parts(path)
-    parts["decoder"] = decoder if decoder is not None else load_decoder(run / "decoder")
-    pipe = DopplerDiffPipeline(**parts)
-    extra = [p for p in ("config.yaml", "manifest.json") if (path / p).is_file()]
-    with atomic_dir(path, overwrite=True) as tmp:
-        pipe.save_pretrained(tmp)
-        for name in extra:
-            (tmp / name).write_bytes((path / name).read_bytes())
-    return path
+    """Re-save RUN/pipeline with RUN/decoder (or ``decoder``) as its ``decoder`` subfolder, keeping every
+    other part (enrolled identities, enrolled.json, config.yaml, ...); None when the run has no pipeline."""
+    run = Path(run)
+
+    def build(current: Path | None) -> tuple[Any, Any] | None:
+        if current is None:
+            return None
+        parts = load_parts(current)
+        parts["decoder"] = decoder if decoder is not None else load_decoder(run / "decoder")
+        return DopplerDiffPipeline(**parts), lambda tmp: None
+
+    return resave_pipeline(run, build)
+
+
+def record_decoder(run: Path, config: Config) -> None:
+    """Record the trained decoder's settings in RUN/config.yaml, so that later stages read from the run
+    that it has a diffusion decoder (``train-decoder`` sets decoder.kind only as an override)."""
+    with run_lock(run, timeout=LOCK_WAIT_S):
+        stored = saved_config(run)
+        if stored is None or stored.decoder != config.decoder:
+            dataclasses.replace(stored or config, decoder=config.decoder).save(run / "config.yaml")
 
 
 def train_decoder(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
@@ -223,6 +233,7 @@ def train_decoder(run: Path, config: Config, resume: str | None = None, progress
         trained.save_pretrained(tmp)
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="decoder", **manifest)
+    record_decoder(run, config)
     attach_decoder(run, trained)
     write_json(run / "train" / "decoder" / "metrics.json", {
         "step": result.step, "wall_s": round(time.time() - start, 1), "params": params, "val": result.val,

@@ -19,7 +19,6 @@ RUN/pipeline, each with config.yaml and manifest.json.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from dopplerdiff.config import Config
 from dopplerdiff.config.diffusion import DiffusionConfig
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
-from dopplerdiff.data.latents import LatentDataset
+from dopplerdiff.data.latents import LatentDataset, read_latent_info
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import generate_samples
@@ -41,11 +40,13 @@ from dopplerdiff.models.condition import IdentityConditionEncoder, build_conditi
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
 from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
+from dopplerdiff.pipeline_io import load_parts
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
 from dopplerdiff.train.best import BestWeights
 from dopplerdiff.train.checkpoints import checkpoint_step, resolve_resume
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
+from dopplerdiff.train.run_pipeline import graft_identities, resave_pipeline
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.train.vq_diffusion import train_vq_diffusion
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
@@ -213,7 +214,7 @@ def _check_inputs(run: Path, cfg: DiffusionConfig, resume: str | None) -> dict[s
             f"run '{run}' already has diffusion training output; pass --resume latest to continue "
             "or use a new run directory"
         )
-    info = json.loads(info_path.read_text())
+    info = read_latent_info(run)
     c, h, w = (int(v) for v in info["latent_shape"][-3:])
     if h != w:
         raise DopplerDiffError(f"latents of '{run}' are {h}x{w}; the denoisers need square latents")
@@ -254,20 +255,51 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="diffusion", **manifest)
     stage.vae.to(den.device)
-    decoder = None  # a diffusion decoder trained before the denoiser joins the pipeline
-    if config.decoder.kind == "diffusion" and (run / "decoder" / "config.json").is_file():
-        decoder = load_decoder(run / "decoder")
-    pipe = DopplerDiffPipeline(
-        stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
-        identities=stage.identities, colormap=stage.colormap,
-        channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
-        decoder=decoder,
-    )
-    with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
-        pipe.save_pretrained(tmp)
-        config.save(tmp / "config.yaml")
-        write_manifest(tmp, kind="pipeline", scheduler=cfg.scheduler,
-                       weights="ema" if cfg.train.ema else "raw", **manifest)
+
+    def build(current: Path | None) -> tuple[DopplerDiffPipeline, Any]:
+        old = load_parts(current) if current is not None else None
+        pipe = DopplerDiffPipeline(
+            stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
+            identities=stage.identities, colormap=stage.colormap,
+            channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
+            decoder=_decoder(run, config, old),
+        )
+        if old is not None:
+            _keep_enrolled(pipe, DopplerDiffPipeline(**old))
+        return pipe, lambda tmp: _write_records(tmp, config, manifest)
+
+    resave_pipeline(run, build)
+
+
+def _decoder(run: Path, config: Config, old: dict[str, Any] | None) -> nn.Module | None:
+    """The diffusion decoder of the new pipeline: RUN/decoder when the config or the old pipeline has one
+    (a decoder trained before the denoiser joins it), else the old pipeline's own."""
+    kept = old.get("decoder") if old is not None else None
+    wanted = config.decoder.kind == "diffusion" or kept is not None
+    if wanted and (run / "decoder" / "config.json").is_file():
+        return load_decoder(run / "decoder")
+    return kept
+
+
+def _keep_enrolled(pipe: DopplerDiffPipeline, old: DopplerDiffPipeline) -> None:
+    """Carry the few-shot identities of the replaced pipeline (enroll-generator) into ``pipe``."""
+    names = [n for n in old.identities if n not in pipe.identities]
+    if not names:
+        return
+    parts = {"condition_encoder": pipe.condition_encoder, "denoiser": pipe.denoiser,
+             "identities": pipe.identities}
+    graft_identities(parts, old, names)
+    pipe.register_to_config(identities=parts["identities"])
+    log.warning("diffusion: kept the enrolled identities %s of the previous pipeline; their rows were "
+                "learned on the previous denoiser (relearn with `enroll-generator --replace`)",
+                ", ".join(names))
+
+
+def _write_records(tmp: Path, config: Config, manifest: dict[str, Any]) -> None:
+    cfg = config.diffusion
+    config.save(tmp / "config.yaml")
+    write_manifest(tmp, kind="pipeline", scheduler=cfg.scheduler, weights="ema" if cfg.train.ema else "raw",
+                   **manifest)
 
 
 def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:

@@ -30,7 +30,7 @@ from dopplerdiff.pipeline import DopplerDiffPipeline
 from dopplerdiff.pipeline_vq import refuse_edits
 from dopplerdiff.schedulers import make_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss
-from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json
+from dopplerdiff.train.run_pipeline import save_enrolled
 from dopplerdiff.utils.names import check_new_identity_name
 
 log = logging.getLogger(__name__)
@@ -173,13 +173,6 @@ def _optimise_row(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Con
 
 
 def save_pipeline(pipe: DopplerDiffPipeline, run: Path, event: dict[str, Any]) -> Path:
-    """Replace RUN/pipeline atomically with ``pipe``; ``enrolled.json`` lists every few-shot identity."""
-    target = Path(run) / "pipeline"
-    history = (read_json_if_exists(target / "enrolled.json") or {}).get("enrolled", [])
-    with atomic_dir(target, overwrite=True) as tmp:
-        pipe.save_pretrained(tmp)
-        for extra in ("config.yaml", "manifest.json"):
-            if (target / extra).is_file():
-                (tmp / extra).write_bytes((target / extra).read_bytes())
-        write_json(tmp / "enrolled.json", {"enrolled": [*history, event]})
-    return target
+    """Add ``pipe``'s new row to RUN/pipeline under the run's lock (nothing another stage or enrolment
+    added meanwhile is lost); ``enrolled.json`` lists every few-shot identity."""
+    return save_enrolled(pipe, run, event)

@@ -47,6 +47,7 @@ from dopplerdiff.models.vq_transformer import build_vq_transformer, log_p_x0
 from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline, vq_scheduler
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
+from dopplerdiff.train.run_pipeline import resave_pipeline
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
@@ -197,11 +198,13 @@ def _save_outputs(run: Path, config: Config, stage: VQDiffusionStage, modules: d
     stage.vae.to(den.device)
     pipe = stage.pipeline(den, enc, {"channels": meta.get("channels", config.data.channels),
                                      "native_size": meta.get("native_size")})
-    with atomic_dir(run / "pipeline", overwrite=overwrite) as tmp:
-        pipe.save_pretrained(tmp)
+
+    def records(tmp: Path) -> None:
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="pipeline", scheduler="vq-diffusion",
                        weights="ema" if config.diffusion.train.ema else "raw", **manifest)
+
+    resave_pipeline(run, lambda current: (pipe, records))  # under the run's lock, other records kept
 
 
 def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import json
 import os
 import platform
@@ -10,6 +12,7 @@ import shutil
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from filelock import FileLock, Timeout
 from dopplerdiff.errors import DopplerDiffError
 
 LOCK_NAME = ".lock"  # a run directory's lock file; not an output
+COMMIT_WAIT_S = 600.0  # how long a replacement or a recovery waits for another one of the same directory
 
 
 @contextlib.contextmanager
@@ -26,7 +30,8 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``target`` only on success.
 
     An interrupted or failed write leaves nothing at ``target`` that looks complete, and an existing
-    ``target`` is never touched unless ``overwrite`` is set.
+    ``target`` is never touched unless ``overwrite`` is set (checked again at the commit, so of two
+    concurrent writers the later one fails and the earlier one's output stays).
     """
     target = Path(target)
     if target.exists() and not overwrite:
@@ -39,36 +44,92 @@ def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; outputs should be readable like any new dir
     try:
         yield tmp
+        _commit(tmp, target, overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    if target.exists():
-        backup = target.with_name(f"{_backup_prefix(target)}{os.getpid()}")
-        target.rename(backup)
-        tmp.rename(target)  # a kill between the two renames is repaired by recover_dir
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        tmp.rename(target)
+
+
+def _commit(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished ``tmp`` to ``target``: without ``overwrite`` one rename that refuses a non-empty
+    ``target``; with it, under the commit lock, the old version goes to a unique backup name first."""
+    if not overwrite:
+        try:
+            tmp.rename(target)  # atomic; fails when another writer has filled ``target`` meanwhile
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            raise DopplerDiffError(f"output '{target}' was written by another process meanwhile; "
+                                   "choose another path or remove it") from None
+        return
+    with commit_lock(target):
+        stale = _backups(target)
+        if target.exists():
+            backup = target.with_name(f"{_backup_prefix(target)}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            target.rename(backup)
+            tmp.rename(target)  # a kill between the two renames is repaired by recover_dir
+            stale.append(backup)
+        else:
+            tmp.rename(target)
+        for old in stale:  # ``target`` is complete now: earlier interrupted replacements are obsolete
+            _remove(old)
 
 
 def _backup_prefix(target: Path) -> str:
     return f".{target.name}.old-"
 
 
-def recover_dir(target: Path) -> bool:
+def _backups(target: Path) -> list[Path]:
+    """Backups of ``target`` left by replacements, oldest first (one removed meanwhile is skipped)."""
+    found = target.parent.glob(f"{glob.escape(_backup_prefix(target))}*") if target.parent.is_dir() else []
+    dated = []
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            dated.append((path.stat().st_mtime, path))
+    return [path for _, path in sorted(dated)]
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def commit_lock(target: Path, timeout: float | None = None) -> contextlib.AbstractContextManager[None]:
+    """The lock beside ``target`` held while it is replaced or recovered (and by edits of an index);
+    waits ``timeout`` s (default :data:`COMMIT_WAIT_S`)."""
+    target = Path(target)
+    wait = COMMIT_WAIT_S if timeout is None else timeout
+    return file_lock(target.parent / f".{target.name}.lock", f"'{target}'", wait)
+
+
+def recover_dir(target: Path, timeout: float | None = None) -> bool:
     """Put back the previous version of ``target`` when a replacement died between its two renames.
 
     :func:`atomic_dir` moves the old directory to a backup name, then the new one into place; only the
-    old one is known to be complete, so it is restored. Returns True when something was restored.
+    old one is known to be complete, so it is restored. This holds the commit lock, so a replacement in
+    progress is waited for, not undone. Returns True when something was restored.
     """
     target = Path(target)
-    if target.exists() or not target.parent.is_dir():
+    if target.exists() or not _backups(target):
         return False
-    backups = sorted(target.parent.glob(f"{_backup_prefix(target)}*"), key=lambda p: p.stat().st_mtime)
-    if not backups:
-        return False
-    backups[-1].rename(target)
-    return True
+    with commit_lock(target, timeout):
+        backups = [b for b in _backups(target) if b.is_dir() and any(b.iterdir())]
+        if target.exists() or not backups:
+            return False
+        backups[-1].rename(target)
+        return True
+
+
+def recover_parts(directory: Path) -> list[str]:
+    """:func:`recover_dir` for every part of ``directory`` (a run) that a replacement left missing;
+    returns the names restored."""
+    directory = Path(directory)
+    backups = directory.glob(".*.old-*") if directory.is_dir() else []
+    names = {p.name[1:].split(".old-")[0] for p in backups}
+    return sorted(n for n in names if recover_dir(directory / n))
 
 
 @contextlib.contextmanager
@@ -94,12 +155,13 @@ def file_lock(lock_path: Path, what: str, timeout: float = 0.0) -> Iterator[None
 
 
 @contextlib.contextmanager
-def run_lock(directory: Path, *, enabled: bool = True) -> Iterator[None]:
-    """Exclusive use of a run (or training) directory; a second writer fails at once."""
+def run_lock(directory: Path, *, enabled: bool = True, timeout: float = 0.0) -> Iterator[None]:
+    """Exclusive use of a run (or training) directory; a second writer fails at once, or after waiting
+    ``timeout`` s."""
     if not enabled:  # non-main processes of a distributed launch: the main one holds the lock
         yield
         return
-    with file_lock(Path(directory) / LOCK_NAME, f"'{directory}'"):
+    with file_lock(Path(directory) / LOCK_NAME, f"'{directory}'", timeout):
         yield
 
 
@@ -196,7 +258,9 @@ def read_json(path: Path) -> Any:
 def pretrained_config(directory: Path, what: str, file: str = "config.json",
                       hint: str = "") -> dict[str, Any]:
     """The JSON config of a ``save_pretrained`` directory (its ``_class_name`` says what it holds); a missing
-    file is one error saying the directory is not a saved ``what`` (+ ``hint``), a damaged one names it."""
+    file is one error saying the directory is not a saved ``what`` (+ ``hint``), a damaged one names it.
+    A directory left missing by an interrupted replacement is restored first."""
+    recover_dir(Path(directory))
     cfg_file = Path(directory) / file
     if not cfg_file.is_file():
         raise DopplerDiffError(f"'{directory}' is not a saved {what} (no {file}){hint}")
