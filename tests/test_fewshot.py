@@ -102,7 +102,7 @@ def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
     shots = {n: full.images[s] for n, (s, _) in novel.items()}
     pipe = load_run_pipeline(run, "cpu")
     rec = fs.adapt(pipe, shots, cfg, steps=2)
-    assert rec["ID_3"]["repeated_to"] == 3 and pipe.identities == [*BASE, "ID_3"]  # k=1 < 3: cycled
+    assert rec["ID_3"]["topped_up_to"] == 3 and pipe.identities == [*BASE, "ID_3"]  # k=1 < 3: shifted copies
     syn = fs.synthetic_sets(pipe, shots, 2, cfg, ns=[2, 3], methods=["row", "seeded"], strengths=[0.5])
     assert sorted(syn) == ["row/n2", "row/n3", "seeded0.5/n2", "seeded0.5/n3"]
     x, y = syn["seeded0.5/n3"]
@@ -137,3 +137,15 @@ def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, mon
     with pytest.raises(SystemExit, match="k=20 is larger than what novel person"):
         mod.main()
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_top_up_adds_distinct_time_shifted_windows():
+    from dopplerdiff.evaluate.fewshot import top_up
+
+    x = np.random.default_rng(0).random((1, 1, 8, 12)).astype(np.float32)
+    out = top_up(x, 3)
+    assert out.shape == (3, 1, 8, 12) and np.array_equal(out[0], x[0])
+    assert len({w.tobytes() for w in out}) == 3  # distinct: learn_identity counts distinct windows
+    for w in out[1:]:  # each a circular time shift of the shot: same Doppler rows, same values
+        assert any(np.array_equal(w, np.roll(x[0], s, axis=-1)) for s in range(1, 12))
+    assert top_up(np.concatenate([x, x, x]), 3).shape[0] == 3

@@ -37,6 +37,9 @@ class AutoencoderConfig:
     latent_channels: int = 4
     num_vq_embeddings: int = 256  # VQ codebook size
     norm_num_groups: int = 16
+    # How 3x3 convolutions pad the image edge: 'zeros' (diffusers' default) or 'replicate' (continues the
+    # dark background; see models/autoencoder.set_padding).
+    padding_mode: Literal["zeros", "replicate"] = "zeros"
     # VQ: codes whose running usage falls below 3% of uniform are re-seeded from encoder outputs every
     # this many steps (until 90% of training); 0 disables.
     vq_restart_every: int = 100

@@ -160,14 +160,27 @@ class _ShotSource:
 def adapt(pipe: Any, shots: dict[str, np.ndarray], cfg: Config, *, steps: int, lr: float = 5e-2,
           seed: int = 0) -> dict[str, dict[str, Any]]:
     """Learn one identity row per novel person from its shots (in place); with fewer than MIN_WINDOWS shots
-    they are repeated to MIN_WINDOWS (recorded). Returns name -> learn_identity's record."""
+    they are topped up with circularly time-shifted copies (recorded). Returns name -> learn_identity's
+    record."""
     out = {}
     for name, x in shots.items():
-        reps = np.resize(np.arange(len(x)), max(len(x), MIN_WINDOWS))  # k < 3: cycle the shots
-        rec = learn_identity(pipe, x[reps], name, cfg, steps=steps, lr=lr, seed=seed, progress=False)
+        windows = top_up(x, MIN_WINDOWS)
+        rec = learn_identity(pipe, windows, name, cfg, steps=steps, lr=lr, seed=seed, progress=False)
         out[name] = {**rec, "shots": int(len(x)),
-                     "repeated_to": int(len(reps)) if len(reps) > len(x) else None}
+                     "topped_up_to": int(len(windows)) if len(windows) > len(x) else None}
     return out
+
+
+def top_up(x: np.ndarray, n: int) -> np.ndarray:
+    """``x`` (k, C, H, W) extended to ``n`` windows by circular time shifts of its windows (k < n).
+
+    Where a window starts within the gait cycle carries no identity (the training stages augment with the
+    same shift), so a shifted copy is another window of the same walk, not a duplicate."""
+    if len(x) >= n:
+        return x
+    extra = [np.roll(x[i % len(x)], shift=(1 + i // len(x)) * x.shape[-1] // (n + 1), axis=-1)
+             for i in range(n - len(x))]
+    return np.concatenate([x, np.stack(extra)])
 
 
 def _render(pipe: Any, name: str, n: int, cfg: Config, sources: Any = None,

@@ -15,13 +15,15 @@ measured (diffusers' default 0.18215 still in its config) is refused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, VQModel
+from diffusers.utils import logging as diffusers_logging
 
 from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.config.data import DataConfig
@@ -30,6 +32,7 @@ from dopplerdiff.errors import ConfigError, DopplerDiffError
 from dopplerdiff.utils.io import pretrained_config
 
 Autoencoder = AutoencoderKL | VQModel
+PADDING_MODES = ("zeros", "replicate")
 UNMEASURED_SCALE = 0.18215  # diffusers' default (Stable Diffusion's); never valid for our data
 
 
@@ -70,18 +73,52 @@ def build_autoencoder(cfg: AutoencoderConfig, data: DataConfig) -> Autoencoder:
         sample_size=data.size,
     )
     if cfg.kind == "kl":
-        return AutoencoderKL(**common, force_upcast=False)
-    return VQModel(**common, num_vq_embeddings=cfg.num_vq_embeddings, vq_embed_dim=cfg.latent_channels)
+        vae: Autoencoder = AutoencoderKL(**common, force_upcast=False)
+    else:
+        vae = VQModel(**common, num_vq_embeddings=cfg.num_vq_embeddings, vq_embed_dim=cfg.latent_channels)
+    return set_padding(vae, cfg.padding_mode)
+
+
+@contextlib.contextmanager
+def quiet_extra_config() -> Iterator[None]:
+    """Silence diffusers' notice that the config's extra ``padding_mode`` key is not an init argument."""
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(level)
+
+
+def set_padding(vae: Autoencoder, mode: str) -> Autoencoder:
+    """Pad every 3x3 convolution with ``mode`` ('zeros' or 'replicate') and record it in the model's config.
+
+    Zero padding makes the image edge look like a mid-grey wall to a network whose background is -1: the
+    decoder then raises edge and corner pixels until it has learned to undo that. Replicating the edge
+    continues the background instead. diffusers' config has no such field, so it is registered as an extra
+    key that :func:`load_autoencoder` reads back (models saved without it use zeros, as they were trained).
+    """
+    if mode not in PADDING_MODES:
+        raise DopplerDiffError(f"autoencoder.padding_mode must be one of {', '.join(PADDING_MODES)}, "
+                               f"got {mode!r}")
+    for m in vae.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.padding != (0, 0):
+            m.padding_mode = mode
+    vae.register_to_config(padding_mode=mode)
+    return vae
 
 
 def load_autoencoder(path: Path) -> Autoencoder:
     """AutoencoderKL or VQModel from a ``save_pretrained`` directory (e.g. RUN/autoencoder)."""
     path = Path(path)
-    name = pretrained_config(path, "autoencoder", hint="; train one first").get("_class_name")
+    config = pretrained_config(path, "autoencoder", hint="; train one first")
+    name = config.get("_class_name")
     classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
     if name not in classes:
         raise DopplerDiffError(f"'{path}' holds a {name!r}, not an AutoencoderKL or VQModel")
-    return classes[name].from_pretrained(path)
+    with quiet_extra_config():
+        vae = classes[name].from_pretrained(path)
+    return set_padding(vae, config.get("padding_mode", "zeros"))
 
 
 def autoencoder_kind(vae: Autoencoder) -> str:
