@@ -17,12 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from dopplerdiff.config import config_for
+from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.borders import compare_borders
 from dopplerdiff.evaluate.loading import load_run_autoencoder, run_data_config
 from dopplerdiff.evaluate.parts import reconstruct
+from dopplerdiff.evaluate.texture import compare_texture
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOWN = ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right",
@@ -44,13 +47,31 @@ def generated(run: Path, n: int) -> np.ndarray | None:
     return np.concatenate(out).transpose(0, 3, 1, 2) * 2.0 - 1.0
 
 
+def trained_with(run: Path, vae) -> dict:
+    """The first stage's padding (from the saved model) and spectral loss (from the run's config.yaml as
+    written: runs made before the tiled loss existed used one whole-image FFT, i.e. patch 0)."""
+    loss = (yaml.safe_load((run / "config.yaml").read_text()).get("autoencoder") or {}).get("loss") or {}
+    return {"padding_mode": vae.config.get("padding_mode", "zeros"), "spectral": loss.get("spectral"),
+            "spectral_patch": loss.get("spectral_patch", 0)}
+
+
+def last_val(run: Path) -> dict:
+    """PSNR/SSIM of the first stage's last validation (RUN/train/autoencoder/log.jsonl)."""
+    log = run / "train" / "autoencoder" / "log.jsonl"
+    lines = log.read_text().splitlines() if log.is_file() else []
+    vals = [json.loads(line) for line in lines if '"val"' in line]
+    return {k: vals[-1].get(k) for k in ("step", "psnr", "ssim")} if vals else {}
+
+
 def measure(run: Path, samples: int) -> dict:
     cfg = config_for(run, None)
     ds, split = prepare_run_data(run, None, run_data_config(run, cfg.data))
     real = ds.images[split["test"]]
     vae = load_run_autoencoder(run, torch.device("cpu"))
-    row = {"run": str(run), "n_test": int(len(real)),
-           "reconstructed": compare_borders(real, reconstruct(vae, real))}
+    rec = reconstruct(vae, real)
+    row = {"run": str(run), "n_test": int(len(real)), "reconstructed": compare_borders(real, rec),
+           "reconstructed_texture": compare_texture(to_unit(real), to_unit(rec))["ratio_to_real"],
+           "autoencoder": trained_with(run, vae), "val": last_val(run)}
     gen = generated(run, samples)
     if gen is not None:
         row["generated"] = compare_borders(real, gen)

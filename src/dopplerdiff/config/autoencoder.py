@@ -39,7 +39,7 @@ class AutoencoderConfig:
     norm_num_groups: int = 16
     # How 3x3 convolutions pad the image edge: 'zeros' (diffusers' default) or 'replicate' (continues the
     # dark background; see models/autoencoder.set_padding).
-    padding_mode: Literal["zeros", "replicate"] = "zeros"
+    padding_mode: Literal["zeros", "replicate"] = "replicate"
     # VQ: codes whose running usage falls below 3% of uniform are re-seeded from encoder outputs every
     # this many steps (until 90% of training); 0 disables.
     vq_restart_every: int = 100
