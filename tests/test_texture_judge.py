@@ -69,10 +69,11 @@ def _bright_rows(n_per, k, size=16, seed=0):
     return x, y
 
 
-def test_judge_learns_and_is_deterministic():
+@pytest.mark.parametrize("arch", ["plain", "residual"])
+def test_judge_learns_and_is_deterministic(arch):
     x, y = _bright_rows(20, 4)
     xv, yv = _bright_rows(5, 4, seed=1)
-    s = JudgeSettings(channels=(8, 16), steps=60, batch_size=32)
+    s = JudgeSettings(channels=(8, 16), steps=60, batch_size=32, arch=arch)
     m1 = fit_judge(x, y, 4, s, seed=3, val=(xv, yv))
     assert (judge_logits(m1, xv).argmax(1) == yv).mean() > 0.9
     m2 = fit_judge(x, y, 4, s, seed=3, val=(xv, yv))
@@ -97,3 +98,15 @@ def test_disjoint_pair_uses_other_windows():
     assert len(a) == len(b) == 5 and not set(a.ravel()) & set((b - 100).ravel())
     with pytest.raises(DopplerDiffError, match="C2ST needs"):
         c2st(real[:3, None, None], real[:3, None, None])
+
+
+def test_residual_judge_has_skip_connections_and_unknown_arch_is_refused():
+    import torch
+
+    from dopplerdiff.evaluate.judge import JudgeCNN, ResidualStage
+
+    model = JudgeCNN(1, 3, (8, 16), "residual")
+    assert sum(isinstance(m, ResidualStage) for m in model.modules()) == 2
+    assert model(torch.zeros(2, 1, 16, 16)).shape == (2, 3)
+    with pytest.raises(DopplerDiffError, match="judge architecture"):
+        JudgeCNN(1, 3, (8,), "vit")

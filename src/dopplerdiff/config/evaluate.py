@@ -119,6 +119,7 @@ class EvaluateConfig:
     # training steps; C2ST classifiers use the same widths. 0 steps disables each.
     judge_channels: list[int] = field(default_factory=lambda: [16, 32, 64])
     judge_steps: int = 300
+    judge_arch: str = "plain"  # 'plain' (conv-BN-ReLU stages) or 'residual' (two-layer residual stages)
     c2st_steps: int = 200
     judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
     # Strategy arms of the augmentation experiment (ArmSpec): each trains the same classifiers with the same
@@ -153,6 +154,8 @@ class EvaluateConfig:
         if not self.judge_channels or any(c < 1 for c in self.judge_channels):
             raise ValueError(f"evaluate.judge_channels must be positive CNN widths, "
                              f"got {self.judge_channels}")
+        if self.judge_arch not in ("plain", "residual"):
+            raise ValueError(f"evaluate.judge_arch must be 'plain' or 'residual', got {self.judge_arch!r}")
         if self.judge_steps < 0 or self.c2st_steps < 0:
             raise ValueError("evaluate.judge_steps and evaluate.c2st_steps must be >= 0")
         self._check_strategies()

@@ -52,14 +52,17 @@ class IndependentEval:
                  device: Any = "cpu"):
         self.cfg, self.k, self.device = cfg, k, device
         self.train, self.test = train, test
-        self.settings = JudgeSettings(channels=tuple(cfg.judge_channels), steps=cfg.judge_steps)
-        self.c2st_settings = JudgeSettings(channels=tuple(cfg.judge_channels), steps=cfg.c2st_steps)
+        self.settings = JudgeSettings(channels=tuple(cfg.judge_channels), steps=cfg.judge_steps,
+                                      arch=cfg.judge_arch)
+        self.c2st_settings = JudgeSettings(channels=tuple(cfg.judge_channels), steps=cfg.c2st_steps,
+                                           arch=cfg.judge_arch)
         log.info("training the independent judge (%d steps)", cfg.judge_steps)
         self.judge = fit_judge(train[0], train[1], k, self.settings, seed=cfg.seed + JUDGE_SEED_OFFSET,
                                val=val if len(val[1]) else None, device=device)
         self.test01 = to_unit(test[0])
         real = self._accuracy(test[0], test[1])
         self.judge_m: dict[str, Any] = {"channels": list(cfg.judge_channels), "steps": cfg.judge_steps,
+                                        "arch": cfg.judge_arch,
                                         "seed": cfg.seed + JUDGE_SEED_OFFSET, "real_test": real}
         self.c2st_m: dict[str, Any] = {"steps": cfg.c2st_steps}
         self.texture_m: dict[str, Any] = {"real_test": None}

@@ -30,6 +30,7 @@ from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.data.augment import augment_batch, mixup
 from dopplerdiff.errors import DataError, DopplerDiffError
 
+JUDGE_ARCHS = ("plain", "residual")
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
 
 
@@ -41,18 +42,45 @@ class JudgeSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     evals: int = 10  # validation checks over the run (best weights kept)
+    arch: str = "plain"  # JUDGE_ARCHS
+
+
+class ResidualStage(nn.Module):
+    """Two conv3x3-BN layers with an identity (or 1x1-projected) shortcut, ReLU, then maxpool 2."""
+
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.skip = nn.Identity() if cin == cout else nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False),
+                                                                    nn.BatchNorm2d(cout))
+        self.out = nn.Sequential(nn.ReLU(inplace=True), nn.MaxPool2d(2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.body(x) + self.skip(x))
+
+
+def _plain_stage(cin: int, cout: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2)]
 
 
 class JudgeCNN(nn.Module):
-    """Plain VGG-style classifier: [conv3x3-BN-ReLU, maxpool 2] per width, GRIDxGRID avg pool, linear."""
+    """VGG-style classifier: per width a stage, then GRIDxGRID avg pool and a linear head. Stages are
+    [conv3x3-BN-ReLU, maxpool 2] (``plain``) or two-layer residual blocks (``residual``: deeper, a stronger
+    judge of texture, at about twice the cost)."""
 
-    def __init__(self, in_channels: int, num_classes: int, channels: tuple[int, ...] = (16, 32, 64)):
+    def __init__(self, in_channels: int, num_classes: int, channels: tuple[int, ...] = (16, 32, 64),
+                 arch: str = "plain"):
         super().__init__()
+        if arch not in JUDGE_ARCHS:
+            raise DopplerDiffError(f"judge architecture must be one of {', '.join(JUDGE_ARCHS)}, "
+                                   f"got {arch!r}")
         layers: list[nn.Module] = []
         cin = in_channels
         for c in channels:
-            layers += [nn.Conv2d(cin, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True),
-                       nn.MaxPool2d(2)]
+            layers += _plain_stage(cin, c) if arch == "plain" else [ResidualStage(cin, c)]
             cin = c
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(GRID), nn.Flatten(), nn.Dropout(0.3),
@@ -106,7 +134,8 @@ def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSetting
     w_all = sample_weights(weights, len(y_all), "judge")
     with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
         torch.manual_seed(seed)
-        model = load_backbone(JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels)), init).to(device)
+        judge = JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels), s.arch)
+        model = load_backbone(judge, init).to(device)
         _train(model, (x_all, y_all, w_all), s, torch.Generator().manual_seed(seed), val, device, augment,
                classic)
     return model.eval()
