@@ -98,7 +98,8 @@ def fitters(cfg: Config, steps: int, device: Any = "cpu") -> dict[str, FitFn]:
     enc_cfg = cfg.encoder
     if cfg.evaluate.augment_channels:  # the augmentation experiment's lighter classifier
         enc_cfg = dataclasses.replace(enc_cfg, channels=list(cfg.evaluate.augment_channels))
-    judge = JudgeSettings(channels=tuple(cfg.evaluate.judge_channels), steps=steps, arch=cfg.evaluate.judge_arch)
+    judge = JudgeSettings(channels=tuple(cfg.evaluate.judge_channels), steps=steps,
+                          arch=cfg.evaluate.judge_arch)
 
     def encoder(x: np.ndarray, y: np.ndarray, k: int, seed: int, classic: bool) -> Callable:
         model = fit_classifier(x, y, k, enc_cfg, steps=steps, seed=seed,
