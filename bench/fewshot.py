@@ -1,13 +1,13 @@
 """Novel walkers from k windows: does a generator trained on other people help identify a new person?
 
-Leave-people-out folds (``dopplerdiff.evaluate.fewshot``): per fold the run's stages (autoencoder, latents,
+Leave-people-out folds (``dopplerdiff.fewshot.protocol``): per fold the run's stages (autoencoder, latents,
 diffusion) train on the base people only, from a folder of symlinks to their identity folders; each novel
 person gives its first k windows, the generator learns its identity row from them (method a: sampled from
 noise; method c: img2img variations of the k windows at each strength), and classifiers over base + novel
-people are trained on real / classic-augmented / +synthetic windows (``evaluate.fewshot_arms``), scored on
+people are trained on real / classic-augmented / +synthetic windows (``fewshot.arms``), scored on
 the novel people's later windows and on the base people's test split, under the project's classifier and
 the independent judge architecture, with paired seeds. ``--open-set`` also enrolls each novel person in an
-embedding gallery of an encoder trained on the base people (``evaluate.fewshot_openset``).
+embedding gallery of an encoder trained on the base people (``fewshot.openset``).
 
     python bench/fewshot.py --data DIR|sim [--profile quick] [--folds 3] [--only-folds F] [--novel A,B]
         [--k 1,3,5,10] [--n 16,64] [--methods row,seeded] [--strengths 0.5,0.8] [--seeds 2]
@@ -36,10 +36,10 @@ from dopplerdiff.data.images import load_spectrograms
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate import fewshot as fs
-from dopplerdiff.evaluate.fewshot_arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
-from dopplerdiff.evaluate.fewshot_openset import open_set, summarise_open_set
 from dopplerdiff.evaluate.loading import eval_device
+from dopplerdiff.fewshot import protocol as fs
+from dopplerdiff.fewshot.arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"

@@ -15,9 +15,9 @@ from dopplerdiff.config import load_config
 from dopplerdiff.data.images import load_spectrograms
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate import fewshot as fs
-from dopplerdiff.evaluate.fewshot_arms import arm_table, fewshot_set, fitters, score_arms, summarise
-from dopplerdiff.evaluate.fewshot_openset import open_set, summarise_open_set
+from dopplerdiff.fewshot import protocol as fs
+from dopplerdiff.fewshot.arms import arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
 BASE, NOVEL = ["ID_1", "ID_2"], ["ID_3"]
@@ -140,7 +140,7 @@ def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, mon
 
 
 def test_top_up_adds_distinct_time_shifted_windows():
-    from dopplerdiff.evaluate.fewshot import top_up
+    from dopplerdiff.fewshot.protocol import top_up
 
     x = np.random.default_rng(0).random((1, 1, 8, 12)).astype(np.float32)
     out = top_up(x, 3)

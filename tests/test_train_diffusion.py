@@ -154,7 +154,7 @@ def test_select_best_keeps_the_weights_of_the_lowest_validation_loss(run):
     cfg = load_config("smoke", ["diffusion.select_best=true", "diffusion.train.val_every=1",
                                 "diffusion.train.steps=6", "diffusion.val_samples=1",
                                 "diffusion.val_identities=1", "diffusion.train.ema=false",
-                                "diffusion.train.lr=0.5"])  # raw weights, a high lr: the val loss jumps
+                                "diffusion.train.lr=1.0"])  # raw weights, a high lr: the val loss jumps
     train_diffusion(run, cfg, progress=False)
     log = [json.loads(x) for x in (run / "train/diffusion/log.jsonl").read_text().splitlines()]
     vals = {r["step"]: r["val_loss"] for r in log if r.get("kind") == "val"}

@@ -27,8 +27,8 @@ from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import Config
 from dopplerdiff.embed.identify import Gallery
 from dopplerdiff.embed.openset import equal_error_rate, threshold_at_far
-from dopplerdiff.evaluate.fewshot_arms import Arrays, FewshotSet
 from dopplerdiff.evaluate.strategies import summary
+from dopplerdiff.fewshot.arms import Arrays, FewshotSet
 
 
 def _own_and_impostor(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
