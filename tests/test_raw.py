@@ -164,10 +164,12 @@ def test_radar_config_errors_name_file_and_field(tmp_path):
     assert load_radar_config(write_config(tmp_path / "ok.yaml")).prf_hz == pytest.approx(1000.0)
     (tmp_path / "ok.json").write_text(json.dumps(RADAR))
     assert load_radar_config(tmp_path / "ok.json").rx == 2
+    assert load_radar_config(write_config(tmp_path / "slope.yaml", slope_mhz_per_us=20.0)).rx == 2
     cases = {"missing.yaml": ({"bits": None}, "'bits'"), "bits.yaml": ({"bits": 10}, "bits must be one of"),
              "rx.yaml": ({"rx": 5}, "rx must be 1-4"),
              "layout.yaml": ({"lane_layout": "8lane"}, "lane_layout"),
              "adc.yaml": ({"adc_samples": 256}, "longer than chirp_time_us"),
+             "slope.yaml": ({"slope_mhz_per_us": 30.0}, "slope_mhz_per_us"),
              "gate.yaml": ({"processing": {"gate": "auto"}}, "processing.gate")}
     for name, (change, field) in cases.items():
         with pytest.raises(ConfigError) as exc:

@@ -70,6 +70,7 @@ class RadarConfig:
     complex: bool  # complex IQ (complex1x) or real-only ADC samples
     bits: int  # ADC bit depth: 12, 14 or 16
     lane_layout: Literal["2lane", "4lane"]  # 2lane: xWR16xx/18xx/68xx; 4lane: xWR12xx/14xx
+    slope_mhz_per_us: float | None = None  # optional cross-check: must equal bandwidth / chirp time
     processing: ProcessingConfig = field(default_factory=ProcessingConfig)
 
     def __post_init__(self) -> None:
@@ -89,6 +90,10 @@ class RadarConfig:
             (self.chirp_time_us <= self.chirp_period_s * 1e6 * (1 + 1e-9),
              f"chirp_time_us ({self.chirp_time_us:g}) is longer than frame_period_ms / chirps_per_frame "
              f"({self.chirp_period_s * 1e6:g} us)"),
+            (self.slope_mhz_per_us is None
+             or abs(self.slope_mhz_per_us / (self.bandwidth_mhz / self.chirp_time_us) - 1) < 0.01,
+             f"slope_mhz_per_us ({self.slope_mhz_per_us}) differs from bandwidth_mhz / chirp_time_us "
+             f"({self.bandwidth_mhz / self.chirp_time_us:g}) by more than 1%"),
         ])
 
     @property
@@ -117,7 +122,8 @@ class RadarConfig:
         return k * self.fs_hz / self.adc_samples * SPEED_OF_LIGHT / (2 * self.slope_hz_per_s)
 
 
-RADAR_FIELDS = tuple(f.name for f in dataclasses.fields(RadarConfig) if f.name != "processing")
+RADAR_FIELDS = tuple(f.name for f in dataclasses.fields(RadarConfig) if f.default is dataclasses.MISSING
+                     and f.default_factory is dataclasses.MISSING)
 
 
 def load_radar_config(path: Path, overrides: dict[str, Any] | None = None) -> RadarConfig:

@@ -173,7 +173,7 @@ def raw_to_dataset(files: list[Path], radar: RadarConfig, out: Path, config_path
     k = identity_number(out)
     if not files:
         raise DopplerDiffError("no raw files given (--raw FILE ...)")
-    if out.exists():
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):  # atomic_dir replaces an empty folder
         raise DopplerDiffError(f"output '{out}' already exists; choose another path or remove it")
     if radar.processing.colormap != "gray":
         colormap_lut(radar.processing.colormap)  # an unknown name fails before any work
@@ -186,8 +186,9 @@ def raw_to_dataset(files: list[Path], radar: RadarConfig, out: Path, config_path
         meta = {
             "generator": "dopplerdiff.data.rangedoppler",
             "radar_config": str(config_path),
-            "radar": {**{n: getattr(radar, n) for n in RADAR_FIELDS}, "slope_mhz_per_us":
-                      radar.slope_hz_per_s * 1e-12, "prf_hz": radar.prf_hz},
+            "radar": {**{n: getattr(radar, n) for n in RADAR_FIELDS},
+                      "slope_mhz_per_us": radar.slope_hz_per_s * 1e-12, "prf_hz": radar.prf_hz,
+                      "wavelength_m": radar.wavelength_m},
             "processing": to_dict(proc),
             "image": {"size": proc.size, "format": proc.format, "colormap": proc.colormap, **axes(radar)},
             "windows": {"window_s": proc.window_s, "hop_s": proc.hop_s,
