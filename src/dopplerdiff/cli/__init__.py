@@ -20,6 +20,7 @@ from dopplerdiff.cli import (  # noqa: F401
     evaluate,
     run,
     simulate,
+    spectrogram,
 )
 from dopplerdiff.cli.app import app
 from dopplerdiff.errors import DopplerDiffError

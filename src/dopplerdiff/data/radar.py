@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from dopplerdiff.data.kinematics import SEGMENTS
@@ -58,19 +60,16 @@ def catmull_rom_upsample(x: np.ndarray, factor: int) -> np.ndarray:
     return (nb @ w).reshape(*x.shape[:-1], (q - 3) * factor)
 
 
-def segment_returns(
+def segment_tracks(
     world: dict[str, np.ndarray],
     height: float,
-    lam: float,
     radar_pos: np.ndarray,
     radius_scale: float = 1.0,
     ref_range: float | None = None,
     scatterers: int = 1,
     fading: tuple[np.random.Generator, float, float] | None = None,
-    upsample: int = 1,
-    n_out: int | None = None,
-) -> np.ndarray:
-    """Complex baseband return sum_k sqrt(RCS_k) exp(-j 4 pi R_k / lambda) over the body segments.
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Per body segment: (range (S, Q) in m, amplitude sqrt(RCS) (S, Q)) of its ``scatterers`` ellipsoids.
 
     ``world`` maps joint names to world positions (Q, 3) sampled at the kinematics rate. Each segment is an
     ellipsoid between two joints with semi-axes (r, r, half length), split into ``scatterers`` shorter
@@ -78,14 +77,8 @@ def segment_returns(
     one scatterer per segment draws thin lines where measured spectrograms show filled envelopes.
     Amplitudes fall as (ref_range / R)^2. ``fading = (rng, sigma, knots_per_sample)`` multiplies each
     scatterer by a smooth log-normal amplitude process (clothing and multipath make body returns scintillate).
-    Body motion is smooth, so ranges and amplitudes are computed at the kinematics rate and upsampled by
-    ``upsample`` (cubic) to the slow-time rate; only the carrier phase is evaluated per output sample.
-    With ``upsample > 1`` the knots must start one kinematics step before the first output sample.
     """
     q = next(iter(world.values())).shape[0]
-    n = n_out if n_out is not None else (q if upsample == 1 else (q - 3) * upsample)
-    total = np.zeros(n, dtype=np.complex64)
-    k = 4 * np.pi / lam
     for _, j0, j1, radius in SEGMENTS:
         p0, p1 = world[j0], world[j1]
         axis = p1 - p0
@@ -107,6 +100,33 @@ def segment_returns(
             base = np.arange(knots) / knots_per_sample
             z = frng.standard_normal((scatterers, knots))
             amp = amp * np.exp(sigma * np.stack([np.interp(np.arange(q), base, zz) for zz in z]) - sigma**2)
+        yield rng, amp
+
+
+def segment_returns(
+    world: dict[str, np.ndarray],
+    height: float,
+    lam: float,
+    radar_pos: np.ndarray,
+    radius_scale: float = 1.0,
+    ref_range: float | None = None,
+    scatterers: int = 1,
+    fading: tuple[np.random.Generator, float, float] | None = None,
+    upsample: int = 1,
+    n_out: int | None = None,
+) -> np.ndarray:
+    """Complex baseband return sum_k sqrt(RCS_k) exp(-j 4 pi R_k / lambda) over the body segments.
+
+    The scatterers are those of :func:`segment_tracks`.
+    Body motion is smooth, so ranges and amplitudes are computed at the kinematics rate and upsampled by
+    ``upsample`` (cubic) to the slow-time rate; only the carrier phase is evaluated per output sample.
+    With ``upsample > 1`` the knots must start one kinematics step before the first output sample.
+    """
+    q = next(iter(world.values())).shape[0]
+    n = n_out if n_out is not None else (q if upsample == 1 else (q - 3) * upsample)
+    total = np.zeros(n, dtype=np.complex64)
+    k = 4 * np.pi / lam
+    for rng, amp in segment_tracks(world, height, radar_pos, radius_scale, ref_range, scatterers, fading):
         # Phase relative to the first sample keeps float32 accurate (|dphase| <~ 1e5 rad: error < 0.02 rad).
         phase0 = np.mod(k * rng[:, :1], 2 * np.pi)
         both = np.concatenate([k * (rng - rng[:, :1]) + phase0, amp]).astype(np.float32)

@@ -212,18 +212,12 @@ def _windows(cfg: SimulateConfig, sig: np.ndarray, nperseg: int, n_windows: int,
     """STFT power of the whole recording cut into overlapping windows, in dB mapped to [0, 1]."""
     dt_col = cfg.window_s / cfg.time_bins
     total_cols = (n_windows - 1) * hop_cols + cfg.time_bins
-    starts = np.round((np.arange(total_cols) + 0.5) * dt_col * cfg.prf_hz).astype(np.int64)
+    starts = spectrogram.frame_starts(total_cols, dt_col, cfg.prf_hz)
     power = spectrogram.stft_power(sig, nperseg, starts, spectrogram.taper(cfg.stft_taper, nperseg))
-    power = spectrogram.resample_matrix(nperseg, cfg.size) @ power  # (size, total_cols)
-    cols = np.arange(n_windows)[:, None] * hop_cols + np.arange(cfg.time_bins)[None, :]
-    win = power[:, cols].transpose(1, 0, 2)  # (W, size, time_bins)
-    win = win @ spectrogram.resample_matrix(cfg.time_bins, cfg.size).T  # (W, size, size)
-    db = spectrogram.to_db(win)
-    if cfg.normalize == "recording":
-        ref = spectrogram.reference_db(spectrogram.to_db(power), cfg.ref_quantile, axes=(0, 1))[None]
-    else:
-        ref = spectrogram.reference_db(db, cfg.ref_quantile, axes=(1, 2))
-    return spectrogram.db_to_unit(db, ref, cfg.dynamic_range_db)
+    return spectrogram.power_to_windows(
+        power, n_windows, hop_cols, cfg.time_bins, cfg.size, cfg.dynamic_range_db, cfg.ref_quantile,
+        per_recording=cfg.normalize == "recording",
+    )
 
 
 def simulate_recording(

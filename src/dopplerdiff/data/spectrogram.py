@@ -102,3 +102,30 @@ def reference_db(db: np.ndarray, quantile: float, axes: tuple[int, ...]) -> np.n
     if quantile >= 1.0:
         return db.max(axis=axes, keepdims=True)
     return np.quantile(db, quantile, axis=axes, keepdims=True).astype(np.float32)
+
+
+def frame_starts(total_cols: int, dt_col: float, fs: float) -> np.ndarray:
+    """First sample of STFT frame j: round((j + 0.5) dt_col fs); a signal whose sample i sits at time
+    (i - nperseg / 2) / fs then has frame j centred on the middle of column j."""
+    return np.round((np.arange(total_cols) + 0.5) * dt_col * fs).astype(np.int64)
+
+
+def power_to_windows(
+    power: np.ndarray, n_windows: int, hop_cols: int, time_bins: int, size: int, dynamic_range_db: float,
+    ref_quantile: float, per_recording: bool = False,
+) -> np.ndarray:
+    """STFT power (nperseg, total_cols) of a recording -> (n_windows, size, size) unit images in [0, 1].
+
+    Rows are resized to ``size`` first, then each window's ``time_bins`` columns; each window's 0 dB is its
+    ``ref_quantile`` (or the whole recording's with ``per_recording``) and ``dynamic_range_db`` below is 0.
+    """
+    power = resample_matrix(power.shape[0], size) @ power  # (size, total_cols)
+    cols = np.arange(n_windows)[:, None] * hop_cols + np.arange(time_bins)[None, :]
+    win = power[:, cols].transpose(1, 0, 2)  # (W, size, time_bins)
+    win = win @ resample_matrix(time_bins, size).T  # (W, size, size)
+    db = to_db(win)
+    if per_recording:
+        ref = reference_db(to_db(power), ref_quantile, axes=(0, 1))[None]
+    else:
+        ref = reference_db(db, ref_quantile, axes=(1, 2))
+    return db_to_unit(db, ref, dynamic_range_db)
