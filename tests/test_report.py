@@ -204,7 +204,9 @@ def test_every_image_has_alt_text_and_the_page_fits_a_phone():
     _check_html(text)
 
     class Images(HTMLParser):
-        found: list[dict[str, str]] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[dict[str, str]] = []
 
         def handle_starttag(self, tag, attrs):
             if tag == "img":
