@@ -26,7 +26,7 @@ def _events(folder: Path):
 
 
 def _scalar_steps(acc, tag: str) -> list[int]:
-    return sorted({e.step for e in acc.Scalars(tag)})
+    return sorted(e.step for e in acc.Scalars(tag))
 
 
 def test_train_autoencoder_reports_scalars_and_val_grid(tmp_path, monkeypatch, capsys, sim_data):
@@ -57,6 +57,17 @@ def test_resume_may_switch_reporting_on_and_logs_only_new_steps(tmp_path):
     assert _scalar_steps(ev, "train/loss") == [5, 6, 7, 8]
     assert _scalar_steps(ev, "val/w0") == [8]
     assert len((work / "log.jsonl").read_text().splitlines()) == 8 + 2  # 8 steps + 2 validations
+
+
+def test_resume_drops_the_steps_logged_after_the_checkpoint(tmp_path):
+    pytest.importorskip("tensorboard", reason="tracking extra not installed: pip install -e '.[tracking]'")
+    work = tmp_path / "run" / "train" / "toy"
+    cfg = _cfg(steps=8, report_to="tensorboard")
+    with pytest.raises(KeyboardInterrupt):  # killed at step 7, after checkpoint-4 (steps 5-6 logged)
+        train_loop(Toy(fail_at=6), _data(), cfg, work, progress=False)
+    train_loop(Toy(), _data(), cfg, work, resume="latest", progress=False)
+    ev = _events(tmp_path / "run" / "tensorboard" / "toy")
+    assert _scalar_steps(ev, "train/loss") == list(range(1, 9))  # once each, as in log.jsonl
 
 
 def test_missing_tensorboard_is_one_clear_error(tmp_path, monkeypatch, capsys, sim_data):

@@ -360,7 +360,7 @@ def train_loop(
         log_path = work_dir / "log.jsonl"
         start, ckpt = _start(s, resume, work_dir, log_path)
         sampler, batches = _loader(dataset, collate, cfg, acc, start)
-        start_tracking(acc, work_dir)
+        start_tracking(acc, work_dir, start)
         result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
         if ckpt is not None and start >= cfg.steps:  # nothing left to train: report what was logged
             result.history, result.val = logged_result(log_path)

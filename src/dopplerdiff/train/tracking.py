@@ -59,10 +59,16 @@ def tracking_root(work_dir: Path) -> tuple[Path, str]:
     return work_dir / "tensorboard", work_dir.name
 
 
-def start_tracking(acc: Accelerator, work_dir: Path) -> None:
-    """``init_trackers`` for the stage whose work dir is ``work_dir`` (no-op without trackers)."""
-    if acc.log_with:
-        acc.init_trackers(tracking_root(work_dir)[1])
+def start_tracking(acc: Accelerator, work_dir: Path, start: int = 0) -> None:
+    """``init_trackers`` for the stage whose work dir is ``work_dir`` (no-op without trackers). A stage
+    resumed at step ``start`` drops what it had logged after that step (as ``log.jsonl`` does)."""
+    if not acc.log_with:
+        return
+    root, stage = tracking_root(work_dir)
+    kwargs: dict[str, dict[str, Any]] = {"wandb": {"name": root.parent.name, "group": root.parent.name}}
+    if start > 0:
+        kwargs["tensorboard"] = {"purge_step": start + 1}
+    acc.init_trackers(stage, init_kwargs=kwargs)
 
 
 def log_scalars(acc: Accelerator, values: dict[str, Any], step: int, prefix: str = "") -> None:
