@@ -30,7 +30,7 @@ ResumeOpt = typer.Option(None, "--resume", help="'latest' or a checkpoint direct
 ReportToOpt = typer.Option(
     None, "--report-to",
     help="Dashboards besides log.jsonl: tensorboard, wandb or both comma-separated (logs in "
-    "RUN/tensorboard); needs pip install -e '.[tracking]'.",
+    "RUN/tensorboard); needs the optional 'tracking' extra (tensorboard).",
 )
 TRAINED = ("autoencoder", "diffusion", "decoder", "encoder")  # config sections with a train: LoopConfig
 
