@@ -193,3 +193,32 @@ def test_image_b64_colormaps_one_channel_and_keeps_rgb(shape):
     if len(shape) == 2 or shape[0] == 1:
         # jet: low values blue, high values red
         assert arr[0, 0, 2] > arr[0, 0, 0] and arr[-1, -1, 0] > arr[-1, -1, 2]
+
+
+def test_every_image_has_alt_text_and_the_page_fits_a_phone():
+    m = _full_metrics()
+    rng = np.random.default_rng(2)
+    examples = [ExampleRow(n, rng.random((2, 1, 8, 8)), rng.random((2, 1, 8, 8))) for n in IDS]
+    pairs = [MemorisationPair(rng.random((1, 8, 8)), rng.random((1, 8, 8)), 0.1, "ID_2", "ID_2/w.png")]
+    text = render_report(m, examples=examples, memorisation_pairs=pairs, plots=_plots(m), colormap="jet")
+    _check_html(text)
+
+    class Images(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.found: list[dict[str, str]] = []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "img":
+                self.found.append({k: v or "" for k, v in attrs})
+
+    parser = Images()
+    parser.feed(text)
+    imgs = parser.found
+    assert len(imgs) == 3 * 4 + 2 + 5
+    assert all(a.get("alt", "").strip() for a in imgs), [a.get("alt") for a in imgs]
+    alts = {a["alt"] for a in imgs}
+    assert {"ID_1, real window 1", "ID_3, generated window 2", "nearest training window ID_2/w.png"} <= alts
+    # phone width: the viewport follows the device, wide tables scroll inside themselves, images shrink
+    assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in text
+    assert re.search(r"table\{[^}]*overflow-x:auto", text) and re.search(r"img\{max-width:100%", text)

@@ -16,6 +16,8 @@ from typing import Any
 from dopplerdiff.config import Config, load_config, saved_config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+from dopplerdiff.evaluate.summary import headline_scalars
+from dopplerdiff.train.tracking import log_once, run_trackers
 from dopplerdiff.utils.io import (
     check_run_output,
     read_json,
@@ -162,7 +164,11 @@ def _generate(ctx: RunContext) -> None:
 def _evaluate(ctx: RunContext) -> None:
     from dopplerdiff.evaluate.evaluate import evaluate_run
 
-    evaluate_run(ctx.run, ctx.cfg, data_root=ctx.data_root, overwrite=True, progress=ctx.progress)
+    metrics = evaluate_run(ctx.run, ctx.cfg, data_root=ctx.data_root, overwrite=True, progress=ctx.progress)
+    # the headline numbers go to every dashboard a stage of the run reported to
+    trackers = run_trackers(ctx.cfg)
+    if trackers:
+        log_once(trackers, ctx.run / "tensorboard", "evaluate", headline_scalars(metrics))
 
 
 def _evaluate_summary(ctx: RunContext) -> str:

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
+from dopplerdiff.cli.common import (
+    ConfigOpt,
+    OverridesArg,
+    QuietOpt,
+    ReportToOpt,
+    report_overrides,
+    resolve_config,
+    setup_logging,
+)
 
 
 @app.command("train-autoencoder")
@@ -30,6 +38,7 @@ def train_autoencoder_cmd(
         None, "--feature-encoder",
         help="Trained encoder for the feature loss (autoencoder.loss.feature > 0); default RUN/encoder.",
     ),
+    report_to: str = ReportToOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the first-stage autoencoder on the train split; measure the latent scale; save RUN/autoencoder.
@@ -41,7 +50,7 @@ def train_autoencoder_cmd(
 
     setup_logging(quiet)
     extra = [f"autoencoder.kind={kind}"] if kind else []
-    cfg = resolve_config(config, [*(overrides or []), *extra])
+    cfg = resolve_config(config, [*(overrides or []), *extra, *report_overrides(report_to, ("autoencoder",))])
     m = train_autoencoder(cfg, out, data, resume=resume, progress=not quiet, feature_encoder=feature_encoder)
     if not m:  # a non-main process of a distributed run
         return

@@ -14,7 +14,9 @@ import typer
 from dopplerdiff.config import Config, config_for, load_config
 from dopplerdiff.config.base import SEED_MAX
 from dopplerdiff.config.evaluate import PHYSICS_TOLERANCE
+from dopplerdiff.config.loop import report_to_names
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.train.tracking import check_trackers
 from dopplerdiff.utils.io import recover_parts
 
 ConfigOpt = typer.Option(
@@ -25,6 +27,20 @@ OverridesArg = typer.Argument(
 )
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress bars.")
 ResumeOpt = typer.Option(None, "--resume", help="'latest' or a checkpoint directory to continue from.")
+ReportToOpt = typer.Option(
+    None, "--report-to",
+    help="Dashboards besides log.jsonl: tensorboard, wandb or both comma-separated (logs in "
+    "RUN/tensorboard); needs the optional 'tracking' extra (tensorboard).",
+)
+TRAINED = ("autoencoder", "diffusion", "decoder", "encoder")  # config sections with a train: LoopConfig
+
+
+def report_overrides(report_to: str | None, sections: tuple[str, ...] = TRAINED) -> list[str]:
+    """``--report-to`` as ``SECTION.train.report_to`` overrides; the trackers are checked before any work."""
+    if report_to is None:
+        return []
+    check_trackers(report_to_names(report_to, "--report-to"))
+    return [f"{sec}.train.report_to={report_to}" for sec in sections]
 
 
 def setup_logging(quiet: bool) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, LatentsRunOpt, OverridesArg, QuietOpt, ResumeOpt, train_in_run
+from dopplerdiff.cli.common import (
+    ConfigOpt,
+    LatentsRunOpt,
+    OverridesArg,
+    QuietOpt,
+    ReportToOpt,
+    ResumeOpt,
+    report_overrides,
+    train_in_run,
+)
 
 
 @app.command("train-decoder")
@@ -14,6 +23,7 @@ def train_decoder_cmd(
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     resume: str = ResumeOpt,
+    report_to: str = ReportToOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train a diffusion decoder (latent -> image at decoder.size) on RUN's training windows.
@@ -23,5 +33,5 @@ def train_decoder_cmd(
     from dopplerdiff.train.decoder import train_decoder
 
     # the command itself says which decoder; an explicit decoder.kind=vae override is still refused
-    train_in_run(run, config, ["decoder.kind=diffusion", *(overrides or [])], resume, quiet, train_decoder,
-                 "decoder")
+    extra = ["decoder.kind=diffusion", *(overrides or []), *report_overrides(report_to, ("decoder",))]
+    train_in_run(run, config, extra, resume, quiet, train_decoder, "decoder")

@@ -20,11 +20,13 @@ from dopplerdiff.cli.common import (
     PhysicsStatsOpt,
     PhysicsToleranceOpt,
     QuietOpt,
+    ReportToOpt,
     ResumeOpt,
     StrengthOpt,
     existing_dir,
     finite,
     new_out,
+    report_overrides,
     seed_option,
     setup_logging,
     strategy_from,
@@ -40,12 +42,14 @@ def train_diffusion_cmd(
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     resume: str = ResumeOpt,
+    report_to: str = ReportToOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the identity-conditional denoiser on RUN/latents; writes RUN/diffusion and RUN/pipeline."""
     from dopplerdiff.train.diffusion import train_diffusion
 
-    train_in_run(run, config, list(overrides or []), resume, quiet, train_diffusion, "pipeline")
+    extra = [*(overrides or []), *report_overrides(report_to, ("diffusion",))]
+    train_in_run(run, config, extra, resume, quiet, train_diffusion, "pipeline")
 
 
 @app.command("generate")

@@ -7,7 +7,15 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
+from dopplerdiff.cli.common import (
+    ConfigOpt,
+    OverridesArg,
+    QuietOpt,
+    ReportToOpt,
+    report_overrides,
+    resolve_config,
+    setup_logging,
+)
 
 
 @app.command("train-encoder")
@@ -22,6 +30,7 @@ def train_encoder_cmd(
     resume: str = typer.Option(
         None, "--resume", help="'latest' or a checkpoint path in RUN/train/encoder to continue from."
     ),
+    report_to: str = ReportToOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """Train the encoder (cross-entropy + supervised contrastive) on the leak-free train split.
@@ -33,7 +42,7 @@ def train_encoder_cmd(
 
     setup_logging(quiet)
     extra = [f"encoder.kind={kind}"] if kind else []
-    cfg = resolve_config(config, [*(overrides or []), *extra])
+    cfg = resolve_config(config, [*(overrides or []), *extra, *report_overrides(report_to, ("encoder",))])
     metrics = train_encoder(data, out, cfg, resume=resume, progress=not quiet)
     if not metrics:  # a non-main process of a distributed run
         return

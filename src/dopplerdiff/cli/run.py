@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import OverridesArg, QuietOpt, setup_logging
+from dopplerdiff.cli.common import OverridesArg, QuietOpt, ReportToOpt, report_overrides, setup_logging
 
 
 @app.command("run")
@@ -22,6 +22,7 @@ def run_cmd(
     ),
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
     resume: bool = typer.Option(False, "--resume", help="Continue a run; completed stages are skipped."),
+    report_to: str = ReportToOpt,
     quiet: bool = QuietOpt,
 ) -> None:
     """The whole job: simulate (no --data), autoencoder, latents, diffusion, encoder, samples, report."""
@@ -35,8 +36,9 @@ def run_cmd(
     console = Console(quiet=quiet)
     if data is not None:
         existing_dir(data, "--data")
+    tracking = report_overrides(report_to)
     check_run_dir(out, resume, data)
-    cfg = resolve_run_config(out, profile, list(overrides or []), resume)
+    cfg = resolve_run_config(out, profile, [*(overrides or []), *tracking], resume)
     t0 = time.time()
 
     def on_stage(i: int, n: int, stage, action: str) -> None:

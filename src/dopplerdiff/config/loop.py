@@ -6,6 +6,20 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dopplerdiff.config.base import require
+from dopplerdiff.errors import ConfigError
+
+TRACKERS = ("tensorboard", "wandb")  # experiment trackers a stage can report to (accelerate's names)
+
+
+def report_to_names(value: str | None, what: str = "report_to") -> tuple[str, ...]:
+    """``"none"``, a tracker or a comma-separated list of them -> the tracker names (unknown ones refused)."""
+    names = tuple(dict.fromkeys(n.strip() for n in (value or "none").split(",") if n.strip()))
+    if names in ((), ("none",)):
+        return ()
+    bad = [n for n in names if n not in TRACKERS]
+    if bad:
+        raise ConfigError(f"{what}: unknown tracker '{', '.join(bad)}'; choose none or {', '.join(TRACKERS)}")
+    return names
 
 
 @dataclass
@@ -29,8 +43,11 @@ class LoopConfig:
     log_every: int = 50
     num_workers: int = 0
     seed: int = 0  # data order (per-epoch permutations) and the per-process RNG of a fresh start
+    # Dashboards besides log.jsonl: none, tensorboard, wandb or a comma-separated list (--report-to).
+    report_to: str = "none"
 
     def __post_init__(self) -> None:
+        report_to_names(self.report_to, "train.report_to")
         # Out-of-range values used to train nothing (steps <= 0, grad_accum 0) and still exit 0.
         require([
             (self.steps >= 1, f"steps must be >= 1, got {self.steps}"),

@@ -44,10 +44,12 @@ SECTIONS = (
 
 _CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
-color:#222;line-height:1.4;padding:0 16px}
+color:#222;line-height:1.4;padding:0 16px;overflow-wrap:break-word}
 h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
 .sub{color:#666;font-size:0.9em}
-table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em;display:block;max-width:100%;
+overflow-x:auto}
+img{max-width:100%;height:auto}
 th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f3f3f3}
 td.l,th.l{text-align:left}
 tr.floor td{color:#555;background:#fafafa}
@@ -58,6 +60,7 @@ tr.floor td{color:#555;background:#fafafa}
 img.px{image-rendering:pixelated}
 .note{font-size:0.88em;color:#444}
 .good{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
+@media (max-width:600px){body{margin:8px auto;padding:0 8px}th,td{padding:3px 6px}h2{margin-top:24px}}
 """
 
 
@@ -160,7 +163,8 @@ def _examples(rows: Sequence[ExampleRow] | None, colormap: str) -> str:
             if imgs is None or len(imgs) == 0:
                 cells = "<td class='note'>no generated samples</td>" if kind == "generated" else ""
             else:
-                cells = "".join(f"<td>{img_tag(im, colormap)}</td>" for im in imgs)
+                cells = "".join(f"<td>{img_tag(im, colormap, f'{row.identity}, {kind} window {j + 1}')}</td>"
+                                for j, im in enumerate(imgs))
             out.append(f"<tr><th>{html.escape(row.identity)} · {kind}</th>{cells}</tr>")
     out.append("</table>")
     return "".join(out)
@@ -276,7 +280,8 @@ def _memorisation(
         cells = []
         for p in pairs:
             cells.append(
-                f"<td>{img_tag(p.generated, colormap, 96)}<br>{img_tag(p.train, colormap, 96)}<br>"
+                f"<td>{img_tag(p.generated, colormap, f'generated sample of {p.identity}', 96)}<br>"
+                f"{img_tag(p.train, colormap, f'nearest training window {p.train_file}'.rstrip(), 96)}<br>"
                 f"<span class='sub'>{html.escape(p.identity)} d={p.distance:.3g}</span></td>"
             )
         body += (
@@ -350,7 +355,8 @@ def render_report(
     run = html.escape(str(metrics.get("run", "")))
     created = html.escape(str(metrics.get("created", "")))
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><div class='sub'>run {run} · {created} · "
         f"{len(metrics.get('identities', []))} identities</div>",

@@ -39,9 +39,11 @@ def image_b64(img01: np.ndarray, colormap: str = "jet") -> str:
     return png_b64(buf.getvalue())
 
 
-def img_tag(img01: np.ndarray, colormap: str, px: int = 80, title: str = "") -> str:
-    t = f' title="{html.escape(title)}"' if title else ""
-    return f'<img class="px" src="{image_b64(img01, colormap)}" width="{px}" height="{px}" alt=""{t}>'
+def img_tag(img01: np.ndarray, colormap: str, alt: str, px: int = 80) -> str:
+    """An inline image; ``alt`` says what it shows (screen readers, and the text when images are off)."""
+    a = html.escape(alt, quote=True)
+    size = f'width="{px}" height="{px}"'
+    return f'<img class="px" src="{image_b64(img01, colormap)}" {size} alt="{a}" title="{a}">'
 
 
 def fmt(v: Any, digits: int = 3) -> str:

@@ -54,3 +54,27 @@ def summary_rows(m: dict[str, Any]) -> list[tuple[str, str]]:
     for row in m.get("guidance_sweep") or []:
         rows.append((f"guidance {row['guidance']:g}", f"accuracy {f(row['accuracy'])}, FD {f(row['fd'])}"))
     return rows
+
+
+def headline_scalars(m: dict[str, Any]) -> dict[str, float]:
+    """The headline numbers of :func:`summary_rows` as flat ``group/name`` scalars for dashboards."""
+    out: dict[str, float] = {}
+    acc, dist = m.get("accuracy") or {}, m.get("distribution") or {}
+    for key in ("real_test", "generated", "reconstruction"):
+        if (acc.get(key) or {}).get("overall") is not None:
+            out[f"accuracy/{key}"] = acc[key]["overall"]
+    if acc.get("ratio") is not None:
+        out["accuracy/generated_over_real"] = acc["ratio"]
+    for key, d in dist.items():
+        for stat in ("fd", "kid_mean", "precision", "recall"):
+            if isinstance(d, dict) and isinstance(d.get(stat), int | float):
+                out[f"distribution/{key}/{stat}"] = d[stat]
+    for group in ("judge", "c2st"):
+        for key, v in (m.get(group) or {}).items():
+            value = v.get("overall", v.get("accuracy")) if isinstance(v, dict) else None
+            if isinstance(value, int | float):
+                out[f"{group}/{key}"] = value
+    if m.get("memorisation"):
+        mem = m["memorisation"]
+        out["memorisation/flagged_fraction"] = mem["flagged"] / max(mem["total"], 1)
+    return {k: float(v) for k, v in out.items()}

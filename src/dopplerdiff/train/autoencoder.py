@@ -299,7 +299,7 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     ckpt, finished = plan_resume(resume, work, record, [run / "autoencoder"], ae.train.steps)
     if finished:
         return read_json_if_exists(work / "metrics.json") or {}
-    acc = make_accelerator(ae.train)
+    acc = make_accelerator(ae.train, work)
     if ae.loss.feature > 0 and feature_fn is None:
         feature_fn = _feature_fn(run, ae, feature_encoder, acc.device)
     if acc.is_main_process:  # writes RUN/data.json first; the others then reuse the recorded split

@@ -85,11 +85,11 @@ from dopplerdiff.train.checkpoints import (  # noqa: F401 - re-exported: the loo
 )
 from dopplerdiff.train.guards import checked, clip_grads
 from dopplerdiff.train.resume import check_record, drop_newer, logged_result, stage_record
+from dopplerdiff.train.tracking import accelerator_kwargs, end_tracking, log_scalars, start_tracking
 from dopplerdiff.train.validation import run_validation
 from dopplerdiff.utils.io import run_lock
 
 log = logging.getLogger(__name__)
-
 
 
 class TrainStage:
@@ -153,8 +153,9 @@ class LoopResult:
     accelerator: Accelerator | None = None
 
 
-def make_accelerator(cfg: LoopConfig) -> Accelerator:
-    """An Accelerator for ``cfg`` (mixed precision, gradient accumulation, per-step LR scheduler)."""
+def make_accelerator(cfg: LoopConfig, work_dir: Path | None = None) -> Accelerator:
+    """An Accelerator for ``cfg`` (mixed precision, gradient accumulation, per-step LR scheduler), with
+    the trackers of ``cfg.report_to`` logging under ``work_dir``'s run (see ``train.tracking``)."""
     if cfg.mixed_precision == "fp16" and not torch.cuda.is_available():
         raise ConfigError("mixed_precision 'fp16' needs a CUDA GPU; use 'bf16' or 'no' on CPU")
     # accelerate's state is a process-wide singleton whose precision cannot change once set.
@@ -171,6 +172,7 @@ def make_accelerator(cfg: LoopConfig) -> Accelerator:
         step_scheduler_with_optimizer=False,
         # Without a GPU, cpu=True is what makes torchrun launches use the gloo MULTI_CPU backend.
         cpu=not torch.cuda.is_available(),
+        **(accelerator_kwargs(cfg, work_dir) if work_dir is not None else {}),
     )
 
 
@@ -346,7 +348,7 @@ def train_loop(
     record: dict[str, Any] | None = None,
 ) -> LoopResult:
     """Train ``stage`` on ``train_data`` for ``cfg.steps`` optimiser steps; see the module docstring."""
-    acc = accelerator or make_accelerator(cfg)
+    acc = accelerator or make_accelerator(cfg, Path(work_dir))
     dataset, collate = unpack_data(train_data, collate_fn)
     _check_sizes(acc, cfg, len(dataset))  # type: ignore[arg-type]
     work_dir, main = Path(work_dir), acc.is_main_process
@@ -358,6 +360,7 @@ def train_loop(
         log_path = work_dir / "log.jsonl"
         start, ckpt = _start(s, resume, work_dir, log_path)
         sampler, batches = _loader(dataset, collate, cfg, acc, start)
+        start_tracking(acc, work_dir, start)
         result = LoopResult(step=start, checkpoint=ckpt, accelerator=acc)
         if ckpt is not None and start >= cfg.steps:  # nothing left to train: report what was logged
             result.history, result.val = logged_result(log_path)
@@ -373,6 +376,7 @@ def train_loop(
             _after_step(stage, s, result, record, sampler.epoch, work_dir, log_path)
         pbar.close()
         result.step = max(start, cfg.steps)
+        end_tracking(acc)
         return _finish(stage, s, result)
 
 
@@ -383,6 +387,7 @@ def _after_step(stage: TrainStage, s: _Setup, result: LoopResult, record: dict[s
     final = step == cfg.steps
     if s.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or final):
         append_jsonl(log_path, record)
+        log_scalars(s.acc, {k: v for k, v in record.items() if k != "step"}, step, "train/")
     if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
         result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas,
                                             s.record)

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # Leaf keys that a resume may change: none of them alters the weights' trajectory.
 RESUME_FREE = frozenset({
     "steps", "checkpoint_every", "checkpoints_total_limit", "val_every", "log_every", "num_workers",
-    "workers",
+    "workers", "report_to",
     "val_images", "val_identities", "val_samples", "val_max", "eval_batch_size", "scheduler",
     "num_inference_steps", "guidance_scale", "samples_per_identity", "sample_steps", "truncation_rate",
 })

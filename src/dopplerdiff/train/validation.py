@@ -13,6 +13,7 @@ import torch
 from diffusers.training_utils import EMAModel
 
 from dopplerdiff.train.checkpoints import append_jsonl
+from dopplerdiff.train.tracking import log_images, log_scalars
 
 
 @contextlib.contextmanager
@@ -51,6 +52,8 @@ def run_validation(
             for m in mods.values():
                 m.train()
         append_jsonl(log_path, {"kind": "val", "step": step, **metrics})
+        log_scalars(acc, metrics, step, "val/")
+        log_images(acc, out_dir, step, "val/")
     acc.wait_for_everyone()
     return metrics
 
