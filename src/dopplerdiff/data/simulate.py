@@ -24,7 +24,7 @@ import numpy as np
 from scipy.signal import lfilter
 
 from dopplerdiff.config.base import to_dict
-from dopplerdiff.config.simulate import SimulateConfig
+from dopplerdiff.config.simulate import SimulateConfig, WalkCondition
 from dopplerdiff.data import radar, spectrogram
 from dopplerdiff.data.images import write_image
 from dopplerdiff.data.kinematics import ArmCarriage, body_points, cycle_duration, trajectory_tables
@@ -101,6 +101,18 @@ def _body_motion(
     else:
         offset = end  # treadmill: the body stays in place, the belt carries the stance foot backwards
     return {name: radar.body_to_world(p, np.pi + aspect, offset) for name, p in points.items()}
+
+
+def point_radial_velocities(
+    cfg: SimulateConfig, person: Person, rec: Recording, t: np.ndarray, cond: WalkCondition | None = None,
+    seed_key: tuple[int, ...] = (0,),
+) -> dict[str, np.ndarray]:
+    """Radial velocity (m/s, positive towards the radar) of every body point at times ``t`` when ``rec`` is
+    walked under ``cond``: the micro-Doppler line each body part draws, before scattering and noise."""
+    walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
+    world = _body_motion(cfg, person, condition_recording(rec, cond), t, walk_rng, arm_carriage(cond))
+    at = np.array([0.0, 0.0, RADAR_HEIGHT_M])
+    return {name: -np.gradient(np.linalg.norm(p - at, axis=1), t) for name, p in world.items()}
 
 
 def _received(
