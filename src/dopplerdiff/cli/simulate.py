@@ -30,7 +30,8 @@ def simulate(
     overrides: list[str] | None = OverridesArg,
     quiet: bool = QuietOpt,
 ) -> None:
-    """Simulate micro-Doppler spectrograms of walking people: OUT/ID_k/ID{k}_case1_{r}_Doppler{i}.png."""
+    """Simulate micro-Doppler spectrograms of walking people: OUT/ID_k/ID{k}_case1_{r}_Doppler{i}.png, or
+    OUT/<condition>/ID_k/ID{k}_case{c}_{r}_Doppler{i}.png with --conditions (see docs/conditions.md)."""
     setup_logging(quiet)
     flags = {
         "identities": identities, "per_identity": per_identity, "seed": seed, "size": size,
