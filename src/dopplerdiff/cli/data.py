@@ -14,6 +14,7 @@ from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, resolve_config, setup_logging
 from dopplerdiff.data.contact import identity_rows, save_grid
 from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.split import make_split, split_summary
 from dopplerdiff.errors import DopplerDiffError
 
@@ -24,7 +25,9 @@ def _counts(d: dict) -> str:
 
 @app.command("inspect")
 def inspect_cmd(
-    data: Path = typer.Argument(..., help="Data folder: DATA/<identity>/<images or arrays>."),
+    data: Path = typer.Argument(
+        ..., help="Data folder: DATA/<identity>/<images or arrays> or DATA/<condition>/<identity>/<...>."
+    ),
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     sheet: Path = typer.Option(
@@ -47,8 +50,11 @@ def inspect_cmd(
     load_s = time.perf_counter() - t0
     summary = split_summary(ds, make_split(ds, cfg.data))
     console = Console()
-    console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities")
+    conds = "" if ds.condition_names == [DEFAULT_CONDITION] else f", {len(ds.condition_names)} conditions"
+    console.print(f"[bold]{data}[/bold]: {len(ds)} windows, {len(ds.identities)} identities{conds}")
     console.print(_split_table(ds, summary))
+    if conds:
+        console.print(_condition_table(summary))
     for line in _facts(ds, summary, cfg, load_s):
         console.print(line)
     if sheet is not None:
@@ -84,6 +90,17 @@ def _split_table(ds: Any, summary: dict[str, Any]) -> Table:
     tot = summary["totals"]
     table.add_row("total", str(len(ds)), str(len(set(ds.recordings))), "",
                   *(str(tot[k]) for k in ("train", "val", "test", "gap")), style="bold")
+    return table
+
+
+def _condition_table(summary: dict[str, Any]) -> Table:
+    """One row per walking condition: windows, identities and the split's counts."""
+    table = Table()
+    cols = ("condition", "files", "identities", "train", "val", "test", "gap")
+    for col in cols:
+        table.add_column(col, justify="left" if col == "condition" else "right")
+    for row in summary["conditions"]:
+        table.add_row(*(str(row[k]) for k in cols))
     return table
 
 

@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
 from dopplerdiff.errors import ConfigError
 
 MIN_SIZE = 16
+
+
+@dataclass(frozen=True)
+class WalkCondition:
+    """A walking condition: how it changes the walk of every person (1.0 / 0.0 = unchanged).
+
+    Per-side pairs are (right, left). ``speed`` scales the walking speed, so Boulic's rule (cycle length
+    1.346 sqrt(rv)) changes the cadence and the swing; ``aspect_deg`` turns the walking direction away from
+    the radar's line of sight, which scales every radial velocity by about cos(aspect)."""
+
+    name: str
+    speed: float = 1.0
+    arm_swing: tuple[float, float] = (1.0, 1.0)  # shoulder swing amplitude factor
+    elbow_swing: tuple[float, float] = (1.0, 1.0)  # elbow flexion excursion factor
+    elbow_bend_deg: tuple[float, float] = (0.0, 0.0)  # extra mean elbow flexion (forearm raised)
+    aspect_deg: float = 0.0
+
+
+# The simulator's conditions; ``aspect_<deg>`` (e.g. aspect_45) is accepted besides these.
+WALK_CONDITIONS: dict[str, WalkCondition] = {c.name: c for c in (
+    WalkCondition("normal"),
+    # Load on the shoulders: smaller swing, the strap side (left) held closer, a slightly slower walk.
+    WalkCondition("backpack", speed=0.9, arm_swing=(0.55, 0.35), elbow_swing=(0.7, 0.5)),
+    # Hands in the pockets: both arms nearly frozen against the torso, elbows a little bent.
+    WalkCondition("hands_in_pockets", arm_swing=(0.08, 0.08), elbow_swing=(0.1, 0.1),
+                  elbow_bend_deg=(20.0, 20.0)),
+    # Looking at a phone held in the right hand: that arm frozen, forearm raised in front of the body.
+    WalkCondition("phone_in_hand", speed=0.95, arm_swing=(0.05, 1.0), elbow_swing=(0.05, 1.0),
+                  elbow_bend_deg=(65.0, 0.0)),
+    WalkCondition("fast", speed=1.35),
+    WalkCondition("slow", speed=0.7),
+)}
+_ASPECT = re.compile(r"^aspect_(\d{1,2})$")
+
+
+def walk_condition(name: str) -> WalkCondition:
+    """The condition called ``name`` (ConfigError naming it and the known ones otherwise)."""
+    if name in WALK_CONDITIONS:
+        return WALK_CONDITIONS[name]
+    m = _ASPECT.match(name)
+    if m and 0 < int(m.group(1)) < 90:
+        return WalkCondition(name, aspect_deg=float(m.group(1)))
+    raise ConfigError(
+        f"simulate.conditions: unknown condition '{name}'; known: {', '.join(WALK_CONDITIONS)} "
+        f"or aspect_<degrees 1-89> (e.g. aspect_45)"
+    )
 
 
 @dataclass
@@ -61,6 +108,8 @@ class SimulateConfig:
     swing_jitter: float = 0.12  # relative std of arm / leg swing amplitude
     range_m: tuple[float, float] = (2.0, 4.0)
     workers: int = 0  # processes; 0 = automatic (serial for small runs)
+    # Walking conditions to simulate (WALK_CONDITIONS names); empty = one condition, flat DATA/ID_k layout.
+    conditions: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         checks = [
@@ -103,6 +152,10 @@ class SimulateConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for name in self.conditions:
+            walk_condition(name)
+        if len(set(self.conditions)) != len(self.conditions):
+            raise ConfigError(f"simulate.conditions names a condition twice: {list(self.conditions)}")
         # Windows are cut on the STFT column grid; a fractional hop would make overlaps inexact.
         cols = self.hop_s * self.time_bins / self.window_s
         if abs(cols - round(cols)) > 1e-6:

@@ -1,6 +1,7 @@
 """Read folder-per-identity spectrogram trees into arrays, invert colormaps, write images back.
 
-Layout (``data.layout``): ``ROOT/<identity>/<files>``; jpg/jpeg/png/bmp (colormapped RGB or gray), ``.npy``
+Layout (``data.layout``): ``ROOT/<identity>/<files>`` or ``ROOT/<condition>/<identity>/<files>``;
+jpg/jpeg/png/bmp (colormapped RGB or gray), ``.npy``
 (2-D, or 3-D HxWxC / CxHxW) or MATLAB ``.mat`` (exactly one 2-D numeric variable). RGB images are
 turned into one intensity channel by nearest-colour lookup on the colormap's 256-entry LUT
 (``channels: 1``) or kept as RGB (``channels: 3``). Arrays live in [-1, 1] as float32 (N, C, H, W).
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,14 +23,20 @@ from PIL import Image
 
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.colormap import apply_colormap, colormap_lut, inverse_table, invert_colormap
-from dopplerdiff.data.layout import check_flat_layout
+from dopplerdiff.data.layout import (
+    DEFAULT_CONDITION,
+    IMAGE_EXTS,
+    index_tree,
+    natural_key,
+    parse_name,
+    scan_tree,
+)
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_write_bytes
-from dopplerdiff.utils.names import check_identity_names
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-ARRAY_EXTS = (".npy", ".mat")
-SUPPORTED_EXTS = IMAGE_EXTS + ARRAY_EXTS
+# Read from here by many modules; one implementation each, in data.layout.
+__all__ = ["SpectrogramSet", "load_spectrograms", "natural_key", "parse_name", "scan_tree", "write_image"]
+
 _NUMERIC_MODES = ("npy", "mat", "gray16", "F")
 _GRAY_TOL = 10  # max |R-G|, |G-B| for an RGB file to count as grayscale (JPEG chroma noise)
 
@@ -46,6 +52,13 @@ class SpectrogramSet:
     recordings: list[str]
     windows: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    # Walking condition per window (index into condition_names); a flat data root has one, "default".
+    conditions: np.ndarray | None = None
+    condition_names: list[str] = field(default_factory=lambda: [DEFAULT_CONDITION])
+
+    def __post_init__(self) -> None:
+        if self.conditions is None:
+            self.conditions = np.zeros(len(self.labels), dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -61,6 +74,7 @@ class SpectrogramSet:
             recordings=[self.recordings[i] for i in idx],
             windows=self.windows[idx],
             meta=dict(self.meta),
+            conditions=self.conditions[idx],
         )
 
 
@@ -72,11 +86,6 @@ def to_unit(x: Any) -> Any:
 def from_unit(x: Any) -> Any:
     """[0, 1] -> [-1, 1] (numpy or torch)."""
     return x * 2.0 - 1.0
-
-
-def natural_key(text: str) -> list[Any]:
-    """Sort key that orders embedded integers numerically (ID_2 before ID_10)."""
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", text)]
 
 
 # ---------------------------------------------------------------- reading single files
@@ -202,87 +211,6 @@ def resize(arr: np.ndarray, size: int | Sequence[int], resample: str = "bilinear
 
 
 # ---------------------------------------------------------------- folder trees
-_CASE_RE = re.compile(r"(?:^|[_\-\s])case(\d+)_(\d+)_doppler(\d+)$", re.IGNORECASE)
-_TRAILING_RE = re.compile(r"^(.*?)[_\-\s.]*(\d+)$")
-
-
-def parse_name(identity: str, rel: str) -> tuple[str, int] | None:
-    """(recording key, window index) from a file path relative to its identity folder, or None.
-
-    ``ID3_case1_2_Doppler7.jpg`` -> ("ID_3/case1_2", 7) (with the folder name as identity). Other names
-    with a trailing integer: the text before it names the recording (``img_0001`` -> ("ID_3/img", 1)).
-    """
-    stem = str(Path(rel).with_suffix("")).replace("\\", "/")
-    m = _CASE_RE.search(stem)
-    if m:
-        return f"{identity}/case{int(m.group(1))}_{int(m.group(2))}", int(m.group(3))
-    m = _TRAILING_RE.match(stem)
-    if m:
-        return f"{identity}/{m.group(1) or 'rec'}", int(m.group(2))
-    return None
-
-
-def scan_tree(root: Path) -> tuple[list[str], dict[str, list[str]], int]:
-    """Identity folders (natural order), their supported files (relative to root), count of ignored files."""
-    root = Path(root)
-    if not root.exists():
-        raise DataError(f"data root '{root}' does not exist")
-    if not root.is_dir():
-        raise DataError(f"data root '{root}' is not a directory (expected ROOT/<identity>/<files>)")
-    subdirs = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                     key=lambda p: natural_key(p.name))
-    if not subdirs:
-        loose = [p.name for p in root.iterdir() if p.suffix.lower() in SUPPORTED_EXTS]
-        hint = f"; found {len(loose)} data files directly in it" if loose else ""
-        raise DataError(
-            f"data root '{root}' has no identity subfolders{hint}; expected one folder per person, "
-            "e.g. ROOT/ID_1/*.jpg, ROOT/ID_2/*.jpg"
-        )
-    check_identity_names((d.name for d in subdirs), f"data root '{root}'")
-    check_flat_layout(root, subdirs)
-    files: dict[str, list[str]] = {}
-    ignored = 0
-    for d in subdirs:
-        found = []
-        for p in d.rglob("*"):
-            if not p.is_file() or any(part.startswith(".") for part in p.relative_to(d).parts):
-                continue
-            if p.suffix.lower() in SUPPORTED_EXTS:
-                found.append(p.relative_to(root).as_posix())
-            else:
-                ignored += 1
-        if not found:
-            raise DataError(
-                f"identity folder '{d}' contains no supported files ({', '.join(SUPPORTED_EXTS)})"
-            )
-        files[d.name] = sorted(found, key=natural_key)
-    return [d.name for d in subdirs], files, ignored
-
-
-def _windows_for(identity: str, rels: list[str]) -> tuple[list[str], list[int], bool]:
-    """Recording keys and window indices for one identity's files; False if sorted order had to be used."""
-    parsed = [parse_name(identity, r.split("/", 1)[1]) for r in rels]
-    keys = [p for p in parsed if p is not None]
-    if len(keys) == len(rels) and len(set(keys)) == len(keys):
-        return [k[0] for k in keys], [k[1] for k in keys], True
-    return [f"{identity}/sorted"] * len(rels), list(range(len(rels))), False
-
-
-def _index_tree(root: Path) -> tuple[list[str], list, list[str], list[int], list[str], list[int], list[str]]:
-    """Identities, ignored files, files, labels, recordings, windows, identities ordered by sorting."""
-    identities, per_id, ignored = scan_tree(root)
-    files, labels, recordings, windows, sorted_ids = [], [], [], [], []
-    for label, ident in enumerate(identities):
-        recs, wins, from_name = _windows_for(ident, per_id[ident])
-        if not from_name:
-            sorted_ids.append(ident)
-        files += per_id[ident]
-        labels += [label] * len(recs)
-        recordings += recs
-        windows += wins
-    return identities, ignored, files, labels, recordings, windows, sorted_ids
-
-
 def _decode_all(root: Path, files: list[str], cfg: DataConfig, progress: bool) -> tuple[np.ndarray, list]:
     """Decode every file into one preallocated array; per file (native size, residual, mode, scaling)."""
     # Workers write straight into one preallocated array: peak memory stays ~1x the dataset.
@@ -313,7 +241,7 @@ def _decode_all(root: Path, files: list[str], cfg: DataConfig, progress: bool) -
 
 
 def _load_meta(root: Path, cfg: DataConfig, files: list[str], decoded: list, sorted_ids: list[str],
-               n_identities: int, ignored: list[str]) -> dict:
+               n_identities: int, ignored: int) -> dict:
     """What loading found: native sizes, formats, value modes, colormap fit, where window order came from."""
     natives = Counter(native for native, _, _, _ in decoded)
     h, w = (int(v) for v in natives.most_common(1)[0][0].split("x"))
@@ -341,23 +269,26 @@ def _load_meta(root: Path, cfg: DataConfig, files: list[str], decoded: list, sor
 
 
 def load_spectrograms(root: Path, cfg: DataConfig, progress: bool = False) -> SpectrogramSet:
-    """Load ``root/<identity>/*`` into a SpectrogramSet resized to cfg.size, normalised to [-1, 1]."""
+    """Load ``root/<identity>/*`` (or ``root/<condition>/<identity>/*``) into a SpectrogramSet resized to
+    cfg.size, normalised to [-1, 1]."""
     root = Path(root)
     if cfg.colormap != "gray":
         colormap_lut(cfg.colormap)  # fail fast on an unknown colormap
         if cfg.channels == 1:
             inverse_table(cfg.colormap)  # build once here, not concurrently in every worker thread
-    identities, ignored, files, labels, recordings, windows, sorted_ids = _index_tree(root)
-    images, decoded = _decode_all(root, files, cfg, progress)
-    meta = _load_meta(root, cfg, files, decoded, sorted_ids, len(identities), ignored)
+    ix = index_tree(root)
+    images, decoded = _decode_all(root, ix.files, cfg, progress)
+    meta = _load_meta(root, cfg, ix.files, decoded, ix.sorted_groups, ix.groups, ix.tree.ignored)
     return SpectrogramSet(
         images=images,
-        labels=np.asarray(labels, dtype=np.int64),
-        identities=identities,
-        files=files,
-        recordings=recordings,
-        windows=np.asarray(windows, dtype=np.int64),
+        labels=np.asarray(ix.labels, dtype=np.int64),
+        identities=ix.tree.identities,
+        files=ix.files,
+        recordings=ix.recordings,
+        windows=np.asarray(ix.windows, dtype=np.int64),
         meta=meta,
+        conditions=np.asarray(ix.conditions, dtype=np.int64),
+        condition_names=ix.condition_names,
     )
 
 

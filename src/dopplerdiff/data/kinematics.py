@@ -10,6 +10,7 @@ Effect in Radar".
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -199,17 +200,40 @@ def _rot_y(deg: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.concatenate([c * v[:, :1] + s * v[:, 2:], v[:, 1:2], -s * v[:, :1] + c * v[:, 2:]], axis=1)
 
 
+@dataclass(frozen=True)
+class ArmCarriage:
+    """How the arms are carried; per-side pairs are (right, left), 1.0 / 0.0 = the free swing."""
+
+    swing: tuple[float, float] = (1.0, 1.0)  # shoulder swing amplitude factor
+    elbow_swing: tuple[float, float] = (1.0, 1.0)  # elbow flexion excursion factor
+    elbow_bend_deg: tuple[float, float] = (0.0, 0.0)  # extra mean elbow flexion
+
+
+def _arm_angles(
+    look: Callable[..., np.ndarray], ph: np.ndarray, shoulder_gain: np.ndarray | float,
+    elbow_gain: np.ndarray | float, arms: ArmCarriage | None, j: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shoulder and elbow angles (degrees) of side ``j`` (0 right, 1 left), with the carriage applied."""
+    if arms is None:  # the free swing, computed exactly as without carriage
+        return look("shoulder", ph, shoulder_gain), look("elbow", ph, elbow_gain)
+    sh = look("shoulder", ph, shoulder_gain * arms.swing[j])
+    el = look("elbow", ph, elbow_gain * arms.elbow_swing[j]) + arms.elbow_bend_deg[j]
+    return sh, el
+
+
 def body_points(
     walker: Walker,
     tables: dict[str, np.ndarray],
     phase: np.ndarray,
     arm_mod: np.ndarray | float = 1.0,
     leg_mod: np.ndarray | float = 1.0,
+    arms: ArmCarriage | None = None,
 ) -> dict[str, np.ndarray]:
     """Joint positions (T, 3) in the body frame for gait phases ``phase`` (T,) in cycles.
 
     ``arm_mod`` / ``leg_mod`` (scalars or (T,) arrays) scale the arm / leg swing excursions over time on top
-    of the walker's own gains: nobody swings their limbs identically on every stride.
+    of the walker's own gains: nobody swings their limbs identically on every stride. ``arms`` changes how
+    the arms are carried (a walking condition: backpack, hands in pockets, phone in hand).
     """
     h, ht = walker.height, walker.leg_length
     thigh, shin = THIGH * h * walker.leg_scale, SHIN * h * walker.leg_scale
@@ -236,7 +260,7 @@ def body_points(
     pts["neck"] = neck
     pts["head"] = neck + np.array([0.0, 0.0, HEAD * h])
     sides = {"r": (phase, -1.0, 1.0), "l": (phase - 0.5 - walker.lr_phase, 1.0, 1.0 + walker.asymmetry)}
-    for side, (ph, sign, amp) in sides.items():
+    for j, (side, (ph, sign, amp)) in enumerate(sides.items()):
         hip_pos = spine + pelvis(np.outer(ones, [0.0, sign * HIP_W * h / 2, 0.0]))
         hip = look("hip", ph, walker.hip_gain * amp * leg_mod)
         knee = look("knee", ph, walker.knee_gain * leg_mod)
@@ -247,8 +271,7 @@ def body_points(
         toe_pos = ankle_pos + FOOT * h * _rot_z(tor, _sagittal(shin_angle + ankle, down=False))
         # The arm swings opposite to the leg on the same side.
         sh_pos = neck + _rot_z(thorax, np.outer(ones, [0.0, sign * SHOULDER_W * h / 2, -0.03 * h]))
-        sh = look("shoulder", ph, walker.arm_gain * amp * arm_mod)
-        el = look("elbow", ph, walker.elbow_gain * arm_mod)
+        sh, el = _arm_angles(look, ph, walker.arm_gain * amp * arm_mod, walker.elbow_gain * arm_mod, arms, j)
         elbow_pos = sh_pos + upper * _rot_z(thorax, _sagittal(sh))
         hand_pos = elbow_pos + fore * _rot_z(thorax, _sagittal(sh + el))
         pts.update({f"hip_{side}": hip_pos, f"knee_{side}": knee_pos, f"ankle_{side}": ankle_pos,

@@ -15,6 +15,7 @@ import numpy as np
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
+from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.split import PARTS, make_split
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
@@ -25,7 +26,8 @@ DATA_JSON = "data.json"
 
 
 def read_run_data(run: Path) -> dict[str, Any]:
-    """Contents of RUN/data.json (DataError if the run has none or it is malformed)."""
+    """Contents of RUN/data.json (DataError if the run has none or it is malformed); ``conditions`` is
+    filled in as ``["default"]`` for files written before walking conditions."""
     path = Path(run) / DATA_JSON
     if not path.is_file():
         raise DataError(
@@ -45,6 +47,10 @@ def read_run_data(run: Path) -> dict[str, Any]:
     for files in split.values():  # entries become paths under the data root (and under augment's --out)
         for rel in files:
             check_relpath(rel, f"'{path}'")
+    conds = data.setdefault("conditions", [DEFAULT_CONDITION])  # files written before conditions: one
+    if (not isinstance(conds, list) or not conds or len(set(conds)) != len(conds)
+            or not all(isinstance(c, str) and c for c in conds)):
+        raise DataError(f"'{path}': 'conditions' is not a list of distinct condition names: {conds!r}")
     return data
 
 
@@ -88,6 +94,12 @@ def prepare_run_data(
                 f"identities in '{data_root}' ({', '.join(ds.identities)}) do not match those recorded in "
                 f"'{path}' ({', '.join(recorded['identities'])}); use the run's data or a new run directory"
             )
+        if list(recorded["conditions"]) != list(ds.condition_names):
+            raise DataError(
+                f"walking conditions in '{data_root}' ({', '.join(ds.condition_names)}) do not match those "
+                f"recorded in '{path}' ({', '.join(recorded['conditions'])}); use the run's data or a new "
+                "run directory"
+            )
         _check_budget(recorded, cfg, path)
         return ds, _recorded_split(ds, recorded["split"], path)
     split = make_split(ds, cfg)
@@ -95,6 +107,7 @@ def prepare_run_data(
     write_json(path, {
         "data_root": str(Path(data_root).resolve()),
         "identities": ds.identities,
+        "conditions": ds.condition_names,
         "split": {part: [ds.files[i] for i in split[part]] for part in PARTS},
         "meta": ds.meta,
         "data_config": to_dict(cfg),

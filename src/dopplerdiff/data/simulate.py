@@ -12,119 +12,42 @@ output does not depend on the order or the number of worker processes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy.signal import lfilter
 
 from dopplerdiff.config.base import to_dict
-from dopplerdiff.config.simulate import SimulateConfig
+from dopplerdiff.config.simulate import SimulateConfig, WalkCondition
 from dopplerdiff.data import radar, spectrogram
 from dopplerdiff.data.images import write_image
-from dopplerdiff.data.kinematics import Walker, body_points, cycle_duration, trajectory_tables
+from dopplerdiff.data.kinematics import ArmCarriage, body_points, cycle_duration, trajectory_tables
+from dopplerdiff.data.population import (
+    RADAR_HEIGHT_M,
+    Person,
+    Recording,
+    arm_carriage,
+    cases,
+    condition_recording,
+    draw_person,
+    draw_recording,
+    identity_name,
+    metadata,
+    seed_key,
+    window_filename,
+    windows_per_recording,
+)
+from dopplerdiff.data.population import VERSION as VERSION  # the dataset format version, read here too
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
 
 log = logging.getLogger(__name__)
-VERSION = 2
-RADAR_HEIGHT_M = 1.0
-
-
-@dataclass(frozen=True)
-class Person:
-    """Stable per-identity parameters."""
-
-    walker: Walker
-    speed: float  # preferred walking speed, m/s
-    cadence: float  # step-rate factor relative to Boulic's rule for this speed
-    rcs_scale: float  # overall reflectivity (power) relative to the textbook body
-    girth: float  # segment radius factor (torso / limb strength)
-
-
-@dataclass(frozen=True)
-class Recording:
-    """Per-recording conditions."""
-
-    speed: float
-    cadence: float
-    start_phase: float
-    aspect_deg: float  # walking direction vs the radar line of sight (0 = straight at the radar)
-    range_m: float
-    snr_db: float
-    burst_rate_hz: float
-    drift: tuple[tuple[float, float, float], ...]  # (amplitude, frequency Hz, phase) of slow speed drift
-    # Stationary stds of the random walks within the recording (0 = fixed conditions).
-    aspect_walk_deg: float = 0.0
-    speed_walk: float = 0.0
-    snr_walk_db: float = 0.0
-    cadence_jitter: float = 0.0
-    swing_jitter: float = 0.0
-
-
-def draw_person(cfg: SimulateConfig, k: int) -> Person:
-    """Identity ``k`` (0-based) of the population for ``cfg.seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 0, k]))
-    s = cfg.identity_spread
-
-    def normal(mean: float, std: float, lo: float, hi: float) -> float:
-        return float(np.clip(rng.normal(mean, std * s), lo, hi))
-
-    walker = Walker(
-        height=normal(cfg.height_mean, cfg.height_std, 1.45, 2.05),
-        leg_scale=normal(1.0, 0.03, 0.9, 1.1),
-        arm_scale=normal(1.0, 0.04, 0.85, 1.15),
-        hip_gain=normal(1.0, 0.10, 0.7, 1.3),
-        knee_gain=normal(1.0, 0.12, 0.6, 1.4),
-        arm_gain=float(np.clip(np.exp(rng.normal(0.0, 0.35 * s)), 0.3, 2.5)),
-        elbow_gain=normal(1.0, 0.2, 0.4, 1.6),
-        bounce_gain=normal(1.0, 0.2, 0.4, 1.6),
-        asymmetry=normal(0.0, 0.08, -0.25, 0.25),
-        lr_phase=normal(0.0, 0.015, -0.05, 0.05),
-    )
-    return Person(
-        walker=walker,
-        speed=normal(cfg.speed_mean, cfg.speed_std, 0.45, 1.8),
-        cadence=normal(1.0, 0.06, 0.8, 1.2),
-        rcs_scale=float(np.exp(rng.normal(0.0, 0.3 * s))),
-        girth=normal(1.0, 0.08, 0.75, 1.25),
-    )
-
-
-def draw_recording(cfg: SimulateConfig, person: Person, k: int, r: int) -> Recording:
-    """Recording ``r`` (0-based) of identity ``k``: conditions that vary between sessions."""
-    rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1, k, r]))
-    j = cfg.recording_jitter
-    lo, hi = cfg.snr_db
-    mid, half = (lo + hi) / 2, (hi - lo) / 2
-    drift = tuple(
-        (float(rng.normal(0.0, 0.025 * j)), float(rng.uniform(0.02, 0.2)), float(rng.uniform(0, 2 * np.pi)))
-        for _ in range(3)
-    )
-    return Recording(
-        speed=float(person.speed * (1 + rng.normal(0.0, 0.03 * j))),
-        cadence=float(person.cadence * (1 + rng.normal(0.0, 0.015 * j))),
-        start_phase=float(rng.uniform(0.0, 1.0)),
-        aspect_deg=float(np.clip(rng.normal(0.0, cfg.aspect_deg_std * j), -60, 60)),
-        range_m=float(rng.uniform(*cfg.range_m)),
-        snr_db=float(mid + half * min(j, 1.0) * rng.uniform(-1.0, 1.0)),
-        # Interference comes in episodes (burst_prob of the time), drawn along the recording.
-        burst_rate_hz=float(rng.uniform(0.2, 1.0)) if cfg.burst_prob > 0 else 0.0,
-        drift=drift,
-        aspect_walk_deg=cfg.aspect_walk_deg * j,
-        speed_walk=cfg.speed_walk * j,
-        snr_walk_db=cfg.snr_walk_db * j,
-        cadence_jitter=cfg.cadence_jitter * j,
-        swing_jitter=cfg.swing_jitter * j,
-    )
 
 
 def random_walk(rng: np.random.Generator, t: np.ndarray, tau: float, std: float) -> np.ndarray:
@@ -146,14 +69,9 @@ def _cumint(x: np.ndarray, dt: float) -> np.ndarray:
     return np.concatenate([np.zeros_like(x[:1]), np.cumsum(0.5 * (x[1:] + x[:-1]), axis=0) * dt])
 
 
-def windows_per_recording(cfg: SimulateConfig) -> list[int]:
-    """Split ``per_identity`` windows over the recordings (earlier recordings take the remainder)."""
-    n, rem = divmod(cfg.per_identity, cfg.recordings_per_identity)
-    return [n + (1 if r < rem else 0) for r in range(cfg.recordings_per_identity)]
-
-
 def _body_motion(
-    cfg: SimulateConfig, person: Person, rec: Recording, t: np.ndarray, walk_rng: np.random.Generator
+    cfg: SimulateConfig, person: Person, rec: Recording, t: np.ndarray, walk_rng: np.random.Generator,
+    arms: ArmCarriage | None = None,
 ) -> dict[str, np.ndarray]:
     """World positions of the body points at times ``t``: gait phase, drifting speed, heading and swing."""
     walker = person.walker
@@ -171,7 +89,7 @@ def _body_motion(
     leg_mod = np.maximum(
         1 + random_walk(walk_rng, t, cfg.stride_tau_s, 0.5 * rec.swing_jitter) + 0.5 * speed_dev, 0.1
     )
-    points = body_points(walker, trajectory_tables(rv), phase, arm_mod=arm_mod, leg_mod=leg_mod)
+    points = body_points(walker, trajectory_tables(rv), phase, arm_mod=arm_mod, leg_mod=leg_mod, arms=arms)
 
     aspect = np.deg2rad(rec.aspect_deg + random_walk(walk_rng, t, cfg.drift_tau_s, rec.aspect_walk_deg))
     heading = np.stack([-np.cos(aspect), -np.sin(aspect), np.zeros_like(aspect)], axis=1)  # facing the radar
@@ -183,6 +101,18 @@ def _body_motion(
     else:
         offset = end  # treadmill: the body stays in place, the belt carries the stance foot backwards
     return {name: radar.body_to_world(p, np.pi + aspect, offset) for name, p in points.items()}
+
+
+def point_radial_velocities(
+    cfg: SimulateConfig, person: Person, rec: Recording, t: np.ndarray, cond: WalkCondition | None = None,
+    seed_key: tuple[int, ...] = (0,),
+) -> dict[str, np.ndarray]:
+    """Radial velocity (m/s, positive towards the radar) of every body point at times ``t`` when ``rec`` is
+    walked under ``cond``: the micro-Doppler line each body part draws, before scattering and noise."""
+    walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
+    world = _body_motion(cfg, person, condition_recording(rec, cond), t, walk_rng, arm_carriage(cond))
+    at = np.array([0.0, 0.0, RADAR_HEIGHT_M])
+    return {name: -np.gradient(np.linalg.norm(p - at, axis=1), t) for name, p in world.items()}
 
 
 def _received(
@@ -221,9 +151,12 @@ def _windows(cfg: SimulateConfig, sig: np.ndarray, nperseg: int, n_windows: int,
 
 
 def simulate_recording(
-    cfg: SimulateConfig, person: Person, rec: Recording, n_windows: int, seed_key: tuple[int, ...] = (0,)
+    cfg: SimulateConfig, person: Person, rec: Recording, n_windows: int, seed_key: tuple[int, ...] = (0,),
+    arms: ArmCarriage | None = None,
 ) -> np.ndarray:
-    """Simulate one continuous recording; returns (n_windows, size, size) float32 images in [0, 1]."""
+    """Simulate one continuous recording; returns (n_windows, size, size) float32 images in [0, 1].
+
+    ``arms``: how the arms are carried (a walking condition); None is the free swing."""
     fs = cfg.prf_hz
     dt_col = cfg.window_s / cfg.time_bins
     hop_cols = int(round(cfg.hop_s / dt_col))
@@ -240,19 +173,10 @@ def simulate_recording(
     else:
         t = (np.arange(length) - nperseg / 2) / fs
     walk_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 3, *seed_key]))
-    world = _body_motion(cfg, person, rec, t, walk_rng)
+    world = _body_motion(cfg, person, rec, t, walk_rng, arms)
     noise_rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 2, *seed_key]))
     sig = _received(cfg, person, rec, world, length, nperseg, walk_rng, noise_rng)
     return _windows(cfg, sig, nperseg, n_windows, hop_cols)
-
-
-def identity_name(k: int) -> str:
-    return f"ID_{k + 1}"
-
-
-def window_filename(k: int, r: int, i: int, fmt: str) -> str:
-    """ID{k}_case1_{r}_Doppler{i}.{fmt} with 1-based identity, recording and window numbers."""
-    return f"ID{k + 1}_case1_{r + 1}_Doppler{i + 1}.{fmt}"
 
 
 def save_window(path: Path, img01: np.ndarray, colormap: str) -> None:
@@ -260,15 +184,18 @@ def save_window(path: Path, img01: np.ndarray, colormap: str) -> None:
     write_image(path, img01, colormap)
 
 
-def _run_recording(cfg: SimulateConfig, k: int, r: int, n_windows: int, out: Path) -> int:
-    """Simulate recording r of identity k and write its windows under ``out``; returns windows written."""
-    person = draw_person(cfg, k)
-    rec = draw_recording(cfg, person, k, r)
-    images = simulate_recording(cfg, person, rec, n_windows, seed_key=(k, r))
-    folder = out / identity_name(k)
+def _run_recording(cfg: SimulateConfig, k: int, r: int, n_windows: int, out: Path, case: int = 0) -> int:
+    """Simulate recording r of identity k (in walking condition ``case``, 0 = none) and write its windows
+    under ``out`` (``out/<condition>`` for a condition); returns windows written."""
+    person = draw_person(cfg, k)  # the same person in every condition
+    cond = dict(cases(cfg))[case]
+    rec = condition_recording(draw_recording(cfg, person, k, r, case), cond)
+    key = tuple(seed_key(k, r, case))
+    images = simulate_recording(cfg, person, rec, n_windows, seed_key=key, arms=arm_carriage(cond))
+    folder = (out if cond is None else out / cond.name) / identity_name(k)
     folder.mkdir(parents=True, exist_ok=True)
     for i, img in enumerate(images):
-        save_window(folder / window_filename(k, r, i, cfg.format), img, cfg.colormap)
+        save_window(folder / window_filename(k, r, i, cfg.format, max(case, 1)), img, cfg.colormap)
     return n_windows
 
 
@@ -292,7 +219,7 @@ def _single_threaded_children() -> Iterator[None]:
 def _auto_workers(cfg: SimulateConfig, jobs: int) -> int:
     if cfg.workers:
         return min(cfg.workers, jobs)
-    if cfg.identities * cfg.per_identity < 400:
+    if cfg.identities * cfg.per_identity * len(cases(cfg)) < 400:
         return 1  # process start-up costs more than it saves for small runs
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(cores, jobs, 8))
@@ -312,68 +239,14 @@ def _check(cfg: SimulateConfig, out: Path) -> None:
         )
 
 
-def metadata(cfg: SimulateConfig) -> dict[str, Any]:
-    """Deterministic description of the dataset: radar, axes, per-identity and per-recording parameters."""
-    counts = windows_per_recording(cfg)
-    identities = []
-    for k in range(cfg.identities):
-        person = draw_person(cfg, k)
-        recs = [
-            {"name": f"case1_{r + 1}", "windows": counts[r],
-             "params": dataclasses.asdict(draw_recording(cfg, person, k, r))}
-            for r in range(cfg.recordings_per_identity)
-        ]
-        identities.append(
-            {"name": identity_name(k), "params": dataclasses.asdict(person), "recordings": recs}
-        )
-    return {
-        "generator": "dopplerdiff.data.simulate",
-        "version": VERSION,
-        "seed": cfg.seed,
-        "radar": {
-            "carrier_ghz": cfg.carrier_ghz,
-            "wavelength_m": radar.wavelength(cfg.carrier_ghz),
-            "prf_hz": cfg.prf_hz,
-            "hz_per_mps": radar.doppler_hz(1.0, cfg.carrier_ghz),
-            "radar_height_m": RADAR_HEIGHT_M,
-            "scene": cfg.scene,
-            "stft_window_s": cfg.stft_window_s,
-            "stft_taper": cfg.stft_taper,
-            "clutter_filter": cfg.clutter_filter,
-            "dynamic_range_db": cfg.dynamic_range_db,
-        },
-        "image": {
-            "size": cfg.size,
-            "format": cfg.format,
-            "colormap": cfg.colormap,
-            "rows": "Doppler, +prf/2 at the top row, zero Doppler in the middle, -prf/2 at the bottom",
-            "columns": "time, left to right",
-            "doppler_hz_top": cfg.prf_hz / 2,
-            "seconds_per_column": cfg.window_s / cfg.size,
-        },
-        "windows": {
-            "window_s": cfg.window_s, "hop_s": cfg.hop_s, "overlap_s": max(0.0, cfg.window_s - cfg.hop_s)
-        },
-        "counts": {
-            "identities": cfg.identities,
-            "recordings_per_identity": cfg.recordings_per_identity,
-            "windows_per_identity": cfg.per_identity,
-            "windows_per_recording": counts,
-            "total": cfg.identities * cfg.per_identity,
-        },
-        "layout": "ID_k/ID{k}_case1_{r}_Doppler{i}.<ext> (k, r, i from 1)",
-        # The worker count does not change the data, so it stays out of this file.
-        "config": {k: v for k, v in to_dict(cfg).items() if k != "workers"},
-        "identities": identities,
-    }
-
 
 def simulate_dataset(cfg: SimulateConfig, out: Path, progress: bool = True) -> Path:
     """Simulate the whole population into ``out`` (written atomically); returns ``out``."""
     out = Path(out)
     _check(cfg, out)
     counts = windows_per_recording(cfg)
-    jobs = [(k, r, counts[r]) for k in range(cfg.identities) for r in range(cfg.recordings_per_identity)]
+    jobs = [(k, r, counts[r], case) for case, _ in cases(cfg) for k in range(cfg.identities)
+            for r in range(cfg.recordings_per_identity)]
     total = sum(j[2] for j in jobs)
     workers = _auto_workers(cfg, len(jobs))
     from tqdm.auto import tqdm
@@ -382,13 +255,13 @@ def simulate_dataset(cfg: SimulateConfig, out: Path, progress: bool = True) -> P
     with atomic_dir(out) as tmp:
         bar = tqdm(total=total, unit="win", desc="simulate", disable=not progress)
         if workers == 1:
-            for k, r, n in jobs:
-                bar.update(_run_recording(cfg, k, r, n, tmp))
+            for k, r, n, case in jobs:
+                bar.update(_run_recording(cfg, k, r, n, tmp, case))
         else:
             with _single_threaded_children(), ProcessPoolExecutor(
                 max_workers=workers, mp_context=get_context("spawn")
             ) as pool:
-                futures = [pool.submit(_run_recording, cfg, k, r, n, tmp) for k, r, n in jobs]
+                futures = [pool.submit(_run_recording, cfg, k, r, n, tmp, case) for k, r, n, case in jobs]
                 for fut in as_completed(futures):
                     bar.update(fut.result())
         bar.close()
@@ -399,6 +272,7 @@ def simulate_dataset(cfg: SimulateConfig, out: Path, progress: bool = True) -> P
             identities=[identity_name(k) for k in range(cfg.identities)],
             windows=total, seconds=round(seconds, 3), spectrograms_per_s=round(total / max(seconds, 1e-9), 1),
             workers=workers, config=to_dict(cfg),
+            **({"conditions": list(cfg.conditions)} if cfg.conditions else {}),
         )
     log.debug("simulated %d windows in %.1f s: %.0f spectrograms/s", total, seconds, total / seconds)
     return out

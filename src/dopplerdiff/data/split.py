@@ -4,7 +4,9 @@ Neighbouring windows overlap in time (3 s windows at a 1 s hop share 2 s), so a 
 near-copies of test windows in training. Here each identity's recordings are ordered by window index
 and cut into contiguous blocks ``train | gap | val | gap | test``; windows within ``gap_windows`` of a
 block boundary are dropped. A recording too short for every part goes whole to one part instead.
-Every identity keeps at least one training window. The split is a pure function of the data and config
+Every identity keeps at least one training window in every walking condition it was recorded in, and
+every condition's recordings are cut the same way, so each condition has later test windows.
+The split is a pure function of the data and config
 (``seed`` only orders the whole-recording assignment); file order on disk does not matter.
 """
 
@@ -74,12 +76,14 @@ def leak_free_split(ds: SpectrogramSet, cfg: SplitConfig) -> dict[str, np.ndarra
     gap = cfg.gap_windows
     need = len(parts) + gap * (len(parts) - 1)  # shortest recording that can be cut into all parts
     result: dict[str, list[int]] = {p: [] for p in PARTS}
-    by_identity: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
-    for i, (lab, rec) in enumerate(zip(ds.labels.tolist(), ds.recordings, strict=True)):
-        by_identity[lab][rec].append(i)
+    # One group per (identity, condition); a flat data root has one condition.
+    by_group: dict[tuple[int, int], dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    for i, (lab, cond, rec) in enumerate(zip(ds.labels.tolist(), ds.conditions.tolist(), ds.recordings,
+                                             strict=True)):
+        by_group[lab, cond][rec].append(i)
     rng = np.random.default_rng(cfg.seed)
-    for lab in sorted(by_identity):
-        recs = by_identity[lab]
+    for group in sorted(by_group):
+        recs = by_group[group]
         got = {p: 0 for p in PARTS}
         short = []
         for rec in sorted(recs, key=natural_key):
@@ -98,7 +102,7 @@ def leak_free_split(ds: SpectrogramSet, cfg: SplitConfig) -> dict[str, np.ndarra
         for j in rng.permutation(len(short)):
             idx = short[j]
             if got["train"] == 0:
-                name = "train"  # every identity must be trainable
+                name = "train"  # every identity must be trainable (in each of its conditions)
             else:
                 name = max(parts, key=lambda pf: (pf[1] * total - got[pf[0]], pf[1]))[0]
             result[name] += idx.tolist()
@@ -150,4 +154,18 @@ def split_summary(ds: SpectrogramSet, split: dict[str, np.ndarray]) -> dict[str,
         rows.append(row)
     totals = {part: int(len(split[part])) for part in PARTS}
     totals["gap"] = int(n - assigned.sum())
-    return {"identities": rows, "totals": totals}
+    return {"identities": rows, "totals": totals, "conditions": _condition_rows(ds, split, assigned)}
+
+
+def _condition_rows(ds: SpectrogramSet, split: dict[str, np.ndarray], assigned: np.ndarray) -> list[dict]:
+    """Counts per walking condition: windows, identities, and the split's parts."""
+    rows = []
+    for c, name in enumerate(ds.condition_names):
+        mask = ds.conditions == c
+        row: dict[str, Any] = {"condition": name, "files": int(mask.sum()),
+                               "identities": len(set(ds.labels[mask].tolist()))}
+        for part in PARTS:
+            row[part] = int((ds.conditions[split[part]] == c).sum())
+        row["gap"] = int((mask & ~assigned).sum())
+        rows.append(row)
+    return rows
