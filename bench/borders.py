@@ -20,6 +20,7 @@ import torch
 import yaml
 
 from dopplerdiff.config import config_for
+from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.borders import compare_borders
@@ -63,7 +64,22 @@ def last_val(run: Path) -> dict:
     return {k: vals[-1].get(k) for k in ("step", "psnr", "ssim")} if vals else {}
 
 
-def measure(run: Path, samples: int) -> dict:
+def picture(path: Path, real: np.ndarray, y: np.ndarray, rec: np.ndarray, gen: np.ndarray | None,
+            n: int, names: list[str], per_row: int = 4) -> None:
+    """Rows of real test windows, their reconstructions and samples for the first 2 identities, cells
+    enlarged (nearest) to 256 px, the measured data's own size, so edges and corners can be inspected."""
+    rows, labels = [], []
+    for k in range(min(2, len(names))):
+        idx = np.flatnonzero(y == k)[:per_row]
+        rows += [to_unit(real[idx]), to_unit(rec[idx])]
+        labels += [f"{names[k]} real", f"{names[k]} reconstructed"]
+        if gen is not None:
+            rows.append(to_unit(gen[k * n : k * n + per_row]))
+            labels.append(f"{names[k]} generated")
+    save_grid(path, rows, "jet", labels, min_cell=256)
+
+
+def measure(run: Path, samples: int, picture_path: Path | None = None) -> dict:
     cfg = config_for(run, None)
     ds, split = prepare_run_data(run, None, run_data_config(run, cfg.data))
     real = ds.images[split["test"]]
@@ -75,6 +91,8 @@ def measure(run: Path, samples: int) -> dict:
     gen = generated(run, samples)
     if gen is not None:
         row["generated"] = compare_borders(real, gen)
+    if picture_path is not None:
+        picture(picture_path, real, ds.labels[split["test"]], rec, gen, samples, list(ds.identities))
     return row
 
 
@@ -83,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--name", default="runs")
     p.add_argument("--samples", type=int, default=0, help="generated windows per identity (0: none)")
+    p.add_argument("--picture", type=Path, help="PNG of real / reconstructed / generated rows (first run)")
     a = p.parse_args(argv)
-    rows = [measure(r, a.samples) for r in a.runs]
+    rows = [measure(r, a.samples, a.picture if i == 0 else None) for i, r in enumerate(a.runs)]
     print(f"{'run':40s} {'set':13s} " + " ".join(f"{k[-12:]:>12s}" for k in SHOWN) + "  ok")
     for row in rows:
         real = row["reconstructed"]["stats"]

@@ -62,11 +62,12 @@ def grid_image(
 
 def save_grid(
     path: Path, rows: Sequence[np.ndarray], colormap: str, labels: Sequence[str] | None = None,
+    min_cell: int = 64,
 ) -> Path:
-    """Write ``grid_image(rows, colormap, labels)`` as PNG (atomically) and return the path."""
+    """Write ``grid_image(rows, colormap, labels, min_cell)`` as PNG (atomically) and return the path."""
     path = Path(path)
     buf = io.BytesIO()
-    grid_image(rows, colormap, labels).save(buf, format="PNG")
+    grid_image(rows, colormap, labels, min_cell).save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return path
 
