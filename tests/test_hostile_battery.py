@@ -27,3 +27,22 @@ def test_evaluate_device_is_checked(name):
     with pytest.raises(DopplerDiffError, match="--device"):
         eval_device(name)
     assert eval_device("cpu").type == "cpu"
+
+
+def test_an_output_that_is_a_file_is_one_error(tmp_path, smoke_config):
+    """evaluate --out FILE, train-encoder --out FILE, embed -i FILE were NotADirectoryError tracebacks."""
+    from dopplerdiff.embed.ops import _create_index
+    from dopplerdiff.errors import DopplerDiffError
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+    from dopplerdiff.train.encoder import train_encoder
+
+    file = tmp_path / "notes.txt"
+    file.write_text("keep")
+    (tmp_path / "run").mkdir()
+    calls = [lambda: evaluate_run(tmp_path / "run", smoke_config, out=file, overwrite=True),
+             lambda: train_encoder(None, file, smoke_config),
+             lambda: _create_index(tmp_path / "enc", tmp_path, file, smoke_config, "all", True, None, False)]
+    for call in calls:
+        with pytest.raises(DopplerDiffError, match="is an existing file"):
+            call()
+    assert file.read_text() == "keep"

@@ -25,6 +25,18 @@ LOCK_NAME = ".lock"  # a run directory's lock file; not an output
 COMMIT_WAIT_S = 600.0  # how long a replacement or a recovery waits for another one of the same directory
 
 
+def check_out_dir(out: Path, overwrite: bool = False, hint: str = "choose another path or remove it",
+                  what: str = "output") -> Path:
+    """Refuse, before any work, an output folder path that is a file, or a non-empty folder unless
+    ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DopplerDiffError(f"{what} '{out}' is an existing file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DopplerDiffError(f"{what} '{out}' already exists; {hint}")
+    return out
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``target`` only on success.
