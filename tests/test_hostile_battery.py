@@ -46,3 +46,19 @@ def test_an_output_that_is_a_file_is_one_error(tmp_path, smoke_config):
         with pytest.raises(DopplerDiffError, match="is an existing file"):
             call()
     assert file.read_text() == "keep"
+
+
+def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_config):
+    """`run --data DATA/<condition>/ID_k` left RUN/config.yaml behind, so a rerun needed --resume."""
+    import shutil
+
+    from dopplerdiff.errors import DataError
+    from dopplerdiff.workflow import run_all
+
+    nested = tmp_path / "nested"
+    shutil.copytree(sim_data / "ID_1", nested / "Normal_line" / "ID_1")
+    shutil.copytree(sim_data / "ID_2", nested / "Normal_line" / "ID_2")
+    run = tmp_path / "run"
+    with pytest.raises(DataError, match="nested layout"):
+        run_all(run, smoke_config, nested, progress=False)
+    assert not (run / "config.yaml").exists()

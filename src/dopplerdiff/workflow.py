@@ -15,6 +15,7 @@ from typing import Any
 
 from dopplerdiff.config import Config, load_config, saved_config
 from dopplerdiff.config.base import to_dict
+from dopplerdiff.data.images import scan_tree
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
 from dopplerdiff.utils.io import (
     check_run_output,
@@ -257,6 +258,8 @@ def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
                 on_stage: Callable[[int, int, Stage, str], None] | None) -> list[dict[str, Any]]:
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
+        if data_root is not None:
+            scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is written
         cfg.save(run / "config.yaml")
     todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
                   decoder=cfg.decoder.kind == "diffusion")
