@@ -1,6 +1,6 @@
 """Hostile battery: every CLI command with hostile arguments, damaged run files, kills and races.
 
-    OMP_NUM_THREADS=1 python bench/hostile.py [--work DIR] [--only SUBSTRING] [--keep]
+    OMP_NUM_THREADS=1 python bench/hostile.py [--work DIR] [--only TEXT,TEXT] [--update] [--jobs 2] [--keep]
 
 Builds one smoke run (simulate + every stage at smoke sizes, ``dopplerdiff run --profile smoke``) and an
 embedding index in a temporary folder, then runs each case of bench/hostile_cases.py as a subprocess and
@@ -136,6 +136,8 @@ DAMAGE = {
     "no_pipeline": lambda r, i, w: shutil.rmtree(r / "pipeline"),
     "index_meta": lambda r, i, w: _truncate(i / "meta.json"),
     "ae_weights": lambda r, i, w: _truncate(r / "autoencoder" / "diffusion_pytorch_model.safetensors"),
+    "denoiser_weights": lambda r, i, w: _truncate(
+        next((r / "pipeline" / "denoiser").glob("*.safetensors"))),
     # a real image outside the data root, reached through ../ or an absolute path
     "traversal": lambda r, i, w: _edit_split(r, "ID_1/../../../fixtures/w1.png"),
     "absolute": lambda r, i, w: _edit_split(r, str(w / "fixtures" / "w1.png")),
@@ -334,21 +336,30 @@ def _announce(res: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, help="Workspace folder (default: a temporary one, removed after).")
-    ap.add_argument("--only", default="", help="Run only cases whose name contains this text.")
+    ap.add_argument("--only", default="",
+                    help="Only cases whose name contains one of these comma-separated texts "
+                    "('killed mid-write', 'run twice at once': those scenarios).")
     ap.add_argument("--jobs", type=int, default=2, help="Single-command cases run this many at a time.")
+    ap.add_argument("--update", action="store_true",
+                    help="Merge into the existing --results file (cases rerun with --only replace theirs).")
     ap.add_argument("--keep", action="store_true", help="Keep the temporary workspace.")
     ap.add_argument("--results", type=Path, default=RESULTS)
     a = ap.parse_args()
     work = a.work or Path(tempfile.mkdtemp(prefix="dd-hostile-"))
     t0 = time.monotonic()
     ws = build(work)
-    cases = [c for c in one_command_cases() if a.only in c.name]
+    only = [o for o in a.only.split(",") if o] or [""]
+    cases = [c for c in one_command_cases() if any(o in c.name for o in only)]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         results = list(pool.map(lambda case: _announce(run_case(case, ws)), cases))
-    if "killed" in a.only or not a.only:
+    if any(o in "killed mid-write" for o in only):
         results += killed(ws)
-    if "at once" in a.only or not a.only:
+    if any(o in "run twice at once" for o in only):
         results += concurrent(ws)
+    if a.update and a.results.is_file():  # replace the rerun cases in the earlier full results
+        rerun = {r["name"] for r in results}
+        earlier = json.loads(a.results.read_text())["cases"]
+        results = [r for r in earlier if r["name"] not in rerun] + results
     s = summary(results)
     print_table(s, results)
     a.results.parent.mkdir(parents=True, exist_ok=True)
