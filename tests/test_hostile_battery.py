@@ -49,7 +49,7 @@ def test_an_output_that_is_a_file_is_one_error(tmp_path, smoke_config):
 
 
 def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_config):
-    """`run --data DATA/<condition>/ID_k` left RUN/config.yaml behind, so a rerun needed --resume."""
+    """`run --data DATA/<condition>/ID_k` left RUN (config.yaml, a lock) behind."""
     import shutil
 
     from dopplerdiff.errors import DataError
@@ -61,4 +61,4 @@ def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_conf
     run = tmp_path / "run"
     with pytest.raises(DataError, match="nested layout"):
         run_all(run, smoke_config, nested, progress=False)
-    assert not (run / "config.yaml").exists()
+    assert not run.exists()

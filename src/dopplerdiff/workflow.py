@@ -249,6 +249,8 @@ def check_run_dir(run: Path, resume: bool, data_root: Path | None = None) -> Non
 def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = True,
             on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
     """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
+    if data_root is not None and not (run / "config.yaml").is_file():
+        scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is created
     with run_lock(run):
         recover_parts(run)  # parts an interrupted replacement left missing count as complete again
         return _run_stages(run, cfg, data_root, progress, on_stage)
@@ -258,8 +260,6 @@ def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
                 on_stage: Callable[[int, int, Stage, str], None] | None) -> list[dict[str, Any]]:
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
-        if data_root is not None:
-            scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is written
         cfg.save(run / "config.yaml")
     todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
                   decoder=cfg.decoder.kind == "diffusion")
