@@ -358,12 +358,14 @@ def main() -> None:
         results += concurrent(ws)
     if a.update and a.results.is_file():  # replace the rerun cases in the earlier full results
         rerun = {r["name"] for r in results}
-        earlier = json.loads(a.results.read_text())["cases"]
-        results = [r for r in earlier if r["name"] not in rerun] + results
+        earlier = json.loads(a.results.read_text())
+        results = [r for r in earlier["cases"] if r["name"] not in rerun] + results
     s = summary(results)
     print_table(s, results)
     a.results.parent.mkdir(parents=True, exist_ok=True)
     minutes = round((time.monotonic() - t0) / 60, 1)
+    if a.update and a.results.is_file():  # the duration of the full run the results come from
+        minutes = earlier.get("minutes", minutes)
     report = {"date": datetime.date.today().isoformat(), "minutes": minutes, **s, "cases": results}
     a.results.write_text(json.dumps(report, indent=2))
     if not (a.work or a.keep):
