@@ -62,3 +62,25 @@ def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_conf
     with pytest.raises(DataError, match="nested layout"):
         run_all(run, smoke_config, nested, progress=False)
     assert not run.exists()
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def test_truncated_weights_are_one_error_naming_the_part(tmp_path, tiny_pipeline_factory):
+    """A truncated *.safetensors in RUN/autoencoder or RUN/pipeline was diffusers' OSError traceback."""
+    from dopplerdiff.errors import DopplerDiffError
+    from dopplerdiff.models.autoencoder import load_autoencoder
+    from dopplerdiff.pipeline_io import load_pipeline
+
+    pipe = tiny_pipeline_factory()
+    pipe.save_pretrained(tmp_path / "pipeline")
+    pipe.autoencoder.save_pretrained(tmp_path / "autoencoder")
+    _truncate(next((tmp_path / "pipeline" / "denoiser").glob("*.safetensors")))
+    _truncate(next((tmp_path / "autoencoder").glob("*.safetensors")))
+    with pytest.raises(DopplerDiffError, match="pipeline .* cannot be loaded"):
+        load_pipeline(tmp_path / "pipeline")
+    with pytest.raises(DopplerDiffError, match="autoencoder .* cannot be loaded"):
+        load_autoencoder(tmp_path / "autoencoder")

@@ -38,6 +38,20 @@ def check_out_dir(out: Path, overwrite: bool = False, hint: str = "choose anothe
 
 
 @contextlib.contextmanager
+def loadable_weights(path: Path, what: str) -> Iterator[None]:
+    """diffusers reports an unreadable weights file (truncated, damaged) as an OSError without an errno;
+    make it one error naming the saved part."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is not None:  # a real file-system error: the CLI reports those itself
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DopplerDiffError(f"{what} '{path}' cannot be loaded ({reason}); its files are damaged or "
+                               "incomplete: restore them or train that stage again") from exc
+
+
+@contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``target`` only on success.
 
