@@ -367,7 +367,7 @@ def main() -> None:
     if a.update and a.results.is_file():  # the duration of the full run the results come from
         minutes = earlier.get("minutes", minutes)
     report = {"date": datetime.date.today().isoformat(), "minutes": minutes, **s, "cases": results}
-    a.results.write_text(json.dumps(report, indent=2))
+    a.results.write_text(json.dumps(report, indent=2).replace(str(work), "$WORK"))  # no machine paths
     if not (a.work or a.keep):
         shutil.rmtree(work, ignore_errors=True)
 
