@@ -173,7 +173,7 @@ def test_cubic_upsampling_matches_direct_evaluation():
     ("override", "message"),
     [
         ("simulate.identities=0", "identities must be >= 1"),
-        ("simulate.size=8", "size must be >= 16"),
+        ("simulate.size=8", "size must be in [16, 4096]"),
         ("simulate.per_identity=1", "per_identity (1) must be >= recordings_per_identity"),
         ("simulate.hop_s=0.33", "integer number of columns"),
         ("simulate.format=gif", "must be one of"),

@@ -13,7 +13,7 @@ from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
-from dopplerdiff.utils.io import pretrained_config, read_json, recover_dir
+from dopplerdiff.utils.io import loadable_weights, pretrained_config, read_json, recover_dir
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
@@ -45,12 +45,11 @@ def load_pipeline(path: Path) -> Any:
 
     (The pipeline modules import this one, hence the imports inside the function.)"""
     if pipeline_index(Path(path)).get("_class_name") == VQ_PIPELINE:
-        from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline
-
-        return DopplerVQDiffusionPipeline.from_pretrained(path)
-    from dopplerdiff.pipeline import DopplerDiffPipeline
-
-    return DopplerDiffPipeline.from_pretrained(path)
+        from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline as cls
+    else:
+        from dopplerdiff.pipeline import DopplerDiffPipeline as cls
+    with loadable_weights(path, "pipeline"):
+        return cls.from_pretrained(path)
 
 
 def load_vq_parts(path: Path) -> dict[str, Any]:

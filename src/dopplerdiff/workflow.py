@@ -15,6 +15,7 @@ from typing import Any
 
 from dopplerdiff.config import Config, load_config, saved_config
 from dopplerdiff.config.base import to_dict
+from dopplerdiff.data.images import scan_tree
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
 from dopplerdiff.evaluate.summary import headline_scalars
 from dopplerdiff.train.tracking import log_once, run_trackers
@@ -254,6 +255,8 @@ def check_run_dir(run: Path, resume: bool, data_root: Path | None = None) -> Non
 def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = True,
             on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
     """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
+    if data_root is not None and not (run / "config.yaml").is_file():
+        scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is created
     with run_lock(run):
         recover_parts(run)  # parts an interrupted replacement left missing count as complete again
         return _run_stages(run, cfg, data_root, progress, on_stage)

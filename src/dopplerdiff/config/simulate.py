@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from dopplerdiff.config.data import MAX_SIZE
 from dopplerdiff.errors import ConfigError
 
 MIN_SIZE = 16
@@ -119,7 +120,8 @@ class SimulateConfig:
             (self.per_identity >= self.recordings_per_identity,
              f"simulate.per_identity ({self.per_identity}) must be >= recordings_per_identity "
              f"({self.recordings_per_identity}): every recording needs at least one window"),
-            (self.size >= MIN_SIZE, f"simulate.size must be >= {MIN_SIZE}, got {self.size}"),
+            (MIN_SIZE <= self.size <= MAX_SIZE,
+             f"simulate.size must be in [{MIN_SIZE}, {MAX_SIZE}], got {self.size}"),
             (self.carrier_ghz > 0, f"simulate.carrier_ghz must be > 0, got {self.carrier_ghz}"),
             (self.prf_hz >= 100, f"simulate.prf_hz must be >= 100, got {self.prf_hz}"),
             (self.window_s > 0 and self.hop_s > 0, "simulate.window_s and simulate.hop_s must be > 0"),

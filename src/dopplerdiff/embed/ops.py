@@ -19,7 +19,7 @@ from dopplerdiff.embed.identify import Gallery, calibrate, identify
 from dopplerdiff.embed.index import EmbeddingIndex, index_lock
 from dopplerdiff.embed.search import make_backend
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import read_json_if_exists, versions
+from dopplerdiff.utils.io import check_out_dir, read_json_if_exists, versions
 from dopplerdiff.utils.names import check_new_identity_name
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,7 @@ def create_index(
 
 def _create_index(encoder: Path, data: Path, out: Path, cfg: Config, split: str, overwrite: bool,
                   strangers: list[str] | None, progress: bool) -> dict[str, Any]:
-    if out.exists() and not overwrite and any(out.iterdir()):
-        raise DopplerDiffError(f"index '{out}' already exists; choose another path or pass --overwrite")
+    check_out_dir(out, overwrite, "choose another path or pass --overwrite", what="index")
     index, summary = build_index(encoder, data, cfg, split=split, batch_size=cfg.embed.batch_size,
                                  strangers=strangers, progress=progress)
     index.calibration = try_calibrate(index, cfg)

@@ -67,7 +67,14 @@ from dopplerdiff.evaluate.parts import (
 from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.generate import generate_samples
-from dopplerdiff.utils.io import atomic_dir, atomic_write_bytes, recover_parts, write_json, write_manifest
+from dopplerdiff.utils.io import (
+    atomic_dir,
+    atomic_write_bytes,
+    check_out_dir,
+    recover_parts,
+    write_json,
+    write_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -394,8 +401,7 @@ def evaluate_run(
         raise DopplerDiffError(f"run directory '{run}' does not exist")
     recover_parts(run)  # a part left missing by an interrupted replacement would be reported as absent
     out = Path(out) if out is not None else run / "eval"
-    if out.exists() and any(out.iterdir()) and not overwrite:  # fail before minutes of work, not after
-        raise DopplerDiffError(f"output '{out}' already exists; pass --overwrite or choose --out")
+    check_out_dir(out, overwrite, "pass --overwrite or choose --out")  # before minutes of work, not after
     t0 = time.time()
     ctx, ds = _context(run, cfg, data_root, eval_device(device), progress)
     st, test = ctx.st, ctx.test

@@ -23,9 +23,16 @@ Arrays = tuple[Any, Any]
 
 
 def eval_device(name: str | None) -> torch.device:
+    """``--device``: auto, cpu, cuda or cuda:N; anything torch does not know is one error."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as exc:
+        raise DopplerDiffError(f"--device must be auto, cpu, cuda or cuda:N, got {name!r}") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DopplerDiffError(f"--device {name}: no CUDA device is available here")
+    return device
 
 
 def run_data_config(run: Path, cfg: DataConfig) -> DataConfig:

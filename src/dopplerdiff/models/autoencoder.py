@@ -29,7 +29,7 @@ from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.latents import from_model_space, to_model_space
 from dopplerdiff.errors import ConfigError, DopplerDiffError
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 Autoencoder = AutoencoderKL | VQModel
 PADDING_MODES = ("zeros", "replicate")
@@ -116,7 +116,7 @@ def load_autoencoder(path: Path) -> Autoencoder:
     classes = {"AutoencoderKL": AutoencoderKL, "VQModel": VQModel}
     if name not in classes:
         raise DopplerDiffError(f"'{path}' holds a {name!r}, not an AutoencoderKL or VQModel")
-    with quiet_extra_config():
+    with quiet_extra_config(), loadable_weights(path, "autoencoder"):
         vae = classes[name].from_pretrained(path)
     return set_padding(vae, config.get("padding_mode", "zeros"))
 

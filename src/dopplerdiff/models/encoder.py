@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 ENCODER_CLASS = "SpectrogramEncoder"
 # Bumped whenever a change alters what saved weights mean without changing their shapes (e.g. strides):
@@ -247,7 +247,8 @@ def load_encoder(path: Path | str, device: str | torch.device = "cpu") -> Spectr
             f"encoder '{path}' was saved with architecture version {meta.get('arch_version', 1)}; this "
             f"dopplerdiff uses version {ARCH_VERSION}: retrain it with `train-encoder`"
         )
-    model = SpectrogramEncoder.from_pretrained(path)
+    with loadable_weights(path, "encoder"):
+        model = SpectrogramEncoder.from_pretrained(path)
     return model.to(device).eval()
 
 

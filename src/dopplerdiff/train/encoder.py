@@ -38,12 +38,12 @@ from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.data.augment import augment_batch
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.run_data import prepare_run_data
-from dopplerdiff.errors import DataError, DopplerDiffError
+from dopplerdiff.errors import DataError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 from dopplerdiff.train.checkpoints import checkpoint_step
 from dopplerdiff.train.loop import TrainStage, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
-from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, write_json, write_manifest
+from dopplerdiff.utils.io import atomic_dir, check_out_dir, read_json_if_exists, write_json, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -166,9 +166,7 @@ def train_encoder(
     data: Path | None, out: Path, cfg: Config, *, resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
     """The ``train-encoder`` command (see the module docstring); returns the metrics written."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise DopplerDiffError(f"output '{out}' already exists; choose another path or remove it")
+    out = check_out_dir(out)
     ecfg = cfg.encoder
     work_dir = out.parent / "train" / out.name
     record = stage_record("encoder", encoder=ecfg, data=cfg.data)

@@ -25,6 +25,32 @@ LOCK_NAME = ".lock"  # a run directory's lock file; not an output
 COMMIT_WAIT_S = 600.0  # how long a replacement or a recovery waits for another one of the same directory
 
 
+def check_out_dir(out: Path, overwrite: bool = False, hint: str = "choose another path or remove it",
+                  what: str = "output") -> Path:
+    """Refuse, before any work, an output folder path that is a file, or a non-empty folder unless
+    ``overwrite``."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DopplerDiffError(f"{what} '{out}' is an existing file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DopplerDiffError(f"{what} '{out}' already exists; {hint}")
+    return out
+
+
+@contextlib.contextmanager
+def loadable_weights(path: Path, what: str) -> Iterator[None]:
+    """diffusers reports an unreadable weights file (truncated, damaged) as an OSError without an errno;
+    make it one error naming the saved part."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno is not None:  # a real file-system error: the CLI reports those itself
+            raise
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DopplerDiffError(f"{what} '{path}' cannot be loaded ({reason}); its files are damaged or "
+                               "incomplete: restore them or train that stage again") from exc
+
+
 @contextlib.contextmanager
 def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling directory that is renamed to ``target`` only on success.
