@@ -17,6 +17,7 @@ from dopplerdiff.errors import DopplerDiffError
 
 log = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[app]'"
+TABS = ("generate", "edit", "identify", "report")
 
 
 def require_gradio() -> Any:
@@ -129,14 +130,25 @@ def build(ctx: h.AppContext) -> Any:
     s = h.settings(ctx)
     with gr.Blocks(title=f"dopplerdiff - {ctx.run.name}") as page:
         gr.Markdown(f"## dopplerdiff · run `{ctx.run}`")
-        with gr.Tab("Generate"):
-            _generate_tab(gr, ctx, s)
-        with gr.Tab("Edit"):
-            _edit_tab(gr, ctx, s)
-        with gr.Tab("Identify"):
-            _identify_tab(gr, ctx, s)
-        with gr.Tab("Report"):
-            gr.HTML(h.report_html(ctx))
+        with gr.Tabs() as tabs:
+            with gr.Tab("Generate", id="generate"):
+                _generate_tab(gr, ctx, s)
+            with gr.Tab("Edit", id="edit"):
+                _edit_tab(gr, ctx, s)
+            with gr.Tab("Identify", id="identify"):
+                _identify_tab(gr, ctx, s)
+            with gr.Tab("Report", id="report"):
+                gr.HTML(h.report_html(ctx))
+
+        def open_tab(request: Any) -> Any:
+            # ?tab=edit opens that tab: links to one tab, and screenshots of each
+            tab = request.query_params.get("tab", "generate") if request else "generate"
+            return gr.Tabs(selected=tab if tab in TABS else "generate")
+
+        # gradio passes the request to a parameter annotated gr.Request; string annotations (this module's
+        # `from __future__ import annotations`) cannot name the lazily imported module, so set it here
+        open_tab.__annotations__["request"] = gr.Request
+        page.load(open_tab, None, tabs, api_name=False)
     return page
 
 

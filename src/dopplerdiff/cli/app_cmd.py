@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import typer
@@ -22,6 +23,7 @@ def app_cmd(
     from dopplerdiff.app.handlers import open_app
 
     setup_logging(False)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are noise
     existing_dir(run, "--run")
     if index is not None:
         existing_dir(index, "--index")
