@@ -2,14 +2,17 @@
 # Screenshots of each tab of `dopplerdiff app` in headless Chromium (Debian's `chromium` package):
 #   docs/app_screenshots.sh RUN [INDEX] [PORT]   -> docs/app_generate.png, app_edit.png, app_identify.png,
 #                                                   app_report.png
-# Starts the app on 127.0.0.1:PORT (default 7871), waits for it, opens each tab by its ?tab= link, checks
-# every screenshot is a non-empty PNG, and stops the app. DOPPLERDIFF (default: dopplerdiff) is the command.
+# Starts the app on 127.0.0.1:PORT (default 7871), waits for it, then docs/app_screenshots.py fills each tab
+# (generates; uploads two of the run's training windows to Edit and Identify), presses its button and saves
+# the page with the result; checks every screenshot is a PNG, and stops the app.
+# DOPPLERDIFF (default: dopplerdiff) is the command, PYTHON (default: python) runs the driver.
 set -euo pipefail
 run=${1:?usage: docs/app_screenshots.sh RUN [INDEX] [PORT]}
 index=${2:-}
 port=${3:-7871}
 out=$(cd "$(dirname "$0")" && pwd)
 cmd=${DOPPLERDIFF:-dopplerdiff}
+py=${PYTHON:-python}
 command -v chromium >/dev/null || { echo "error: chromium not found (apt-get install -y chromium)" >&2; exit 2; }
 
 args=(app --run "$run" --port "$port")
@@ -23,16 +26,21 @@ for _ in $(seq 120); do
   sleep 1
 done
 
+# two training windows of the run's first identity are the uploads of the Edit and Identify tabs
+mapfile -t windows < <($py - "$run" <<'PY'
+import json, sys
+from pathlib import Path
+d = json.loads((Path(sys.argv[1]) / "data.json").read_text())
+train = d["split"]["train"]
+first = [f for f in train if f.split("/", 1)[0] == train[0].split("/", 1)[0]][:2]
+print("\n".join(str(Path(d["data_root"]) / f) for f in first))
+PY
+)
+rm -f "$out"/app_{generate,edit,identify,report}.png
+$py "$out/app_screenshots.py" "http://127.0.0.1:$port/" "$out" "${windows[@]}"
 for tab in generate edit identify report; do
   png="$out/app_$tab.png"
-  rm -f "$png"
-  profile=$(mktemp -d)  # a profile per shot: a second chromium would hand its URL to the first one
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --virtual-time-budget=8000 \
-    --user-data-dir="$profile" --window-size=1200,900 --screenshot="$png" "http://127.0.0.1:$port/?tab=$tab" \
-    >/dev/null 2>&1
-  rm -rf "$profile"
   [[ -s "$png" && "$(head -c 8 "$png" | od -An -tx1 | tr -d ' \n')" == "89504e470d0a1a0a" ]] \
     || { echo "error: no screenshot of tab '$tab' ($png)" >&2; exit 1; }
-  echo "wrote $png"
 done
 rm -f "$out/.app_screenshots.log"

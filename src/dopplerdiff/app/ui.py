@@ -18,6 +18,7 @@ from dopplerdiff.errors import DopplerDiffError
 log = logging.getLogger(__name__)
 INSTALL = "pip install -e '.[app]'"
 TABS = ("generate", "edit", "identify", "report")
+PICTURE = {"type": "numpy", "format": "png", "interactive": False}  # grids download as PNG, not webp
 
 
 def require_gradio() -> Any:
@@ -57,7 +58,7 @@ def _generate_tab(gr: Any, ctx: h.AppContext, s: dict[str, Any]) -> None:
             fmt = gr.Radio(["png", "npy", "jpg"], value="png", label="Download format")
             go = gr.Button("Generate", variant="primary")
         with gr.Column(scale=2):
-            grid = gr.Image(label="Samples", type="numpy", interactive=False)
+            grid = gr.Image(label="Samples", **PICTURE)
             download = gr.File(label="Download (data layout + manifest.json)")
 
     def run(ident, num, guidance, steps, sampler, seed, strategy, strength, fmt):
@@ -83,7 +84,7 @@ def _edit_tab(gr: Any, ctx: h.AppContext, s: dict[str, Any]) -> None:
             seed = gr.Number(0, precision=0, label="Seed")
             go = gr.Button("Edit", variant="primary")
         with gr.Column(scale=2):
-            grid = gr.Image(label="Input (top) and edited (bottom)", type="numpy", interactive=False)
+            grid = gr.Image(label="Input (top) and edited (bottom)", **PICTURE)
             notes = gr.Textbox(label="Notes", interactive=False)
             download = gr.File(label="Download")
 
@@ -111,7 +112,7 @@ def _identify_tab(gr: Any, ctx: h.AppContext, s: dict[str, Any]) -> None:
         with gr.Column(scale=2):
             table = gr.Dataframe(headers=["windows", "decision", "score", "best", "ranking"],
                                  label="Decision", interactive=False)
-            grid = gr.Image(label="Query and nearest indexed windows", type="numpy", interactive=False)
+            grid = gr.Image(label="Query and nearest indexed windows", **PICTURE)
             notes = gr.Textbox(label="Notes", interactive=False)
 
     def run(files, fuse):
