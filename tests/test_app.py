@@ -199,3 +199,19 @@ def test_page_through_gradio_client(ctx, setup, tmp_path):
         assert "Traceback" not in str(info.value)
     finally:
         page.close()
+
+
+@pytest.mark.parametrize(("exc", "shown"), [
+    (DopplerDiffError("--index 'x' is not an embedding index"), "--index 'x' is not an embedding index"),
+    (ValueError("boom"), "unexpected error (ValueError: boom); see the server log"),
+])
+def test_page_shows_errors_as_one_message(exc, shown):
+    gr = pytest.importorskip("gradio", reason="the app extra is not installed: pip install -e '.[app]'")
+    from dopplerdiff.app import ui
+
+    def fail():
+        raise exc
+
+    with pytest.raises(gr.Error) as info:
+        ui._in_page(gr, fail)()
+    assert info.value.message == shown and info.value.__cause__ is None

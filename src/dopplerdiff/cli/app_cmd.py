@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from dopplerdiff.cli.app import app
-from dopplerdiff.cli.common import existing_dir, setup_logging
+from dopplerdiff.cli.common import QuietOpt, existing_dir, setup_logging
 
 
 @app.command("app")
@@ -17,12 +17,13 @@ def app_cmd(
     index: Path = typer.Option(None, "--index", "-i", help="Embedding index for the Identify tab."),
     port: int = typer.Option(7860, "--port", min=1, max=65535, help="Port to serve on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0: reachable by others)."),
+    quiet: bool = QuietOpt,
 ) -> None:
     """Web app: generate, edit and identify spectrograms, and read the run's report, in a browser."""
     from dopplerdiff.app import ui
     from dopplerdiff.app.handlers import open_app
 
-    setup_logging(False)
+    setup_logging(quiet)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests are noise
     existing_dir(run, "--run")
     if index is not None:
