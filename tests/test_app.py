@@ -98,6 +98,8 @@ def test_generate_real_seeded_uses_training_windows(ctx):
     ({"num": 0}, "number of samples"),
     ({"strategy": "magic"}, "strategy must be"),
     ({"fmt": "gif"}, "--format 'gif'"),
+    ({"seed": None}, "seed must be an integer"),
+    ({"seed": 1.5}, "seed must be an integer"),
 ])
 def test_generate_refuses_bad_settings(ctx, kwargs, needle):
     args = {"identity": "ID_1", "num": 1, "guidance": 1.0, "steps": 2, "sampler": "ddim", "seed": 0,

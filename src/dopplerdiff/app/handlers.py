@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from dopplerdiff.config import Config, config_for
+from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.contact import grid_image
 from dopplerdiff.data.images import read_file, resize, to_unit
 from dopplerdiff.data.run_data import read_run_data
@@ -101,6 +102,13 @@ def _check_count(num: int) -> int:
     return int(num)
 
 
+def _seed(seed: Any) -> int:
+    """The page's seed box as an int (an empty box or 1.5 is one message, not a crash)."""
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    return check_seed(seed, "seed")
+
+
 def _identity(ctx: AppContext, identity: str | None) -> str:
     if not identity or identity not in ctx.pipe.identities:
         raise DopplerDiffError(f"choose an identity of the run ({', '.join(ctx.pipe.identities)}); "
@@ -121,7 +129,7 @@ def generate(ctx: AppContext, identity: str, num: int, *, guidance: float, steps
     with ctx.lock:
         plan = resolve(plan_of, ctx.run, ctx.pipe.identities, ctx.data_cfg, int(steps))
         write_generated(ctx.pipe, out / "samples", [identity], num, steps=int(steps),
-                        guidance=float(guidance), scheduler=sampler, seed=int(seed), fmt=fmt,
+                        guidance=float(guidance), scheduler=sampler, seed=_seed(seed), fmt=fmt,
                         colormap=ctx.meta.get("colormap"), native_size=ctx.meta.get("native_size"),
                         progress=False, extra_manifest={"run": str(ctx.run), "app": True},
                         config=ctx.cfg, **plan)
@@ -177,9 +185,9 @@ def edit_transfer(ctx: AppContext, files: list[str] | None, identity: str, *, st
     paths, src, notes = read_uploads(ctx, files)
     with ctx.lock:
         out = transfer(ctx.pipe, src, identity, strength=float(strength), guidance=float(guidance),
-                       steps=int(steps), seed=int(seed))
+                       steps=int(steps), seed=_seed(seed))
     return _edited(ctx, "transfer", paths, src, out, notes, identity=identity, strength=float(strength),
-                   steps=int(steps), guidance=float(guidance), seed=int(seed))
+                   steps=int(steps), guidance=float(guidance), seed=_seed(seed))
 
 
 def edit_inpaint(ctx: AppContext, files: list[str] | None, identity: str | None, *, start: float, end: float,
@@ -191,9 +199,9 @@ def edit_inpaint(ctx: AppContext, files: list[str] | None, identity: str | None,
     mask = span_mask(src.shape[-2:], (float(start), float(end)), None)
     with ctx.lock:
         out = inpaint(ctx.pipe, src, mask, identity, guidance=float(guidance), steps=int(steps),
-                      seed=int(seed))
+                      seed=_seed(seed))
     return _edited(ctx, "inpaint", paths, src, out, notes, identity=identity, mask_time=[start, end],
-                   steps=int(steps), guidance=float(guidance), seed=int(seed))
+                   steps=int(steps), guidance=float(guidance), seed=_seed(seed))
 
 
 def _index_image(data_root: str | None, file: str, cfg: Any) -> np.ndarray | None:
