@@ -9,6 +9,7 @@ import typer
 
 # Each module registers its commands on ``app`` when imported; a missing module is an import error.
 from dopplerdiff.cli import (  # noqa: F401
+    app_cmd,
     augment,
     autoencoder,
     data,
