@@ -94,6 +94,8 @@ def build(work: Path) -> dict[str, Path]:
     return dict(fixtures(work, base / "data"), base=base, base_idx=idx, run=work / "run", idx=work / "idx")
 
 
+SCENARIOS = ("killed mid-write", "run twice at once")  # categories of the multi-process scenarios
+
 def fixtures(work: Path, data: Path) -> dict[str, Path]:
     """Windows, a text file named .png, an empty folder and a DATA/<condition>/ID_k copy of ``data``."""
     fx = work / "fixtures"
@@ -105,9 +107,13 @@ def fixtures(work: Path, data: Path) -> dict[str, Path]:
     for cond, ids in (("Normal_line", ("ID_1", "ID_2")), ("Backpack_line", ("ID_1",))):
         for ident in ids:
             shutil.copytree(data / ident, fx / "nested" / cond / ident)
+            shutil.copytree(data / ident, fx / "mixed" / cond / ident)
+    shutil.copytree(data / "ID_2", fx / "mixed" / "ID_2")  # an identity folder beside condition folders
+    shutil.copytree(fx / "nested", fx / "condempty")
+    (fx / "condempty" / "Free_walk" / "notes").mkdir(parents=True)  # no identities inside
     return {"work": work, "data": data, "notimg": fx / "notimg.png", "txt": fx / "notes.txt",
-            "empty": fx / "empty", "nested": fx / "nested", "w1": fx / "w1.png", "w2": fx / "w2.png",
-            "w3": fx / "w3.png"}
+            "empty": fx / "empty", "nested": fx / "nested", "mixed": fx / "mixed",
+            "condempty": fx / "condempty", "w1": fx / "w1.png", "w2": fx / "w2.png", "w3": fx / "w3.png"}
 
 
 def _truncate(path: Path) -> None:
@@ -239,7 +245,7 @@ def kill_after(args: list[str], delay: float) -> tuple[int, str]:
 
 def killed(ws: dict[str, Path], fractions=(0.8,)) -> list[dict]:
     """SIGKILL a writer at fractions of its normal duration; the run must load and the rerun must work."""
-    c, out = "killed mid-write", []
+    c, out = SCENARIOS[0], []
     run, idx = fresh(ws, "killed")
     w = [str(ws[k]) for k in ("w1", "w2", "w3")]
     gen_check = ["generate", "-r", str(run), "-o", "{out}", "-i", "ID_1", "-n", "1", "-q"]
@@ -277,7 +283,7 @@ def _pair(a: list[str], b: list[str]) -> list[tuple[int, str]]:
 
 def concurrent(ws: dict[str, Path]) -> list[dict]:
     """Two writers started together: both results kept, or one clear error; nothing lost."""
-    c, out = "run twice at once", []
+    c, out = SCENARIOS[1], []
     run, idx = fresh(ws, "concurrent")
     w = [str(ws[k]) for k in ("w1", "w2", "w3")]
     eg = [["enroll-generator", "-r", str(run), "-i", n, "--steps", "3", "-q", *w] for n in ("ann", "ben")]
@@ -352,14 +358,16 @@ def main() -> None:
     cases = [c for c in one_command_cases() if any(o in c.name for o in only)]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         results = list(pool.map(lambda case: _announce(run_case(case, ws)), cases))
-    if any(o in "killed mid-write" for o in only):
+    if any(o in SCENARIOS[0] for o in only):
         results += killed(ws)
-    if any(o in "run twice at once" for o in only):
+    if any(o in SCENARIOS[1] for o in only):
         results += concurrent(ws)
     if a.update and a.results.is_file():  # replace the rerun cases in the earlier full results
         rerun = {r["name"] for r in results}
         earlier = json.loads(a.results.read_text())
-        results = [r for r in earlier["cases"] if r["name"] not in rerun] + results
+        known = {c.name for c in one_command_cases()}  # cases since removed or renamed are dropped
+        results = [r for r in earlier["cases"] if r["name"] not in rerun
+                   and (r["name"] in known or r["category"] in SCENARIOS)] + results
     s = summary(results)
     print_table(s, results)
     a.results.parent.mkdir(parents=True, exist_ok=True)

@@ -214,15 +214,19 @@ def _paths() -> list[Case]:
 
 
 def _layout() -> list[Case]:
+    """DATA/<condition>/ID_k is read as walking conditions; a mix of identity and condition folders, or a
+    condition folder without identity folders, is refused."""
     c = "layout"
     return [
-        Case("nested layout: inspect", c, ["inspect", "{nested}", "-c", "smoke"]),
-        Case("nested layout: run", c, ["run", "--profile", "smoke", "--data", "{nested}", "--out", "{out}",
-                                        "-q"]),
-        Case("nested layout: train-autoencoder", c, ["train-autoencoder", "-r", "{out}", "--data", "{nested}",
-                                                     "-c", "smoke", "-q"]),
-        Case("nested layout: embed", c, ["embed", "-e", "{run}/encoder", "-i", "{out}", "--data", "{nested}",
-                                         "-c", "smoke", "-q"]),
+        Case("condition layout: inspect", c, ["inspect", "{nested}", "-c", "smoke"], expect="ok"),
+        Case("mixed identity/condition folders: inspect", c, ["inspect", "{mixed}", "-c", "smoke"]),
+        Case("mixed identity/condition folders: run", c, ["run", "--profile", "smoke", "--data", "{mixed}",
+                                                          "--out", "{out}", "-q"]),
+        Case("mixed identity/condition folders: train-autoencoder", c,
+             ["train-autoencoder", "-r", "{out}", "--data", "{mixed}", "-c", "smoke", "-q"]),
+        Case("condition folder without identities: inspect", c, ["inspect", "{condempty}", "-c", "smoke"]),
+        Case("mixed identity/condition folders: embed", c, ["embed", "-e", "{run}/encoder", "-i", "{out}",
+                                                            "--data", "{mixed}", "-c", "smoke", "-q"]),
     ]
 
 
