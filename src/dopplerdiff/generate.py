@@ -55,13 +55,20 @@ def render(
     strength: float = 1.0,
     bar: Any = None,
     output_type: str = "pt",
+    condition: int | str | None = None,
+    condition_guidance: float | None = None,
 ) -> np.ndarray:
     """Images (N,C,H,W) in [0,1] for jobs ``(identity, index)``, each from its own ``sample_seed``
     (``output_type="latent"``: the model-space latents instead).
 
     With ``sources`` (an object with ``image(k, i)`` -> (C,H,W) in [-1,1]) each job is img2img from its source
-    window at ``strength``; otherwise from pure noise. Uses the pipeline's current scheduler.
+    window at ``strength``; otherwise from pure noise. Uses the pipeline's current scheduler. ``condition``:
+    the walking condition of every sample (a pipeline trained on conditions); the seeds do not depend on it,
+    so the same (identity, index) is the same noise in every condition.
     """
+    walk = {}
+    if condition is not None:
+        walk = {"conditions": condition, "condition_guidance_scale": condition_guidance}
     device = pipe.denoiser.device
     images: list[np.ndarray] = []
     for start in range(0, len(jobs), batch_size):
@@ -78,6 +85,7 @@ def render(
             output_type=output_type,
             guidance_interval=guidance_interval,
             **img2img,
+            **walk,
         ).images
         images.append(out.float().cpu().numpy())
         if bar is not None:
@@ -212,6 +220,8 @@ def write_generated(
     strength: float = 1.0,
     sample_filter: Any = None,
     max_attempts: int = 10,
+    condition: str | None = None,
+    condition_guidance: float | None = None,
 ) -> Path:
     """Generate and write ``out/<identity>/<ID>_gen_<i>.<fmt>`` at the native size, atomically.
 
@@ -220,7 +230,9 @@ def write_generated(
     Strategies: ``guidance_interval``; ``sources`` (``synthetic.sources.RealSources``) + ``strength`` for
     real-seeded variations; ``sample_filter`` (``synthetic.filtering.SampleFilter``) with oversampling up to
     ``max_attempts`` x N. Writes ``manifest.json`` with the settings, every sample's seed and source, and the
-    acceptance rate per identity.
+    acceptance rate per identity. With ``condition`` (a walking condition of the pipeline) the samples go to
+    ``out/<condition>/<identity>/``, the conditions layout of the input data, guided by
+    ``condition_guidance`` (default: ``guidance``).
     """
     check_format(fmt)
     names = pipe.identities if identities is None else list(identities)
@@ -234,14 +246,15 @@ def write_generated(
     with atomic_dir(out) as tmp:
         got = draw(pipe, ids, num_per_identity, sample_filter=sample_filter, max_attempts=max_attempts,
                    batch_size=batch_size, progress=progress, steps=steps, guidance=guidance, seed=seed,
-                   guidance_interval=guidance_interval, sources=sources, strength=strength)
+                   guidance_interval=guidance_interval, sources=sources, strength=strength,
+                   condition=condition, condition_guidance=condition_guidance)
         files: dict[str, list[str]] = {}
         seeds: dict[str, list[int]] = {}
         origin: dict[str, list[str]] = {}
         for img, k, i in zip(got.images, got.labels.tolist(), got.indices.tolist(), strict=True):
             name = pipe.identities[k]
-            rel = Path(name) / output_name(name, i, fmt)
-            (tmp / name).mkdir(exist_ok=True)
+            rel = Path(condition or "") / name / output_name(name, i, fmt)
+            (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
             write_image(tmp / rel, img, cmap, size=size)
             files.setdefault(name, []).append(str(rel))
             seeds.setdefault(name, []).append(sample_seed(seed, k, i))
@@ -249,6 +262,7 @@ def write_generated(
                 origin.setdefault(name, []).append(sources.name(k, i))
         if config is not None:
             config.save(tmp / "config.yaml")
+        walk = {} if condition is None else {"condition": condition, "condition_guidance": condition_guidance}
         strategy = {"guidance_interval": list(guidance_interval) if guidance_interval else None,
                     "from_real": None if sources is None else sources.origin,
                     "strength": strength if sources is not None else None,
@@ -258,6 +272,7 @@ def write_generated(
             kind="generate",
             identities=names,
             label_map=pipe.identities,
+            **walk,
             num_per_identity=num_per_identity,
             steps=steps,
             guidance=guidance,

@@ -10,6 +10,10 @@ Guidance: ``eps = eps_null + g * (eps_cond - eps_null)`` with the null identity 
 halves run in ONE batched forward; ``g == 1`` is plain conditional sampling and skips the null half,
 ``g == 0`` is unconditional sampling and skips the conditional half.
 
+Walking conditions (``config.conditions``, a pipeline trained on several): ``conditions=`` are guided apart
+from the identity (``sampling.compose_guidance``, three parts in one forward); without them the condition
+token is the null condition and guidance is as above.
+
 Optional component ``decoder`` (a ``DiffusionDecoder``): when present, ``decode_latents`` -- the one decode
 that sampling, editing and evaluation go through -- samples images with it instead of the autoencoder's
 decoder (``pipe.use_decoder = False`` switches back, e.g. to compare the two).
@@ -43,6 +47,9 @@ from dopplerdiff.sampling import (
     as_image_tensor,
     check_interval,
     check_sample_args,
+    compose_guidance,
+    condition_batch,
+    condition_walk,
     condition_weights,
     eval_modes,
     guidance_at,
@@ -50,6 +57,7 @@ from dopplerdiff.sampling import (
     img2img_timesteps,
     latent_mask,
     mixed_tokens,
+    pipeline_conditions,
     renoise,
     soft_labels,
 )
@@ -75,6 +83,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         channels: int = 1,
         native_size: int | None = None,
         decoder=None,
+        conditions: list[str] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -92,7 +101,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
                 f"pipeline label map has {len(names)} names but the condition encoder has {k}"
             )
         self.register_to_config(
-            identities=names, colormap=colormap, channels=channels, native_size=native_size
+            identities=names, colormap=colormap, channels=channels, native_size=native_size,
+            conditions=pipeline_conditions(conditions, condition_encoder.num_conditions),
         )
 
     # -- identities and schedulers -------------------------------------------------------------------------
@@ -103,6 +113,15 @@ class DopplerDiffPipeline(DiffusionPipeline):
     def identity_ids(self, identities: list[int | str]) -> list[int]:
         """Names or indices -> indices; unknown names/indices are errors listing the valid ones."""
         return identity_indices(self.identities, identities)
+
+    @property
+    def conditions(self) -> list[str]:
+        """Walking-condition names (index -> name); empty for a pipeline trained on one condition."""
+        return list(self.config.get("conditions") or [])
+
+    def condition_ids(self, conditions: list[int | str]) -> list[int]:
+        """Condition names/indices -> indices (errors as ``identity_ids``, and without conditions)."""
+        return condition_batch(self.conditions, list(conditions), len(conditions)).tolist()
 
     def set_scheduler(self, name: str) -> None:
         """Swap the sampler by name (ddpm, ddim, dpmpp, euler, euler_a, lms, heun, unipc)."""
@@ -123,12 +142,12 @@ class DopplerDiffPipeline(DiffusionPipeline):
         params = set(inspect.signature(self.scheduler.step).parameters)
         return {"generator": generator} if "generator" in params else {}
 
-    def _condition(self, ids: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
-        """Denoiser conditioning of ids (B,), or of mixtures ``weights`` (B, K+1) for the UNet."""
+    def _condition(self, ids: torch.Tensor, weights: torch.Tensor | None, conds: Any = None) -> torch.Tensor:
+        """Tokens of ids (B,) or UNet mixtures ``weights`` (B, K+1), with walking conditions ``conds``."""
         enc = self.condition_encoder
-        if weights is None or enc.config.kind == "label":
-            return enc.encode(ids)  # the DiT mixes inside its label tables (see _forward)
-        return mixed_tokens(enc, weights)
+        if weights is None or enc.config.kind == "label":  # the DiT mixes inside its label tables (_forward)
+            return enc.encode(ids) if conds is None else enc.encode(ids, conds)
+        return mixed_tokens(enc, weights, conds)
 
     def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, soft: torch.Tensor | None):
         """One denoiser forward; ``soft`` (B, K+1) mixes the DiT's label-table rows for this call."""
@@ -144,12 +163,15 @@ class DopplerDiffPipeline(DiffusionPipeline):
         ids: torch.Tensor,
         guidance_scale: float,
         weights: torch.Tensor | None = None,
+        conds: torch.Tensor | None = None, condition_scale: float = 1.0,
     ):
         """Guided model output for ``latents`` at time ``t`` (cond + null in one forward).
 
-        ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows.
-        """
+        ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows;
+        ``conds`` (B,) walking conditions, guided with ``condition_scale``."""
         enc = self.condition_encoder
+        if conds is not None:
+            return self._predict_composed(latents, t, ids, guidance_scale, weights, conds, condition_scale)
         dit_mix = weights is not None and enc.config.kind == "label"
         if guidance_scale == 1.0:
             return self._forward(latents, t, self._condition(ids, weights), weights if dit_mix else None)
@@ -163,6 +185,16 @@ class DopplerDiffPipeline(DiffusionPipeline):
         out = self._forward(torch.cat([latents, latents]), t, cond, soft)
         cond_out, null_out = out.chunk(2)
         return null_out + guidance_scale * (cond_out - null_out)
+
+    def _predict_composed(self, latents, t, ids, g_id: float, weights, conds, g_cond: float):
+        """``sampling.compose_guidance`` of (id, cond), (id, null) and (null, null) in one forward."""
+        id_cond = self._condition(ids, weights, conds)
+        if g_id == 1.0 and g_cond == 1.0:
+            return self._forward(latents, t, id_cond, None)
+        null_ids = self.condition_encoder.null_ids(latents.shape[0], latents.device)
+        tokens = torch.cat([id_cond, self._condition(ids, weights), self._condition(null_ids, None)])
+        out = self._forward(torch.cat([latents] * 3), t, tokens, None)
+        return compose_guidance(*reversed(out.chunk(3)), g_id, g_cond)
 
     @property
     def decodes_with_diffusion(self) -> bool:
@@ -221,6 +253,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
         resample_steps: int = 0,
         guidance_interval: tuple[float, float] | None = None,
         identity_weights: torch.Tensor | np.ndarray | None = None,
+        conditions: list[int | str] | str | int | None = None,
+        condition_guidance_scale: float | None = None,
     ):
         r"""Sample (or edit) one spectrogram per entry of ``identities``.
 
@@ -245,6 +279,8 @@ class DopplerDiffPipeline(DiffusionPipeline):
             guidance_interval: (lo, hi) in units of t / num_train_timesteps: guidance only while the noise
                 level lies inside [lo, hi], plain conditional prediction outside (Kynkäänniemi et al. 2024).
             identity_weights: (B, K) non-negative weights over identities instead of ``identities``.
+            conditions: walking condition(s) of ``pipe.conditions`` by name/index, one or one per sample.
+            condition_guidance_scale: the condition's guidance (compositional); None = ``guidance_scale``.
 
         Examples:
             >>> pipe = DopplerDiffPipeline.from_pretrained("runs/demo/pipeline")
@@ -266,6 +302,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
         ids, weights = self.identity_condition(identities, identity_weights)
         device, dtype = self._execution_device, self.denoiser.dtype
         shape = (int(ids.shape[0]), *self.latent_shape)
+        walk = condition_walk(self.conditions, conditions, shape[0], guidance_scale, condition_guidance_scale)
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
         if isinstance(generator, list) and len(generator) != shape[0]:
@@ -284,7 +321,7 @@ class DopplerDiffPipeline(DiffusionPipeline):
             latents = self.scheduler.add_noise(z0, noise, timesteps[:1])
         known = None if m is None else (z0, m, noise)
         latents = self._denoise_loop(latents, timesteps, ids, weights, guidance_scale, interval, generator,
-                                     known, resample_steps)
+                                     known, resample_steps, walk)
         return self._output(latents, output_type, return_dict, generator)
 
     sample = __call__.__wrapped__  # the same loop without the eval-mode switch
@@ -300,17 +337,20 @@ class DopplerDiffPipeline(DiffusionPipeline):
         m = None if mask is None else latent_mask(mask, batch, hw, self.latent_shape[1:]).to(z0)
         return timesteps, z0, m
 
-    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, known, resample):
+    def _denoise_loop(self, latents, timesteps, ids, weights, guidance, interval, generator, known, resample,
+                      walk=None):
         """Denoise along ``timesteps``; with ``known`` = (z0, mask, noise), keep the source outside the mask
-        (re-noised to each level, as diffusers' inpainting pipelines do), with `resample` RePaint repeats."""
+        (re-noised to each level, as diffusers' inpainting pipelines do), with `resample` RePaint repeats;
+        ``walk`` = (conditions (B,), their guidance scale) or None."""
         extra = self._step_kwargs(generator)
         n_train = int(self.scheduler.config.num_train_timesteps)
         for i, t in enumerate(self.progress_bar(timesteps)):
             g = guidance_at(t, n_train, float(guidance), interval)
+            walk_now = () if walk is None else (walk[0], guidance_at(t, n_train, walk[1], interval))
             last = i == len(timesteps) - 1
             for r in range(resample + 1):
                 model_in = self.scheduler.scale_model_input(latents, t)
-                out = self.predict(model_in, t, ids, g, weights)
+                out = self.predict(model_in, t, ids, g, weights, *walk_now)
                 prev = self.scheduler.step(out, t, latents, **extra).prev_sample
                 if known is not None:
                     z0, mask, noise = known

@@ -38,7 +38,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import decode_codes
 from dopplerdiff.models.vq_transformer import log_p_x0, num_codes
 from dopplerdiff.pipeline_io import images_to_pil
-from dopplerdiff.sampling import check_interval, eval_modes, guidance_at, identity_indices
+from dopplerdiff.sampling import check_interval, condition_batch, eval_modes, guidance_at, identity_indices
 from dopplerdiff.schedulers import VQ_SCHEDULER
 
 OUTPUT_TYPES = ("np", "pt", "latent", "pil")
@@ -127,6 +127,14 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
 
     def identity_ids(self, identities: list[int | str]) -> list[int]:
         return identity_indices(self.identities, identities)
+
+    @property
+    def conditions(self) -> list[str]:
+        """No walking conditions: the discrete model is conditioned on identities only."""
+        return []
+
+    def condition_ids(self, conditions: list[int | str]) -> list[int]:
+        return condition_batch(self.conditions, list(conditions), len(conditions)).tolist()
 
     def set_scheduler(self, name: str) -> None:
         """Only ``vq-diffusion`` applies: the continuous samplers cannot sample code indices."""

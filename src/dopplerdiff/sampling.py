@@ -108,10 +108,19 @@ def check_sample_args(steps: int, guidance: float, strength: float, resample: in
         )
 
 
-def mixed_tokens(encoder: Any, weights: torch.Tensor) -> torch.Tensor:
-    """UNet conditioning of (B, K+1) weights: the convex mix of every row's encoder output."""
-    rows = encoder.encode(torch.arange(weights.shape[1], device=weights.device))
-    return torch.einsum("bk,ktd->btd", weights.to(rows.dtype), rows)
+def mixed_tokens(encoder: Any, weights: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+    """UNet conditioning of (B, K+1) weights: the convex mix of every row's identity tokens (then the
+    walking-condition token of ``conditions``, the null condition if None, when the encoder has one)."""
+    rows = encoder.identity_tokens(torch.arange(weights.shape[1], device=weights.device))
+    mixed = torch.einsum("bk,ktd->btd", weights.to(rows.dtype), rows)
+    return encoder.add_condition(mixed, conditions)
+
+
+def compose_guidance(null_null: torch.Tensor, id_null: torch.Tensor, id_cond: torch.Tensor,
+                     g_id: float, g_cond: float) -> torch.Tensor:
+    """Compositional classifier-free guidance over identity and walking condition:
+    ``eps(null,null) + g_id (eps(id,null) - eps(null,null)) + g_cond (eps(id,cond) - eps(id,null))``."""
+    return null_null + g_id * (id_null - null_null) + g_cond * (id_cond - id_null)
 
 
 @contextlib.contextmanager
@@ -259,8 +268,9 @@ def eval_modes(fn):
     return wrapper
 
 
-def identity_indices(names: list[str], identities: list[int | str]) -> list[int]:
-    """Names or indices -> indices; unknown names/indices are errors listing the valid ones."""
+def identity_indices(names: list[str], identities: list[int | str], what: str = "identity") -> list[int]:
+    """Names or indices -> indices; unknown names/indices are errors listing the valid ones (``what``
+    names the kind of label in the error: identity, condition)."""
     out = []
     for ident in identities:
         if isinstance(ident, str) and ident in names:
@@ -269,6 +279,45 @@ def identity_indices(names: list[str], identities: list[int | str]) -> list[int]
             out.append(int(ident))
         else:
             raise DopplerDiffError(
-                f"unknown identity {ident!r}; valid: {', '.join(names)} (or indices 0..{len(names) - 1})"
+                f"unknown {what} {ident!r}; valid: {', '.join(names)} (or indices 0..{len(names) - 1})"
             )
     return out
+
+
+def condition_batch(names: list[str], conditions: Any, batch: int) -> torch.Tensor | None:
+    """Walking conditions (one name/index for all, or one per sample) -> (B,) indices; None stays None.
+
+    ``names`` empty means the pipeline was trained without conditions: asking for one is an error."""
+    if conditions is None:
+        return None
+    if not names:
+        raise DopplerDiffError(
+            f"conditions {conditions!r} were given, but this pipeline was trained without walking conditions"
+            " (its data had one condition); generate without a condition"
+        )
+    if isinstance(conditions, str | int | np.integer):
+        conditions = [conditions] * batch
+    ids = identity_indices(names, list(conditions), what="condition")
+    if len(ids) != batch:
+        raise DopplerDiffError(f"got {len(ids)} conditions for a batch of {batch} (one, or one per sample)")
+    return torch.tensor(ids, dtype=torch.long)
+
+
+def pipeline_conditions(names: list[str] | None, count: int) -> list[str] | None:
+    """The condition names a pipeline records: None for one condition, else ``count`` names."""
+    if count <= 1:
+        return None
+    names = list(names) if names else [f"condition_{i}" for i in range(count)]
+    if len(names) != count:
+        raise DopplerDiffError(f"pipeline has {len(names)} condition names but the encoder has {count}")
+    return names
+
+
+def condition_walk(names: list[str], conditions: Any, batch: int, guidance: float,
+                   condition_guidance: float | None) -> tuple[torch.Tensor, float] | None:
+    """(conditions (B,), their guidance scale: ``condition_guidance``, default ``guidance``) or None."""
+    conds = condition_batch(names, conditions, batch)
+    g = guidance if condition_guidance is None else condition_guidance
+    if not 0 <= g < float("inf"):  # NaN fails too
+        raise DopplerDiffError(f"condition_guidance_scale must be a finite number >= 0, got {g}")
+    return None if conds is None else (conds, float(g))

@@ -83,6 +83,14 @@ def generate_cmd(
     physics_quantiles: str = PhysicsQuantilesOpt,
     physics_tolerance: float = PhysicsToleranceOpt,
     max_attempts: int = MaxAttemptsOpt,
+    condition: str = typer.Option(
+        None, "--condition",
+        help="Walking condition to generate (a run trained on several conditions); writes OUT/<condition>/.",
+    ),
+    condition_guidance: float = typer.Option(
+        None, "--condition-guidance", min=0.0, callback=finite,
+        help="Guidance scale of the condition (compositional guidance; default: --guidance).",
+    ),
     overrides: list[str] = OverridesArg,
     config: str = ConfigOpt,
     quiet: bool = QuietOpt,
@@ -109,6 +117,8 @@ def generate_cmd(
     steps = steps if steps is not None else d.num_inference_steps
     strategy.check(steps)
     pipe = load_run_pipeline(run)
+    if condition is not None:
+        pipe.condition_ids([condition])  # an unknown condition: one error before anything is written
     data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
     plan = resolve(strategy, run, pipe.identities, data_cfg, steps)
     meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
@@ -128,6 +138,8 @@ def generate_cmd(
         progress=not quiet,
         extra_manifest={"run": str(run)},
         config=cfg,
+        condition=condition,
+        condition_guidance=condition_guidance,
         **plan,
     )
     if not quiet:

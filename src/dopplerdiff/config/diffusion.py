@@ -14,6 +14,13 @@ class ConditionConfig:
     kind: Literal["embedding", "onehot_mlp", "tokens"] = "embedding"
     num_tokens: int = 1  # identity tokens fed to cross-attention
     dropout: float = 0.1  # per-sample probability of the null identity (row K) during training
+    # Per-sample probability of the null walking condition (row C), drawn independently of the identity's;
+    # None = the identity's dropout. Used only when the run has more than one condition.
+    condition_dropout: float | None = None
+
+    @property
+    def walk_dropout(self) -> float:
+        return self.dropout if self.condition_dropout is None else float(self.condition_dropout)
 
 
 @dataclass
@@ -98,4 +105,6 @@ class DiffusionConfig:
              f"samples_per_identity must be >= 1, got {self.samples_per_identity}"),
             (0.0 <= self.condition.dropout < 1.0,
              f"condition.dropout must be in [0, 1), got {self.condition.dropout}"),
+            (0.0 <= self.condition.walk_dropout < 1.0,
+             f"condition.condition_dropout must be in [0, 1), got {self.condition.condition_dropout}"),
         ])

@@ -1,10 +1,12 @@
 """Cached first-stage latents: RUN/latents/{train,val,test}.safetensors + info.json, and LatentDataset.
 
 Each split file holds ``mean`` (N, C, h, w) float32 posterior means, ``std`` (N, C, h, w) float32 posterior
-stds (zeros for VQ) and ``labels`` (N,) int64. VQ caches also hold ``indices`` (N, h, w) int64: the code
+stds (zeros for VQ), ``labels`` (N,) int64 and ``conditions`` (N,) int64 (the walking condition of each
+window, an index into ``info["conditions"]``; caches written before conditions have none and read as all
+zeros, the one condition "default"). VQ caches also hold ``indices`` (N, h, w) int64: the code
 index of every latent position (the nearest codebook vector, as the VQModel quantises), the data of
 ``diffusion.backbone: vq-diffusion`` (``CodeDataset``).
-``info.json``: ``{"files": {split: [...]}, "identities",
+``info.json``: ``{"files": {split: [...]}, "identities", "conditions",
 "scaling_factor", "shift_factor", "kind", "latent_shape"}``. The cache is unscaled; the scale/shift are
 applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
 (Encoding needs the model, so the cache is *written* by ``train.autoencoder.cache_latents``.)
@@ -19,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Dataset
 
+from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_dir, read_json, write_json
 from dopplerdiff.utils.names import check_identity_names
@@ -52,8 +55,9 @@ def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], i
                 "mean": t["mean"].float().contiguous(), "std": t["std"].float().contiguous(),
                 "labels": t["labels"].long().contiguous(),
             }
-            if "indices" in t:
-                arrays["indices"] = t["indices"].long().contiguous()
+            for extra in ("indices", "conditions"):
+                if extra in t:
+                    arrays[extra] = t[extra].long().contiguous()
             save_file(arrays, str(tmp / f"{part}.safetensors"))
         write_json(tmp / INFO, info)
     return Path(out)
@@ -68,21 +72,26 @@ def read_latent_info(run: Path) -> dict[str, Any]:
     if not isinstance(info, dict):
         raise DataError(f"'{path}' is damaged (not a JSON object); rebuild it with dopplerdiff cache-latents")
     check_identity_names(info.get("identities", []), f"'{path}'")
+    info.setdefault("conditions", [DEFAULT_CONDITION])  # caches written before walking conditions
     return info
 
 
 def load_latents(run: Path, split: str) -> dict[str, torch.Tensor]:
-    """The unscaled tensors of one split: ``mean``, ``std``, ``labels``."""
+    """The unscaled tensors of one split: ``mean``, ``std``, ``labels``, ``conditions`` (zeros if absent)."""
     if split not in SPLITS:
         raise DataError(f"unknown latent split '{split}' (expected one of {', '.join(SPLITS)})")
     path = Path(run) / "latents" / f"{split}.safetensors"
     if not path.is_file():
         raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
-    return load_file(str(path))
+    t = load_file(str(path))
+    if "conditions" not in t:
+        t["conditions"] = torch.zeros_like(t["labels"], dtype=torch.long)
+    return t
 
 
 class LatentDataset(Dataset):
-    """Items ``{"latents": FloatTensor (C, h, w) in model space, "labels": LongTensor ()}``.
+    """Items ``{"latents": FloatTensor (C, h, w) in model space, "labels": LongTensor (),
+    "conditions": LongTensor ()}``.
 
     ``sample=True`` draws ``mean + std * eps`` with the global torch RNG (a fresh posterior sample each
     time, as the autoencoder's KL training intends); ``sample=False`` uses the posterior mean.
@@ -95,10 +104,12 @@ class LatentDataset(Dataset):
         self.info = read_latent_info(run)
         t = load_latents(run, split)
         self.mean, self.std, self.labels = t["mean"], t["std"], t["labels"]
+        self.conditions = t["conditions"].long()
         self.sample, self.time_shift = sample, time_shift
         self.scale = float(self.info["scaling_factor"])
         self.shift = float(self.info["shift_factor"])
         self.identities: list[str] = list(self.info["identities"])
+        self.condition_names: list[str] = list(self.info["conditions"])
         self.latent_shape: list[int] = list(self.info["latent_shape"])
         self.files: list[str] = list(self.info.get("files", {}).get(split, []))
 
@@ -111,7 +122,8 @@ class LatentDataset(Dataset):
             z = z + self.std[i] * torch.randn_like(z)
         if self.time_shift:
             z = torch.roll(z, int(torch.randint(0, z.shape[-1], ())), dims=-1)
-        return {"latents": to_model_space(z, self.scale, self.shift), "labels": self.labels[i]}
+        return {"latents": to_model_space(z, self.scale, self.shift), "labels": self.labels[i],
+                "conditions": self.conditions[i]}
 
 
 def load_codes(run: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

@@ -374,13 +374,15 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
                 "mean": torch.cat(means) if means else torch.zeros(0, c, f, f),
                 "std": torch.cat(stds) if stds else torch.zeros(0, c, f, f),
                 "labels": torch.from_numpy(ds.labels[idx].astype(np.int64)),
+                "conditions": torch.from_numpy(np.asarray(ds.conditions)[idx].astype(np.int64)),
             }
             if isinstance(vae, VQModel):
                 empty = torch.zeros(0, f, f, dtype=torch.long)
                 tensors[part]["indices"] = torch.cat(codes) if codes else empty
             files[part] = [ds.files[i] for i in idx]
     shape = list(tensors["train"]["mean"].shape[1:])
-    info = {"files": files, "identities": ds.identities, "scaling_factor": scale, "shift_factor": shift,
+    info = {"files": files, "identities": ds.identities, "conditions": list(ds.condition_names),
+            "scaling_factor": scale, "shift_factor": shift,
             "kind": autoencoder_kind(vae), "latent_shape": shape}
     write_latent_cache(run / "latents", tensors, info, overwrite=overwrite)
     return info

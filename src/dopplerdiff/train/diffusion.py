@@ -1,7 +1,9 @@
 """Train the identity-conditional latent denoiser on a run's cached latents (the shared loop).
 
 Loss of one batch: latents ``z`` (already in model space: ``(z - shift) * scale``), ids dropped to the null
-identity K with probability ``condition.dropout`` per sample, uniform timesteps of the DDPM training
+identity K with probability ``condition.dropout`` per sample (and, when the run has several walking
+conditions, the windows' conditions dropped to the null condition C independently, with probability
+``condition.condition_dropout``), uniform timesteps of the DDPM training
 schedule, MSE to the epsilon or v target, optionally weighted by min-SNR-gamma (Hang et al. 2023):
 ``min(snr, gamma) / snr`` for epsilon, ``min(snr, gamma) / (snr + 1)`` for v-prediction.
 
@@ -33,6 +35,7 @@ from dopplerdiff.config.diffusion import DiffusionConfig
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.latents import LatentDataset, read_latent_info
+from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import generate_samples
@@ -63,13 +66,16 @@ def diffusion_loss(
     ids: Tensor,
     cfg: DiffusionConfig,
     generator: torch.Generator | None = None,
+    conditions: Tensor | None = None,
 ) -> Tensor:
-    """Per-batch training loss (``ids`` already dropped); ``generator`` makes noise/timesteps fixed."""
+    """Per-batch training loss (``ids``/``conditions`` already dropped); ``generator`` makes noise/timesteps
+    fixed."""
     noise = torch.randn(z.shape, generator=generator, device=z.device, dtype=z.dtype)
     t = torch.randint(0, cfg.num_train_timesteps, (z.shape[0],), generator=generator, device=z.device)
     noisy = noise_scheduler.add_noise(z, noise, t)
     target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(z, noise, t)
-    pred = denoise(denoiser, noisy, t, encoder(ids))
+    tokens = encoder(ids) if conditions is None else encoder(ids, conditions)
+    pred = denoise(denoiser, noisy, t, tokens)
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
     if cfg.snr_gamma > 0:
         snr = compute_snr(noise_scheduler, t)
@@ -93,6 +99,8 @@ class DiffusionStage(TrainStage):
         identities: list[str],
         colormap: str,
         best: BestWeights | None = None,
+        val_conditions: Tensor | None = None,
+        condition_names: list[str] | None = None,
     ):
         self.cfg, self.best = cfg, best
         self.denoiser, self.encoder, self.vae = denoiser, encoder, vae.eval().requires_grad_(False)
@@ -101,6 +109,8 @@ class DiffusionStage(TrainStage):
         )
         self.val_latents, self.val_labels = val_latents, val_labels
         self.identities, self.colormap = identities, colormap
+        self.val_conditions = val_conditions
+        self.condition_names = list(condition_names or [DEFAULT_CONDITION])
 
     def modules(self) -> dict[str, nn.Module]:
         mods: dict[str, nn.Module] = {"denoiser": self.denoiser}
@@ -120,10 +130,16 @@ class DiffusionStage(TrainStage):
     def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         z, labels = batch["latents"], batch["labels"].long()
         ids = self.encoder.drop(labels, self.cfg.condition.dropout)
+        logs = {"null_frac": float((ids == self.encoder.null_id).float().mean())}
+        conds = None
+        if self.encoder.has_conditions:  # flat runs draw no extra random numbers
+            conds = self.encoder.drop_conditions(batch["conditions"].long(), self.cfg.condition.walk_dropout)
+            logs["null_condition_frac"] = float((conds == self.encoder.null_condition).float().mean())
         loss = diffusion_loss(
-            self.model("denoiser"), self._encoder(True), self.noise_scheduler, z, ids, self.cfg
+            self.model("denoiser"), self._encoder(True), self.noise_scheduler, z, ids, self.cfg,
+            conditions=conds,
         )
-        return loss, {"null_frac": float((ids == self.encoder.null_id).float().mean())}
+        return loss, logs
 
     def pipeline(self) -> DopplerDiffPipeline:
         """A pipeline over the live (unwrapped) modules, for validation."""
@@ -134,6 +150,7 @@ class DiffusionStage(TrainStage):
             make_scheduler(self.cfg.scheduler, self.noise_scheduler.config),
             identities=self.identities,
             colormap=self.colormap,
+            conditions=self.condition_names,
         )
         pipe.set_progress_bar_config(disable=True)
         return pipe
@@ -143,6 +160,9 @@ class DiffusionStage(TrainStage):
         self.vae.to(device)
         z = self.val_latents[:VAL_LOSS_MAX].to(device)
         ids = self.val_labels[:VAL_LOSS_MAX].to(device)
+        conds = None
+        if self.encoder.has_conditions and self.val_conditions is not None:
+            conds = self.val_conditions[:VAL_LOSS_MAX].to(device)
         gen = torch.Generator(device=device).manual_seed(1234)
         metrics = {
             "val_loss": float(
@@ -154,6 +174,7 @@ class DiffusionStage(TrainStage):
                     ids,
                     self.cfg,
                     generator=gen,
+                    conditions=conds,
                 )
             )
         }
@@ -235,13 +256,20 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], meta: dict[str
     """Fresh denoiser and condition encoder (seeded), the run's autoencoder and validation latents."""
     cfg, identities = config.diffusion, list(info["identities"])
     c, h, _ = (int(v) for v in info["latent_shape"][-3:])
-    val_z, val_y = _stack(_load_latents(run, "val", False))
+    val_ds = _load_latents(run, "val", False)
+    val_z, val_y = _stack(val_ds)
+    conditions = list(info["conditions"])
+    if cfg.backbone == "dit" and len(conditions) > 1:
+        log.warning("diffusion: the dit backbone has identity labels only; the walking conditions %s are "
+                    "not learned (use diffusion.backbone=unet)", ", ".join(conditions))
+        conditions = [DEFAULT_CONDITION]
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     denoiser = build_denoiser(cfg, c, h, len(identities))
-    encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
+    encoder = build_condition_encoder(cfg, len(identities), cfg.backbone, num_conditions=len(conditions))
     vae = load_autoencoder_any(run / "autoencoder")
     colormap = str(meta.get("colormap", config.data.colormap))
-    return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best)
+    return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best,
+                          val_conditions=val_ds.conditions, condition_names=conditions)
 
 
 def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dict[str, nn.Module],
@@ -260,7 +288,7 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
         old = load_parts(current) if current is not None else None
         pipe = DopplerDiffPipeline(
             stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
-            identities=stage.identities, colormap=stage.colormap,
+            identities=stage.identities, colormap=stage.colormap, conditions=stage.condition_names,
             channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
             decoder=_decoder(run, config, old),
         )

@@ -46,8 +46,9 @@ def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any
     """(key, recorded, now) for every key outside :data:`RESUME_FREE` whose value differs."""
     a, b = _flat(old), _flat(new)
     keys = sorted(k for k in a.keys() | b.keys() if k.rsplit(".", 1)[-1] not in RESUME_FREE)
+    # A key added later with the default None (e.g. diffusion.condition.condition_dropout) is no change.
     return [(k, a.get(k, _MISSING), b.get(k, _MISSING)) for k in keys
-            if a.get(k, _MISSING) != b.get(k, _MISSING)]
+            if a.get(k, _MISSING) != b.get(k, _MISSING) and not (k not in a and b[k] is None)]
 
 
 def check_record(ckpt: Path, record: dict[str, Any]) -> None:
