@@ -27,7 +27,8 @@ def ws(hostile, tmp_path, sim_data):
     return dict(paths, run=tmp_path / "no-run", idx=tmp_path / "no-index")
 
 
-@pytest.mark.parametrize("name", ["simulate identities 0", "simulate -o file", "nested layout: inspect"])
+@pytest.mark.parametrize("name", ["simulate identities 0", "simulate -o file",
+                                  "mixed identity/condition folders: inspect"])
 def test_case_passes(hostile, ws, name):
     case = next(c for c in hostile.one_command_cases() if c.name == name)
     res = hostile.run_case(case, ws)
