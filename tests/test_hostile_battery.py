@@ -48,8 +48,9 @@ def test_an_output_that_is_a_file_is_one_error(tmp_path, smoke_config):
     assert file.read_text() == "keep"
 
 
-def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_config):
-    """`run --data DATA/<condition>/ID_k` left RUN (config.yaml, a lock) behind."""
+def test_run_on_an_unreadable_data_root_writes_nothing(tmp_path, sim_data, smoke_config):
+    """`run --data` on a root the reader refuses (here identity folders mixed with condition folders) left RUN
+    (config.yaml, a lock) behind."""
     import shutil
 
     from dopplerdiff.errors import DataError
@@ -57,9 +58,9 @@ def test_run_on_a_nested_data_root_writes_nothing(tmp_path, sim_data, smoke_conf
 
     nested = tmp_path / "nested"
     shutil.copytree(sim_data / "ID_1", nested / "Normal_line" / "ID_1")
-    shutil.copytree(sim_data / "ID_2", nested / "Normal_line" / "ID_2")
+    shutil.copytree(sim_data / "ID_2", nested / "ID_2")
     run = tmp_path / "run"
-    with pytest.raises(DataError, match="nested layout"):
+    with pytest.raises(DataError, match="mixes identity folders"):
         run_all(run, smoke_config, nested, progress=False)
     assert not run.exists()
 
