@@ -98,3 +98,17 @@ def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
         code = int(exc.code or 0)
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+@pytest.fixture()
+def cli(monkeypatch, capsys):
+    """``cli(*args)`` -> (exit code, stdout, stderr) of ``dopplerdiff ARGS``."""
+    return lambda *args: run_cli(monkeypatch, capsys, *args)
+
+
+@pytest.fixture()
+def no_sampling(monkeypatch):
+    """Any call of the pipeline fails the test: the command must stop before sampling."""
+    from edit_helpers import forbid_sampling
+
+    forbid_sampling(monkeypatch)

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import build_tiny_pipeline, run_cli
+from conftest import build_tiny_pipeline
 from PIL import Image
 
 from dopplerdiff.data.images import write_image
@@ -34,11 +34,6 @@ def run(tmp_path, smoke_config):
         np.save(tmp_path / "npy" / f"w{i}.npy", rng.random((16, 16)).astype(np.float32))
     return run
 
-
-@pytest.fixture()
-def cli(monkeypatch, capsys):
-    """``cli(*args)`` -> (exit code, stdout, stderr) of ``dopplerdiff ARGS``."""
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
 
 
 def test_transfer_writes_reproducible_outputs(run, tmp_path, cli):

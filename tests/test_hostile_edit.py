@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_tiny_pipeline, run_cli
-from edit_helpers import NAMES, forbid_sampling, one_error, save_run, snapshot
+from conftest import build_tiny_pipeline
+from edit_helpers import NAMES, one_error, save_run, snapshot
 from synthetic_helpers import make_run
 
 from dopplerdiff.data.images import write_image
@@ -23,14 +23,6 @@ def run(tmp_path, smoke_config):
     return save_run(tmp_path / "run", build_tiny_pipeline(smoke_config, names=NAMES), smoke_config)
 
 
-@pytest.fixture()
-def cli(monkeypatch, capsys):
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
-
-
-@pytest.fixture()
-def no_sampling(monkeypatch):
-    forbid_sampling(monkeypatch)
 
 
 # -- item 1: one name check where a name enters and where it is loaded ------------------------------------

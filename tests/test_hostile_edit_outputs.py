@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import build_tiny_pipeline, run_cli
-from edit_helpers import NAMES, forbid_sampling, one_error, save_run
+from conftest import build_tiny_pipeline
+from edit_helpers import NAMES, one_error, save_run
 
 from dopplerdiff.data.images import write_image
 from dopplerdiff.edit import ops
@@ -26,14 +26,6 @@ def run(tmp_path, smoke_config):
     return save_run(tmp_path / "run", build_tiny_pipeline(smoke_config, names=NAMES), smoke_config)
 
 
-@pytest.fixture()
-def cli(monkeypatch, capsys):
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
-
-
-@pytest.fixture()
-def no_sampling(monkeypatch):
-    forbid_sampling(monkeypatch)
 
 
 # -- item 9: inpaint with an upsampling diffusion decoder ---------------------------------------------------

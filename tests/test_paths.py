@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from synthetic_helpers import make_run
 
 from dopplerdiff.errors import DataError
@@ -34,10 +33,6 @@ def test_path_inside_refuses_a_link_out_of_the_root(tmp_path):
         path_inside(tmp_path / "root", "ID_1/a.png", "'data.json'")
     assert path_inside(tmp_path / "root", "ID_1/b.png", "x") == tmp_path / "root" / "ID_1" / "b.png"
 
-
-@pytest.fixture()
-def cli(monkeypatch, capsys):
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
 
 
 def _plant(run: Path, entry: str) -> None:

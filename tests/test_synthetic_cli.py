@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from synthetic_helpers import make_run
 
 from dopplerdiff.data.images import load_spectrograms, scan_tree
@@ -17,10 +16,6 @@ def setup(tmp_path_factory, sim_data, smoke_config):
     run, split = make_run(tmp_path_factory.mktemp("cli"), sim_data, smoke_config)
     return run, split, sim_data
 
-
-@pytest.fixture()
-def cli(monkeypatch, capsys):
-    return lambda *args: run_cli(monkeypatch, capsys, *args)
 
 
 def _manifest(path: Path) -> dict:
