@@ -17,6 +17,8 @@ MAX_PHYSICS_TOLERANCE = 10.0
 LEVERS = ("w:", "n:")  # parts that change how an arm's windows enter training, not how they are drawn
 
 
+JUDGE_ARCHS = ("plain", "residual")  # evaluate/judge.py: conv-BN-ReLU stages or two-layer residual stages
+
 @dataclass(frozen=True)
 class ArmSpec:
     """One strategy arm of the augmentation experiment, parsed from a name like ``real:0.5+filtered``.
@@ -154,8 +156,9 @@ class EvaluateConfig:
         if not self.judge_channels or any(c < 1 for c in self.judge_channels):
             raise ValueError(f"evaluate.judge_channels must be positive CNN widths, "
                              f"got {self.judge_channels}")
-        if self.judge_arch not in ("plain", "residual"):
-            raise ValueError(f"evaluate.judge_arch must be 'plain' or 'residual', got {self.judge_arch!r}")
+        if self.judge_arch not in JUDGE_ARCHS:
+            raise ValueError(f"evaluate.judge_arch must be one of {', '.join(JUDGE_ARCHS)}, "
+                             f"got {self.judge_arch!r}")
         if self.judge_steps < 0 or self.c2st_steps < 0:
             raise ValueError("evaluate.judge_steps and evaluate.c2st_steps must be >= 0")
         self._check_strategies()

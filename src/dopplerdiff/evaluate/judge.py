@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from dopplerdiff.classifier import load_backbone, sample_weights, weighted_cross_entropy
 from dopplerdiff.config.data import AugmentConfig
+from dopplerdiff.config.evaluate import JUDGE_ARCHS
 from dopplerdiff.data.augment import augment_batch, mixup
 from dopplerdiff.errors import DataError, DopplerDiffError
 
-JUDGE_ARCHS = ("plain", "residual")
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
 
 
