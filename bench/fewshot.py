@@ -38,7 +38,15 @@ from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.loading import eval_device
 from dopplerdiff.fewshot import protocol as fs
-from dopplerdiff.fewshot.arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.fewshot.arms import (
+    CLASSIC,
+    arm_table,
+    fewshot_set,
+    fitters,
+    score_arms,
+    scored_sets,
+    summarise,
+)
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
@@ -112,7 +120,8 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     t2 = time.time()
     data = fewshot_set(base, split, full, novel)
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
-    cells = score_arms(data, arm_table(data, syn), fitters(cfg, steps, device), seeds)
+    fits = fitters(cfg, steps, device)
+    cells = score_arms(len(data.names), arm_table(data, syn), fits, seeds, scored_sets(data))
     t3 = time.time()
     opened = open_set(data, syn, cfg, steps=steps, seeds=seeds, device=device) if a.open_set else None
     return {"fold": fold.index, "k": k, "base": fold.base, "novel": fold.novel, "adaptation": adapted,

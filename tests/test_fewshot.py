@@ -16,7 +16,7 @@ from dopplerdiff.data.images import load_spectrograms
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.fewshot import protocol as fs
-from dopplerdiff.fewshot.arms import arm_table, fewshot_set, fitters, score_arms, summarise
+from dopplerdiff.fewshot.arms import arm_table, fewshot_set, fitters, score_arms, scored_sets, summarise
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
@@ -113,7 +113,7 @@ def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
     arms = arm_table(data, {"row/n2": syn["row/n2"]})
     assert {a: c for a, (_, c) in arms.items()} == {"real": False, "classic": True, "real+row/n2": False,
                                                    "classic+row/n2": True}
-    cells = score_arms(data, arms, fitters(cfg, steps=2), seeds=[0, 1])
+    cells = score_arms(len(data.names), arms, fitters(cfg, steps=2), [0, 1], scored_sets(data))
     out = summarise([cells, cells])
     row = out["judge"]["real+row/n2"]
     assert len(row["novel"]["runs"]) == 4 and len(row["novel_gain_vs_real"]["ci95"]) == 2

@@ -80,10 +80,10 @@ def _cat(*parts: Arrays) -> Arrays:
     return np.concatenate([p[0] for p in parts]).astype(np.float32), np.concatenate([p[1] for p in parts])
 
 
-def arm_table(fs: FewshotSet, synthetic: dict[str, Arrays]) -> dict[str, tuple[Arrays, bool]]:
+def arm_table(fs: FewshotSet | Arrays, synthetic: dict[str, Arrays]) -> dict[str, tuple[Arrays, bool]]:
     """arm name -> (training windows, classic augmentation on?) for the real, classic and every synthetic
-    method's arms."""
-    real = _cat(fs.base_train, fs.shots)
+    method's arms; the real windows are a ``FewshotSet``'s base training windows and shots, or given."""
+    real = _cat(fs.base_train, fs.shots) if isinstance(fs, FewshotSet) else _cat(fs)
     arms = {"real": (real, False), "classic": (real, True)}
     for method, syn in synthetic.items():
         both = _cat(real, syn)
@@ -117,39 +117,46 @@ def _accuracy(predict: Callable[[np.ndarray], np.ndarray], data: Arrays) -> floa
     return float((np.asarray(predict(data[0])).argmax(1) == data[1]).mean())
 
 
-def score_arms(fs: FewshotSet, arms: dict[str, tuple[Arrays, bool]], fits: dict[str, FitFn],
-               seeds: Sequence[int]) -> dict[str, dict[str, dict[str, list[float]]]]:
-    """arch -> arm -> {"novel": [accuracy per seed], "base": [...]}."""
+def scored_sets(fs: FewshotSet) -> dict[str, Arrays]:
+    """The novel-walkers experiment's scored sets: novel people's later windows, base people's test split."""
+    return {"novel": fs.novel_test, "base": fs.base_test}
+
+
+def score_arms(num_classes: int, arms: dict[str, tuple[Arrays, bool]], fits: dict[str, FitFn],
+               seeds: Sequence[int], tests: dict[str, Arrays]) -> dict[str, dict[str, dict[str, list]]]:
+    """arch -> arm -> {test set name: [accuracy per seed]} (an empty test set scores nothing)."""
     if not seeds:
         raise DopplerDiffError("the few-shot experiment needs at least one classifier seed")
+    tests = {name: t for name, t in tests.items() if len(t[1])}
     out: dict[str, dict[str, dict[str, list[float]]]] = {}
     for arch, fit in fits.items():
         out[arch] = {}
         for arm, ((x, y), classic) in arms.items():
-            cell: dict[str, list[float]] = {"novel": [], "base": []}
+            cell: dict[str, list[float]] = {name: [] for name in tests}
             for seed in seeds:
-                predict = fit(x, y, len(fs.names), int(seed), classic)
-                cell["novel"].append(_accuracy(predict, fs.novel_test))
-                cell["base"].append(_accuracy(predict, fs.base_test))
-            log.info("few-shot %s %-22s novel %.3f base %.3f", arch, arm, np.mean(cell["novel"]),
-                     np.mean(cell["base"]))
+                predict = fit(x, y, num_classes, int(seed), classic)
+                for name, t in tests.items():
+                    cell[name].append(_accuracy(predict, t))
+            log.info("few-shot %s %-22s %s", arch, arm,
+                     " ".join(f"{n} {np.mean(v):.3f}" for n, v in cell.items()))
             out[arch][arm] = cell
     return out
 
 
 def summarise(cells: Sequence[dict[str, dict[str, dict[str, list[float]]]]]) -> dict[str, Any]:
-    """Pool the ``score_arms`` results of several folds (same seeds): per arch and arm the novel and base
-    accuracy, and the gains over ``real`` and over ``classic`` paired seed by seed and fold by fold."""
+    """Pool the ``score_arms`` results of several folds (same seeds): per arch, arm and test set the accuracy,
+    and the gains over ``real`` and over ``classic`` paired seed by seed and fold by fold."""
     out: dict[str, Any] = {}
     for arch in cells[0]:
         arms = [a for a in cells[0][arch] if all(a in c.get(arch, {}) for c in cells)]
-        pooled = {a: {p: [v for c in cells for v in c[arch][a][p]] for p in ("novel", "base")} for a in arms}
+        parts = list(cells[0][arch][arms[0]]) if arms else []
+        pooled = {a: {p: [v for c in cells for v in c[arch][a][p]] for p in parts} for a in arms}
         out[arch] = {}
         for arm in arms:
-            row: dict[str, Any] = {p: summary(pooled[arm][p]) for p in ("novel", "base")}
+            row: dict[str, Any] = {p: summary(pooled[arm][p]) for p in parts}
             for ref in ("real", "classic"):
                 if ref in pooled and arm != ref:
-                    for p in ("novel", "base"):
+                    for p in parts:
                         gain = np.subtract(pooled[arm][p], pooled[ref][p])
                         row[f"{p}_gain_vs_{ref}"] = summary(gain, ci=True)
             out[arch][arm] = row

@@ -1,0 +1,179 @@
+"""A new walking condition from k windows: does a generator trained on every person's source-condition windows
+and a few target-condition windows help identify people in the target condition?
+
+Protocol (``dopplerdiff.fewshot.crosscondition``): every person is recorded in the source condition (the run's
+split of it trains the generator and the classifiers); the shot people give the first k windows of their
+first target-condition recording; ``--zero-shot`` people give none. The run's stages train on the source
+folders plus the shots only. Classifiers over all people are trained on real (source training windows +
+shots), classic augmentation, real + synthetic target-condition windows of every person (``row``: from noise
+with the person's identity and the target condition; ``transferS``: SDEdit of the person's source windows
+into the target condition at strength S), and classic + synthetic; scored on the target condition's later
+windows of shot people (``target_shot``), on zero-shot people's target windows (``target_zero``) and on the
+source test split (``source``, the no-harm check), under the project's classifier and the judge
+architecture, with paired seeds.
+
+    python bench/crosscondition.py --data DIR|sim [--source normal] [--target backpack] [--k 5]
+        [--zero-shot 4] [--n 64] [--methods row,transfer] [--strengths 0.5] [--seeds 3] [--classifier-steps S]
+        [--condition-guidance G] [--profile quick] [--device auto] [--name NAME] [--out DIR] [--extra k=v ...]
+
+Runs are kept under --out (default runs/bench-crosscondition/NAME/k<k>; a rerun resumes them); results go to
+bench/results/crosscondition_NAME.json, rewritten after every k, and a table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from dopplerdiff.config import load_config
+from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.data.simulate import simulate_dataset
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate.loading import eval_device
+from dopplerdiff.fewshot import crosscondition as cc
+from dopplerdiff.fewshot.arms import CLASSIC, arm_table, fitters, score_arms, summarise
+from dopplerdiff.fewshot.protocol import train_base
+from dopplerdiff.generate import load_run_pipeline
+
+RESULTS = Path(__file__).parent / "results"
+PARTS = ("target_shot", "target_zero", "source")
+
+
+def parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default="sim", help="'sim' (simulate the two conditions) or a "
+                    "DATA/<condition>/ID_k folder")
+    ap.add_argument("--source", default="normal")
+    ap.add_argument("--target", default="backpack")
+    ap.add_argument("--k", default="5", help="target windows per shot person, e.g. 1,3,5")
+    ap.add_argument("--zero-shot", type=int, default=4, help="people without a target window")
+    ap.add_argument("--n", type=int, default=64, help="synthetic target windows per person")
+    ap.add_argument("--methods", default="row,transfer",
+                    help="row (from noise), transfer (SDEdit of source windows)")
+    ap.add_argument("--strengths", default="0.5", help="transfer strengths in (0, 1]")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--classifier-steps", type=int, default=None, help="default: evaluate.augment_steps")
+    ap.add_argument("--condition-guidance", type=float, default=None, help="default: the guidance scale")
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--extra", nargs="*", default=[], help="config overrides key=value")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--name", default=None)
+    ap.add_argument("--out", default=None)
+    return ap.parse_args()
+
+
+def check_args(a: argparse.Namespace) -> dict[str, Any]:
+    try:
+        ks = [int(p) for p in a.k.split(",") if p.strip()]
+        strengths = [float(s) for s in a.strengths.split(",") if s.strip()]
+    except ValueError:
+        sys.exit(f"error: --k takes integers and --strengths numbers, got '{a.k}' and '{a.strengths}'")
+    methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    if not methods or any(m not in ("row", "transfer") for m in methods):
+        sys.exit(f"error: --methods takes row and/or transfer, got '{a.methods}'")
+    if not ks or min(ks) < 1 or a.n < 1 or a.seeds < 1:
+        sys.exit("error: --k, --n and --seeds must be >= 1")
+    if "transfer" in methods and (not strengths or any(not 0 < s <= 1 for s in strengths)):
+        sys.exit(f"error: --strengths takes numbers in (0, 1], got '{a.strengths}'")
+    if a.data != "sim" and not Path(a.data).is_dir():
+        sys.exit(f"error: --data '{a.data}' is not a directory")
+    return {"ks": ks, "methods": methods, "strengths": strengths if "transfer" in methods else []}
+
+
+def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: dict[str, Any],
+          out: Path) -> dict[str, Any]:
+    """Train (or resume) the k-shot run, draw the synthetic target windows, train and score every arm."""
+    zero = cc.pick_zero_shot(full.identities, a.zero_shot, cfg.seed)
+    plan = cc.plan_shots(full, a.target, k, zero, cfg.data.split.gap_windows)
+    t0 = time.time()
+    data = cc.fold_data_folder(root, full, a.source, a.target, plan, out / f"k{k}" / "data")
+    run = out / f"k{k}" / "run"
+    train_base(run, cfg, data)
+    t1 = time.time()
+    run_ds, split = prepare_run_data(run, None, cfg.data)
+    cs = cc.crosscondition_set(run_ds, split, full, plan, a.target, zero)
+    device = eval_device(a.device)
+    pipe = load_run_pipeline(run, device=str(device))
+    syn = cc.synthetic_sets(pipe, cs, a.target, cfg, n=a.n, strengths=opts["strengths"],
+                            condition_guidance=a.condition_guidance)
+    if "row" not in opts["methods"]:
+        syn = {m: v for m, v in syn.items() if not m.startswith("row/")}
+    t2 = time.time()
+    seeds = list(range(cfg.seed, cfg.seed + a.seeds))
+    steps = a.classifier_steps or cfg.evaluate.augment_steps
+    tests = {**cs.tests, "source": cs.source_test}
+    cells = score_arms(len(cs.names), arm_table(cs.train, syn), fitters(cfg, steps, device), seeds, tests)
+    return {"k": k, "zero_shot": zero, "counts": {"train": len(cs.train[1]),
+            **{p: len(t[1]) for p, t in tests.items()}},
+            "seconds": {"train": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
+                        "classify": round(time.time() - t2, 1)}, "cells": cells}
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    """Accuracy % and gain over real-only in points [95% CI] per arm, k, architecture and test set."""
+    for k, by_arch in summary.items():
+        for arch, arms in by_arch.items():
+            print(f"\nk={k} {arch}: accuracy %, gain over real [95% CI]")
+            print(f"{'arm':<26}" + "".join(f"{p:>32}" for p in PARTS))
+            for arm, r in arms.items():
+                cells = []
+                for p in PARTS:
+                    if p not in r:
+                        cells.append(f"{'—':>32}")
+                        continue
+                    g = r.get(f"{p}_gain_vs_real")
+                    txt = f"{100 * r[p]['mean']:.1f}"
+                    if g and g.get("ci95"):
+                        lo, hi = g["ci95"]
+                        txt += f" {100 * g['mean']:+.1f} [{100 * lo:+.1f},{100 * hi:+.1f}]"
+                    cells.append(f"{txt:>32}")
+                print(f"{arm:<26}" + "".join(cells))
+
+
+def main() -> None:
+    a = parse()
+    opts = check_args(a)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = load_config(a.profile, a.extra)
+    name = a.name or ("sim" if a.data == "sim" else Path(a.data).name)
+    out = Path(a.out or f"runs/bench-crosscondition/{name}")
+    root = Path(a.data) if a.data != "sim" else out / "sim-data"
+    if a.data == "sim" and not root.exists():
+        sim = dataclasses.replace(cfg.simulate, conditions=[a.source, a.target])
+        simulate_dataset(sim, root, progress=False)
+    full = load_spectrograms(root, cfg.data)
+    try:  # every k must be possible before anything is trained
+        cc.condition_index(full, a.source, "source")
+        for k in opts["ks"]:
+            cc.plan_shots(full, a.target, k, cc.pick_zero_shot(full.identities, a.zero_shot, cfg.seed),
+                          cfg.data.split.gap_windows)
+    except DopplerDiffError as exc:
+        sys.exit(f"error: {exc}")
+    result: dict[str, Any] = {
+        "dataset": name, "data": str(root), "profile": a.profile, "overrides": a.extra, "source": a.source,
+        "target": a.target, **opts, "zero_shot_people": a.zero_shot, "n": a.n, "seeds": a.seeds,
+        "classifier_steps": a.classifier_steps or cfg.evaluate.augment_steps,
+        "condition_guidance": a.condition_guidance, "classic": dataclasses.asdict(CLASSIC),
+        "threads": os.environ.get("OMP_NUM_THREADS"), "date": time.strftime("%Y-%m-%d %H:%M"), "rows": []}
+    path = RESULTS / f"crosscondition_{name}.json"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    for k in opts["ks"]:
+        result["rows"].append(one_k(k, root, full, cfg, a, opts, out))
+        result["summary"] = {str(r["k"]): summarise([r["cells"]]) for r in result["rows"]}
+        result["wall_s"] = round(time.time() - t0, 1)
+        path.write_text(json.dumps(result, indent=2) + "\n")  # after every k: nothing is lost
+    print_table(result["summary"])
+    print(f"\n{path}")
+
+
+if __name__ == "__main__":
+    main()
