@@ -7,9 +7,11 @@ import dataclasses
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from conftest import latent_run, run_cli
+from PIL import Image
 
 from dopplerdiff.config import load_config
 from dopplerdiff.data.latents import LatentDataset, load_latents, write_latent_cache
@@ -154,6 +156,12 @@ def test_flat_run_has_no_condition_table(ae_run, tmp_path, monkeypatch, capsys):
                            "--condition", "backpack", "--out", tmp_path / "g")
     assert code == 2 and "trained without walking conditions" in _error_line(err)
     assert not (tmp_path / "g").exists()
+    run_cli(monkeypatch, capsys, "generate", "--run", run, "--identity", "ID_1", "--num", "1", "--out",
+            tmp_path / "in", "--quiet")
+    code, _, err = run_cli(monkeypatch, capsys, "edit", "transfer", "--run", run, "--input", tmp_path / "in",
+                           "--identity", "ID_2", "--condition", "backpack", "--out", tmp_path / "e")
+    assert code == 2 and "trained without walking conditions" in _error_line(err)
+    assert not (tmp_path / "e").exists()
 
 
 def test_checkpoints_from_before_condition_dropout_still_resume():
@@ -162,3 +170,23 @@ def test_checkpoints_from_before_condition_dropout_still_resume():
     old = {"diffusion": {"condition": {"dropout": 0.1}}}
     assert config_diff(old, {"diffusion": {"condition": {"dropout": 0.1, "condition_dropout": None}}}) == []
     assert config_diff(old, {"diffusion": {"condition": {"dropout": 0.1, "condition_dropout": 0.2}}})
+
+
+def test_edit_transfer_condition_cli(cond_run, tmp_path, monkeypatch, capsys):
+    src = tmp_path / "in"
+    run_cli(monkeypatch, capsys, "generate", "--run", cond_run, "--identity", "ID_1", "--condition", "normal",
+            "--num", "2", "--out", src, "--quiet")
+    args = ["edit", "transfer", "--run", cond_run, "--input", src / "normal" / "ID_1", "--identity", "ID_1",
+            "--strength", "0.6", "--quiet"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--condition", "backpack", "--out", tmp_path / "b")
+    assert code == 0, err
+    assert sorted(p.name for p in (tmp_path / "b").glob("*.png")) == [
+        "ID1_gen_0_as_ID_1_backpack.png", "ID1_gen_1_as_ID_1_backpack.png"]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["condition"] == "backpack"
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--condition", "normal", "--out", tmp_path / "n")
+    assert code == 0, err
+    a, b = (np.asarray(Image.open(next((tmp_path / d).glob("*gen_0*.png")))) for d in ("b", "n"))
+    assert not np.array_equal(a, b)  # the condition token changes the render (same seed, same input)
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--condition", "swim", "--out", tmp_path / "s")
+    assert code == 2 and "unknown condition 'swim'" in _error_line(err) and not (tmp_path / "s").exists()

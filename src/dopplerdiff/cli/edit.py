@@ -132,10 +132,15 @@ def transfer_cmd(
     run: Path = RunOpt, inputs: list[Path] = InputOpt, out: Path = OutOpt,
     identity: str = typer.Option(..., "--identity", "-i", help="Target identity."),
     strength: float = typer.Option(0.6, "--strength", help="Noise strength in (0, 1]; 1 = from pure noise."),
+    condition: str = typer.Option(None, "--condition",
+                                  help="Walking condition to render in (a run trained on conditions)."),
+    condition_guidance: float = typer.Option(None, "--condition-guidance", min=0.0, callback=finite,
+                                             help="Guidance scale of the condition (default: --guidance)."),
     guidance: float = GuidanceOpt, steps: int = StepsOpt, scheduler: str = SchedulerOpt, seed: int = SeedOpt,
     fmt: str = FormatOpt, batch_size: int = BatchOpt, quiet: bool = QuietOpt,
 ) -> None:
-    """Re-render walks as another person (img2img): the same timing and speed course, identity k."""
+    """Re-render walks as another person (img2img): the same timing and speed course, identity k; with
+    --condition, in another walking condition (the same walk with a backpack, ...)."""
     from dopplerdiff.edit.io import output_names
     from dopplerdiff.edit.ops import transfer
     from dopplerdiff.sampling import check_strength
@@ -143,11 +148,15 @@ def transfer_cmd(
     e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
     check_strength(strength, e.steps)
     e.pipe.identity_ids([identity])
+    if condition is not None:
+        e.pipe.condition_ids([condition])  # unknown, or a run without conditions: one error, nothing written
     files, images, notes = e.inputs(inputs)
     res = transfer(e.pipe, images, identity, strength=strength, guidance=e.guidance, steps=e.steps, seed=seed,
-                   batch_size=batch_size)
-    e.write(res, output_names(files, f"_as_{identity}"), fmt, kind="edit-transfer", inputs=notes,
-            identity=identity, strength=strength)
+                   batch_size=batch_size, condition=condition, condition_guidance=condition_guidance)
+    suffix = f"_as_{identity}" + (f"_{condition}" if condition else "")
+    e.write(res, output_names(files, suffix), fmt, kind="edit-transfer", inputs=notes, identity=identity,
+            strength=strength, **({"condition": condition, "condition_guidance": condition_guidance}
+                                  if condition else {}))
     if not quiet:
         typer.echo(f"wrote {len(files)} transferred windows to {out}")
 

@@ -55,15 +55,22 @@ def transfer(
     steps: int,
     seed: int = 0,
     batch_size: int = BATCH_SIZE,
+    condition: str | None = None,
+    condition_guidance: float | None = None,
 ) -> np.ndarray:
-    """Re-render windows (N,C,H,W in [-1,1]) as ``identity`` by img2img at ``strength`` -> [0,1] images."""
+    """Re-render windows (N,C,H,W in [-1,1]) as ``identity`` by img2img at ``strength`` -> [0,1] images;
+    with ``condition`` (a pipeline trained on walking conditions) in that condition, guided by
+    ``condition_guidance`` (None: ``guidance``). The seeds do not depend on the condition."""
     k = pipe.identity_ids([identity])[0]
+    walk = {}
+    if condition is not None:
+        walk = {"conditions": condition, "condition_guidance_scale": condition_guidance}
 
     def run(part: slice) -> torch.Tensor:
         x = torch.from_numpy(images[part])
         return pipe([k] * len(x), num_inference_steps=steps, guidance_scale=guidance, image=x,
                     generator=_generators(pipe, seed, k, part.start, len(x)), strength=strength,
-                    output_type="pt").images
+                    output_type="pt", **walk).images
 
     return _batched(len(images), batch_size, run)
 
