@@ -190,3 +190,25 @@ def test_edit_transfer_condition_cli(cond_run, tmp_path, monkeypatch, capsys):
     assert not np.array_equal(a, b)  # the condition token changes the render (same seed, same input)
     code, _, err = run_cli(monkeypatch, capsys, *args, "--condition", "swim", "--out", tmp_path / "s")
     assert code == 2 and "unknown condition 'swim'" in _error_line(err) and not (tmp_path / "s").exists()
+
+
+def test_condition_metrics_score_each_condition(cond_run):
+    from dopplerdiff.classifier import fit_classifier
+    from dopplerdiff.data.run_data import prepare_run_data
+    from dopplerdiff.evaluate.conditions import condition_metrics
+
+    cfg = load_config("smoke", ["evaluate.judge_steps=2", "evaluate.steps=2"])
+    ds, split = prepare_run_data(cond_run, None, cfg.data)
+    train, test = ds.subset(split["train"]), ds.subset(split["test"])
+    encoder = fit_classifier(train.images, train.labels, len(ds.identities), cfg.encoder, steps=2, seed=0)
+    pipe = DopplerDiffPipeline.from_pretrained(cond_run / "pipeline")
+    rows = condition_metrics(pipe, encoder, train, test, 2, cfg.evaluate)
+    assert [r["condition"] for r in rows] == CONDS
+    for c, r in enumerate(rows):
+        in_c = test.conditions == c
+        assert r["real_test"] == int(in_c.sum()) and r["people"] == len(set(test.labels[in_c].tolist()))
+        assert r["samples"] == 2 * r["people"]
+        for key in ("identity_accuracy", "condition_accuracy"):
+            assert all(0 <= v <= 1 for v in r[key].values())
+    flat = dataclasses.replace(test, conditions=np.zeros(len(test), np.int64), condition_names=["default"])
+    assert condition_metrics(pipe, encoder, train, flat, 2, cfg.evaluate) is None
