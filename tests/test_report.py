@@ -222,3 +222,15 @@ def test_every_image_has_alt_text_and_the_page_fits_a_phone():
     # phone width: the viewport follows the device, wide tables scroll inside themselves, images shrink
     assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in text
     assert re.search(r"table\{[^}]*overflow-x:auto", text) and re.search(r"img\{max-width:100%", text)
+
+
+def test_conditions_section_only_for_runs_with_conditions():
+    m = _full_metrics()
+    assert 'id="conditions"' not in render_report(m)
+    row = {"condition": "backpack", "people": 3, "real_test": 30, "samples": 12, "fd_gen_vs_test": 4.25,
+           "identity_accuracy": {"real_test": 0.9, "generated": 0.625},
+           "condition_accuracy": {"real_test": 0.95, "generated": 0.4375}}
+    text = render_report({**m, "conditions": [row, {**row, "condition": "normal"}]})
+    parser = _check_html(text)
+    assert "conditions" in parser.ids and "backpack" in text and "normal" in text
+    assert "0.438" in text and "0.625" in text and "4.250" in text

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dopplerdiff.evaluate.report_conditions import conditions_section
 from dopplerdiff.evaluate.report_html import (
     Raw,
     ci,
@@ -368,6 +369,8 @@ def render_report(
             _examples(examples, colormap),
         ),
         section("identity", "Identity accuracy per identity", _identity(metrics, plots)),
+        section("conditions", "Walking conditions", conditions_section(metrics)) if metrics.get("conditions")
+        else "",
         section("distribution", "Distribution metrics (encoder feature space)", _distribution(metrics)),
         section("independent", "Independent judge, two-sample tests and texture",
                 independent_section(metrics, plots)),
