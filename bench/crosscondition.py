@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from dopplerdiff.config import load_config
-from dopplerdiff.data.images import load_spectrograms
+from dopplerdiff.data.contact import save_grid
+from dopplerdiff.data.images import load_spectrograms, to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
@@ -89,7 +90,7 @@ def check_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: dict[str, Any],
-          out: Path) -> dict[str, Any]:
+          out: Path, name: str) -> dict[str, Any]:
     """Train (or resume) the k-shot run, draw the synthetic target windows, train and score every arm."""
     zero = cc.pick_zero_shot(full.identities, a.zero_shot, cfg.seed)
     plan = cc.plan_shots(full, a.target, k, zero, cfg.data.split.gap_windows)
@@ -106,6 +107,7 @@ def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: 
                             condition_guidance=a.condition_guidance)
     if "row" not in opts["methods"]:
         syn = {m: v for m, v in syn.items() if not m.startswith("row/")}
+    picture(RESULTS / f"crosscondition_{name}_k{k}.png", cs, syn, zero)
     t2 = time.time()
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
     steps = a.classifier_steps or cfg.evaluate.augment_steps
@@ -115,6 +117,22 @@ def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: 
             **{p: len(t[1]) for p, t in tests.items()}},
             "seconds": {"train": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
                         "classify": round(time.time() - t2, 1)}, "cells": cells}
+
+
+def picture(path: Path, cs: Any, syn: dict[str, Any], zero: list[str], per_row: int = 4) -> None:
+    """For one shot person and one zero-shot person: real source windows, real target test windows and each
+    method's synthetic target windows, cells enlarged (nearest) to 128 px."""
+    shot = next(p for p in cs.names if p not in zero)
+    rows, labels = [], []
+    for person in [shot, *zero[:1]]:
+        j = cs.names.index(person)
+        test = cs.tests["target_zero" if person in zero else "target_shot"]
+        rows += [cs.source_train[0][cs.source_train[1] == j][:per_row], test[0][test[1] == j][:per_row]]
+        labels += [f"{person} real source", f"{person} real target{' (zero-shot)' if person in zero else ''}"]
+        for method, (x, y) in syn.items():
+            rows.append(x[y == j][:per_row])
+            labels.append(f"{person} {method.split('/')[0]}")
+    save_grid(path, [to_unit(r) for r in rows], "jet", labels, min_cell=128)
 
 
 def print_table(summary: dict[str, Any]) -> None:
@@ -167,7 +185,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     for k in opts["ks"]:
-        result["rows"].append(one_k(k, root, full, cfg, a, opts, out))
+        result["rows"].append(one_k(k, root, full, cfg, a, opts, out, name))
         result["summary"] = {str(r["k"]): summarise([r["cells"]]) for r in result["rows"]}
         result["wall_s"] = round(time.time() - t0, 1)
         path.write_text(json.dumps(result, indent=2) + "\n")  # after every k: nothing is lost
