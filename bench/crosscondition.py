@@ -90,7 +90,7 @@ def check_args(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: dict[str, Any],
-          out: Path, name: str) -> dict[str, Any]:
+          out: Path, name: str, save: Any) -> dict[str, Any]:
     """Train (or resume) the k-shot run, draw the synthetic target windows, train and score every arm."""
     zero = cc.pick_zero_shot(full.identities, a.zero_shot, cfg.seed)
     plan = cc.plan_shots(full, a.target, k, zero, cfg.data.split.gap_windows)
@@ -112,7 +112,9 @@ def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: 
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
     steps = a.classifier_steps or cfg.evaluate.augment_steps
     tests = {**cs.tests, "source": cs.source_test}
-    cells = score_arms(len(cs.names), arm_table(cs.train, syn), fitters(cfg, steps, device), seeds, tests)
+    head = {"k": k, "zero_shot": zero, "partial": True}
+    cells = score_arms(len(cs.names), arm_table(cs.train, syn), fitters(cfg, steps, device), seeds, tests,
+                       on_arm=lambda so_far: save({**head, "cells": so_far}))
     return {"k": k, "zero_shot": zero, "counts": {"train": len(cs.train[1]),
             **{p: len(t[1]) for p, t in tests.items()}},
             "seconds": {"train": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
@@ -184,11 +186,16 @@ def main() -> None:
     path = RESULTS / f"crosscondition_{name}.json"
     RESULTS.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    for k in opts["ks"]:
-        result["rows"].append(one_k(k, root, full, cfg, a, opts, out, name))
-        result["summary"] = {str(r["k"]): summarise([r["cells"]]) for r in result["rows"]}
+
+    def save(partial: dict[str, Any] | None = None) -> None:
+        rows = result["rows"] + ([partial] if partial else [])
+        result["summary"] = {str(r["k"]): summarise([r["cells"]]) for r in rows}
         result["wall_s"] = round(time.time() - t0, 1)
-        path.write_text(json.dumps(result, indent=2) + "\n")  # after every k: nothing is lost
+        path.write_text(json.dumps({**result, "rows": rows}, indent=2) + "\n")  # after every arm
+
+    for k in opts["ks"]:
+        result["rows"].append(one_k(k, root, full, cfg, a, opts, out, name, save))
+        save()
     print_table(result["summary"])
     print(f"\n{path}")
 

@@ -123,8 +123,10 @@ def scored_sets(fs: FewshotSet) -> dict[str, Arrays]:
 
 
 def score_arms(num_classes: int, arms: dict[str, tuple[Arrays, bool]], fits: dict[str, FitFn],
-               seeds: Sequence[int], tests: dict[str, Arrays]) -> dict[str, dict[str, dict[str, list]]]:
-    """arch -> arm -> {test set name: [accuracy per seed]} (an empty test set scores nothing)."""
+               seeds: Sequence[int], tests: dict[str, Arrays],
+               on_arm: Callable[[dict], None] | None = None) -> dict[str, dict[str, dict[str, list]]]:
+    """arch -> arm -> {test set name: [accuracy per seed]} (an empty test set scores nothing); ``on_arm``
+    gets the results so far after every arm (long runs save them as they go)."""
     if not seeds:
         raise DopplerDiffError("the few-shot experiment needs at least one classifier seed")
     tests = {name: t for name, t in tests.items() if len(t[1])}
@@ -140,6 +142,8 @@ def score_arms(num_classes: int, arms: dict[str, tuple[Arrays, bool]], fits: dic
             log.info("few-shot %s %-22s %s", arch, arm,
                      " ".join(f"{n} {np.mean(v):.3f}" for n, v in cell.items()))
             out[arch][arm] = cell
+            if on_arm is not None:
+                on_arm(out)
     return out
 
 
