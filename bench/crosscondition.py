@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dopplerdiff.config import load_config
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import load_spectrograms, to_unit
@@ -102,9 +104,7 @@ def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: 
     run_ds, split = prepare_run_data(run, None, cfg.data)
     cs = cc.crosscondition_set(run_ds, split, full, plan, a.target, zero)
     device = eval_device(a.device)
-    pipe = load_run_pipeline(run, device=str(device))
-    syn = cc.synthetic_sets(pipe, cs, a.target, cfg, n=a.n, strengths=opts["strengths"],
-                            condition_guidance=a.condition_guidance)
+    syn = drawn(out / f"k{k}", cs, a, cfg, opts, device)
     if "row" not in opts["methods"]:
         syn = {m: v for m, v in syn.items() if not m.startswith("row/")}
     picture(RESULTS / f"crosscondition_{name}_k{k}.png", cs, syn, zero)
@@ -119,6 +119,24 @@ def one_k(k: int, root: Path, full: Any, cfg: Any, a: argparse.Namespace, opts: 
             **{p: len(t[1]) for p, t in tests.items()}},
             "seconds": {"train": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
                         "classify": round(time.time() - t2, 1)}, "cells": cells}
+
+
+def drawn(kdir: Path, cs: Any, a: argparse.Namespace, cfg: Any, opts: dict[str, Any], device: Any) -> dict:
+    """The synthetic sets, drawn once per (n, strengths, condition guidance) and kept in the k folder, so a
+    rerun (e.g. with other classifier seeds or threads) reuses them."""
+    key = f"n{a.n}_s{'-'.join(f'{s:g}' for s in opts['strengths'])}_g{a.condition_guidance}"
+    path = kdir / f"synthetic_{key}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return {m: (z[f"{m}|x"], z[f"{m}|y"]) for m in json.loads(str(z["methods"]))}
+    pipe = load_run_pipeline(kdir / "run", device=str(device))
+    syn = cc.synthetic_sets(pipe, cs, a.target, cfg, n=a.n, strengths=opts["strengths"],
+                            condition_guidance=a.condition_guidance)
+    arrays = {f"{m}|{p}": v for m, (x, y) in syn.items() for p, v in (("x", x), ("y", y))}
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, methods=json.dumps(list(syn)), **arrays)
+    tmp.replace(path)
+    return syn
 
 
 def picture(path: Path, cs: Any, syn: dict[str, Any], zero: list[str], per_row: int = 4) -> None:
