@@ -234,3 +234,14 @@ def test_conditions_section_only_for_runs_with_conditions():
     parser = _check_html(text)
     assert "conditions" in parser.ids and "backpack" in text and "normal" in text
     assert "0.438" in text and "0.625" in text and "4.250" in text
+
+
+def test_native_size_judge_columns_only_when_computed():
+    m = {**_full_metrics(), "judge": {"real_test": _acc(0.85), "reconstruction": _acc(0.7),
+                                      "generated": _acc(0.6)}}
+    assert "native size" not in render_report(m)
+    native = {"size": [256, 256], "real_test": _acc(0.9), "reconstruction": _acc(0.45),
+              "ratio_reconstruction": 0.5, "generated": _acc(0.3), "ratio_generated": 1 / 3}
+    text = render_report({**m, "judge_native": native})
+    _check_html(text)
+    assert "judge at the native size 256×256" in text and "0.450" in text and "0.333" in text

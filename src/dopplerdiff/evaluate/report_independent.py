@@ -18,16 +18,24 @@ TEXTURE_KEYS = ("high_frequency_ratio", "sparsity", "local_variance", "mean_inte
 
 
 def _judge(m: dict) -> str:
-    judge = m.get("judge") or {}
+    """Judge accuracy per set; with ``judge_native`` also the judge trained at the data's native size, which
+    scores the sets resized as ``generate`` writes them."""
+    judge, native = m.get("judge") or {}, m.get("judge_native") or {}
     rows = []
     for key, label in SETS:
         a = judge.get(key)
         if a:
             ratio = judge.get(f"ratio_{key}")
-            rows.append([label, Raw(fmt(a.get("overall")) + ci(a)), ratio, (m.get("accuracy") or {})
-                         .get(key, {}).get("overall")])
-    return table(["image set", "judge accuracy [95% CI]", "× judge's real-test accuracy",
-                  "encoder accuracy"], rows)
+            row = [label, Raw(fmt(a.get("overall")) + ci(a)), ratio,
+                   (m.get("accuracy") or {}).get(key, {}).get("overall")]
+            n = native.get(key)
+            rows.append(row + ([Raw(fmt(n.get("overall")) + ci(n)) if n else None, native.get(f"ratio_{key}")]
+                               if native else []))
+    header = ["image set", "judge accuracy [95% CI]", "× judge's real-test accuracy", "encoder accuracy"]
+    if native:
+        size = "×".join(str(v) for v in native.get("size", []))
+        header += [f"judge at the native size {size} [95% CI]", "× its real-test accuracy"]
+    return table(header, rows)
 
 
 def _c2st(m: dict) -> str:
