@@ -138,11 +138,17 @@ class EvaluateConfig:
     # each identity's physics range is widened by this fraction of the range over all identities: a short
     # recording's own range can be nearly a point (e.g. its background level)
     augment_filter_tolerance: float = PHYSICS_TOLERANCE
+    # a second judge trained at the data's native size scores reconstructions and samples resized as
+    # generate writes them (cost: the judge's, times (native / data.size)^2 pixels; off by default)
+    native_judge: bool = False
+    # runs trained on walking conditions: per condition, this many samples per person in that condition
+    condition_samples_per_identity: int = 16
     seed: int = 0
 
     def __post_init__(self) -> None:
         counts = {"num_per_identity": self.num_per_identity, "steps": self.steps,
-                  "sweep_num_per_identity": self.sweep_num_per_identity, "knn_k": self.knn_k}
+                  "sweep_num_per_identity": self.sweep_num_per_identity, "knn_k": self.knn_k,
+                  "condition_samples_per_identity": self.condition_samples_per_identity}
         for name, value in counts.items():
             if value < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {value}")
