@@ -47,6 +47,7 @@ from dopplerdiff.fewshot.arms import (
     scored_sets,
     summarise,
 )
+from dopplerdiff.fewshot.finetune import finetune_attention
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.generate import load_run_pipeline
 
@@ -73,7 +74,10 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--novel", default=None, help="comma-separated novel people: one fold instead of --folds")
     ap.add_argument("--k", default="5", help="windows per novel person, e.g. 1,3,5,10")
     ap.add_argument("--n", default="16,64", help="synthetic windows per novel person, e.g. 16,64")
-    ap.add_argument("--methods", default="row,seeded", help="row (identity row only), seeded (img2img)")
+    ap.add_argument("--methods", default="row,seeded",
+                    help="row (identity row only), seeded (img2img), tuned (rows + cross-attention K/V with "
+                         "prior preservation)")
+    ap.add_argument("--tune-steps", type=int, default=200, help="fine-tuning steps of the tuned method")
     ap.add_argument("--strengths", default="0.5,0.8", help="img2img strengths of the seeded method")
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds per arm")
     ap.add_argument("--adapt-steps", type=int, default=300, help="steps learning each novel identity row")
@@ -88,9 +92,9 @@ def parse() -> argparse.Namespace:
 
 def check_args(a: argparse.Namespace) -> dict[str, Any]:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("row", "seeded")]
+    bad = [m for m in methods if m not in ("row", "seeded", "tuned")]
     if bad or not methods:
-        sys.exit(f"error: --methods takes row and/or seeded, got '{a.methods}'")
+        sys.exit(f"error: --methods takes row, seeded and/or tuned, got '{a.methods}'")
     try:
         strengths = [float(s) for s in a.strengths.split(",") if s.strip()]
     except ValueError:
@@ -117,8 +121,13 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     t1 = time.time()
     syn = fs.synthetic_sets(pipe, shots, len(base.identities), cfg, ns=opts["ns"], methods=opts["methods"],
                             strengths=opts["strengths"])
-    t2 = time.time()
     data = fewshot_set(base, split, full, novel)
+    if "tuned" in opts["methods"]:  # method (b), after (a) and (c) drew from the rows alone
+        adapted["tuned"] = finetune_attention(pipe, shots, data.base_train, cfg, steps=a.tune_steps,
+                                              seed=cfg.seed)
+        syn.update(fs.synthetic_sets(pipe, shots, len(base.identities), cfg, ns=opts["ns"], methods=["row"],
+                                     strengths=[], tag="tuned"))
+    t2 = time.time()
     seeds = list(range(cfg.seed, cfg.seed + a.seeds))
     fits = fitters(cfg, steps, device)
     cells = score_arms(len(data.names), arm_table(data, syn), fits, seeds, scored_sets(data))

@@ -208,12 +208,14 @@ def sample_seeded(pipe: Any, name: str, shots: np.ndarray, n: int, strength: flo
 
 
 def synthetic_sets(pipe: Any, shots: dict[str, np.ndarray], first_label: int, cfg: Config, *, ns: list[int],
-                   methods: list[str], strengths: list[float]) -> dict[str, tuple[np.ndarray, ...]]:
+                   methods: list[str], strengths: list[float],
+                   tag: str = "row") -> dict[str, tuple[np.ndarray, ...]]:
     """'row/nN' and 'seededS/nN' -> (images, labels) for every N in ``ns``: person j of ``shots`` (already
     adapted) gets label ``first_label + j``. Sample i of a person is the same for every N (seed-indexed), so
-    the largest N is drawn once and the smaller sets are its prefixes."""
+    the largest N is drawn once and the smaller sets are its prefixes. ``tag`` names the from-noise sets
+    (another adaptation of the same people draws them again under its own name)."""
     top = max(ns)
-    plans = [("row", None)] if "row" in methods else []
+    plans = [(tag, None)] if "row" in methods else []
     plans += [(f"seeded{s:g}", s) for s in strengths] if "seeded" in methods else []
     out: dict[str, tuple[np.ndarray, ...]] = {}
     for tag, strength in plans:

@@ -75,9 +75,9 @@ def reset_identity_row(condition_encoder: nn.Module, denoiser: nn.Module, row: i
 
 
 def train_only_row(
-    condition_encoder: nn.Module, denoiser: nn.Module, row: int
+    condition_encoder: nn.Module, denoiser: nn.Module, row: int | list[int]
 ) -> tuple[list[nn.Parameter], list]:
-    """Freeze everything except identity ``row`` (gradient hooks zero every other row); return the
+    """Freeze everything except identity ``row`` (or rows; gradient hooks zero every other row); return the
     parameters to optimise (whole tables, of which only ``row`` ever changes with a decay-free optimiser)
     and the hook handles, to remove when done."""
     for module in (condition_encoder, denoiser):
