@@ -40,7 +40,7 @@ from dopplerdiff.evaluate.loading import eval_device
 from dopplerdiff.fewshot import protocol as fs
 from dopplerdiff.fewshot.arms import CLASSIC, arm_table, fewshot_set, fitters, score_arms, summarise
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
-from dopplerdiff.generate import load_run_pipeline
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
 

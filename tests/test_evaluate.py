@@ -36,7 +36,7 @@ def _add_pipeline(run: Path, cfg, identities: list[str]) -> None:
 
     from dopplerdiff.models.condition import build_condition_encoder
     from dopplerdiff.models.denoiser import build_denoiser
-    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
     from dopplerdiff.schedulers import make_scheduler, training_scheduler
 
     torch.manual_seed(0)

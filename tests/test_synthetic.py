@@ -11,10 +11,11 @@ import pytest
 import torch
 from synthetic_helpers import make_run
 
+from dopplerdiff.data.physics import physics_stats
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.physics import physics_stats
-from dopplerdiff.generate import draw, load_run_pipeline, render
+from dopplerdiff.generate import draw, render
 from dopplerdiff.models.encoder import encoder_from_config
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.synthetic.filtering import SampleFilter, build_filter
 from dopplerdiff.synthetic.sources import folder_sources, train_sources
 

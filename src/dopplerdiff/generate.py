@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.pipeline_io import load_pipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import check_scheduler_name
-from dopplerdiff.utils.io import atomic_dir, recover_dir, write_manifest
+from dopplerdiff.utils.io import atomic_dir, write_manifest
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "jpg", "npy")
@@ -292,15 +291,3 @@ def write_generated(
         )
     log.info("wrote %d samples of %d identities to %s", len(got.images), len(names), out)
     return out
-
-
-def load_run_pipeline(run: Path, device: str | None = None) -> DopplerDiffPipeline:
-    """The trained pipeline of a run directory (RUN/pipeline) on ``device`` (default: CUDA if present)."""
-    path = Path(run) / "pipeline"
-    recover_dir(path)  # a replacement killed between its two renames left only the previous version
-    if not path.is_dir():
-        raise DopplerDiffError(
-            f"run '{run}' has no trained pipeline ('{path}' missing); run `dopplerdiff train-diffusion` first"
-        )
-    pipe = load_pipeline(path)  # DopplerDiffPipeline, or DopplerVQDiffusionPipeline for vq-diffusion runs
-    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -102,7 +102,8 @@ def generate_cmd(
     import dataclasses
 
     from dopplerdiff.data.run_data import read_run_data
-    from dopplerdiff.generate import load_run_pipeline, write_generated
+    from dopplerdiff.generate import write_generated
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
     from dopplerdiff.synthetic.strategy import resolve
 
     setup_logging(quiet)

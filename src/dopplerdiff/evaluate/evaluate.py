@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from dopplerdiff.config import Config
 from dopplerdiff.data.images import to_unit
+from dopplerdiff.data.physics import compare_physics, physics_stats
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
@@ -49,9 +50,9 @@ from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import (
     eval_device,
+    load_eval_pipeline,
     load_run_autoencoder,
     load_run_encoder,
-    load_run_pipeline,
     run_data_config,
 )
 from dopplerdiff.evaluate.memorisation import memorisation
@@ -64,7 +65,6 @@ from dopplerdiff.evaluate.parts import (
     make_part,
     reconstruct,
 )
-from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.generate import generate_samples
 from dopplerdiff.utils.io import (
@@ -331,7 +331,7 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
 def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     """One pool of samples: scored, swept over guidance and used by the augmentation experiment."""
     ecfg, st = ctx.cfg.evaluate, ctx.st
-    pipe = load_run_pipeline(run, ctx.ids, st.missing, ctx.device)
+    pipe = load_eval_pipeline(run, ctx.ids, st.missing, ctx.device)
     if pipe is None:
         return None
     st.metrics["settings"]["decoder"] = "diffusion" if pipe.decodes_with_diffusion else "vae"
