@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.evaluate import check_sample_sizes, evaluate_run
+from dopplerdiff.evaluate.context import check_sample_sizes
+from dopplerdiff.evaluate.evaluate import evaluate_run
 
 
 def _make_run(root: Path, data: Path, cfg) -> Path:
