@@ -35,7 +35,7 @@ SHOWN = ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bo
 
 def generated(run: Path, n: int) -> np.ndarray | None:
     """``n`` windows per identity from RUN/pipeline at the profile's sampler settings (None: no pipeline)."""
-    from dopplerdiff.pipeline_io import load_pipeline
+    from dopplerdiff.pipelines.auto_pipeline import load_pipeline
 
     if n < 1 or not (run / "pipeline").is_dir():
         return None

@@ -24,7 +24,7 @@ from dopplerdiff.config import load_config
 from dopplerdiff.models.autoencoder import build_autoencoder
 from dopplerdiff.models.condition import build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.diffusion import diffusion_loss, training_scheduler
 
 RESULTS = Path(__file__).parent / "results"

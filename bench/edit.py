@@ -30,9 +30,10 @@ from scipy.ndimage import gaussian_filter1d
 from dopplerdiff.config import load_config
 from dopplerdiff.data.run_data import prepare_run_data, read_run_data
 from dopplerdiff.edit.ops import inpaint, span_mask, transfer
-from dopplerdiff.generate import load_run_pipeline, sample_seed
+from dopplerdiff.generate import sample_seed
 from dopplerdiff.models.encoder import load_encoder
 from dopplerdiff.models.identity_rows import add_identity_row
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.train.encoder import predict
 from dopplerdiff.train.identity import learn_identity
 
@@ -65,7 +66,7 @@ def classify(encoder, images01: np.ndarray, names: list[str]) -> np.ndarray:
 
 def lines(images01: np.ndarray, threshold: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Per-column torso row (argmax of the Doppler-smoothed column) and upper envelope row (first row from
-    the top above floor + threshold * (colmax - floor)); the definitions of evaluate.physics, per column."""
+    the top above floor + threshold * (colmax - floor)); the definitions of data.physics, per column."""
     x = images01.mean(axis=1)
     torso = gaussian_filter1d(x, 1.0, axis=1).argmax(axis=1)
     floor = np.median(x, axis=(1, 2), keepdims=True)

@@ -49,7 +49,7 @@ from dopplerdiff.fewshot.arms import (
 )
 from dopplerdiff.fewshot.finetune import finetune_attention
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
-from dopplerdiff.generate import load_run_pipeline
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
 

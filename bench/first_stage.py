@@ -43,7 +43,7 @@ from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.parts import reconstruct as reconstruct_images
 from dopplerdiff.models.autoencoder import load_autoencoder, reconstruct
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.autoencoder import train_autoencoder
 
 RESULTS = Path(__file__).parent / "results"

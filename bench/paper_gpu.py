@@ -24,7 +24,7 @@ import torch
 
 from dopplerdiff.config import load_config
 from dopplerdiff.data.simulate import simulate_dataset
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
 from dopplerdiff.train.diffusion import train_diffusion
 

@@ -100,7 +100,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.run is None and not args.quick:
         ap.error("give --run RUN or --quick")
-    from dopplerdiff.generate import generate_samples, load_run_pipeline
+    from dopplerdiff.generate import generate_samples
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
     tmp = None
     run = args.run

@@ -37,12 +37,13 @@ from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.evaluate.metrics import frechet_distance, precision_recall
 from dopplerdiff.evaluate.parts import make_part
-from dopplerdiff.generate import generate_samples, load_run_pipeline
+from dopplerdiff.generate import generate_samples
 from dopplerdiff.models.condition import build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser
 from dopplerdiff.models.encoder import load_encoder
 from dopplerdiff.models.vq_transformer import build_vq_transformer
-from dopplerdiff.pipeline_vq import vq_scheduler
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
+from dopplerdiff.pipelines.pipeline_vq_diffusion import vq_scheduler
 from dopplerdiff.schedulers import training_scheduler
 from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
 from dopplerdiff.train.diffusion import diffusion_loss, train_diffusion

@@ -56,7 +56,7 @@ def build_tiny_pipeline(smoke_config, *, backbone: str = "unet", identities: int
 
     from dopplerdiff.models.condition import build_condition_encoder
     from dopplerdiff.models.denoiser import build_denoiser
-    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
     from dopplerdiff.schedulers import make_scheduler, training_scheduler
 
     torch.manual_seed(0)

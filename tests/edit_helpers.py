@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
 NAMES = ["ID_1", "ID_2", "ID_3"]
 

@@ -18,8 +18,8 @@ from dopplerdiff.data.latents import LatentDataset, load_latents, write_latent_c
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.sampling import compose_guidance
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
+from dopplerdiff.pipelines.sampling import compose_guidance
 from dopplerdiff.train.diffusion import train_diffusion
 
 CONDS = ["backpack", "normal"]  # the run's condition order: the data folders' natural order

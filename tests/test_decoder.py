@@ -13,7 +13,7 @@ import torch
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
 from dopplerdiff.models.decoder import DiffusionDecoder, load_decoder
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.decoder import DecoderPairs, train_decoder
 
 ON = ["decoder.kind=diffusion"]

@@ -12,7 +12,7 @@ from PIL import Image
 from dopplerdiff.data.images import write_image
 from dopplerdiff.edit.ops import span_mask
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
 NAMES = ["ID_1", "ID_2", "ID_3"]
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.evaluate import check_sample_sizes, evaluate_run
+from dopplerdiff.evaluate.context import check_sample_sizes
+from dopplerdiff.evaluate.evaluate import evaluate_run
 
 
 def _make_run(root: Path, data: Path, cfg) -> Path:
@@ -36,7 +37,7 @@ def _add_pipeline(run: Path, cfg, identities: list[str]) -> None:
 
     from dopplerdiff.models.condition import build_condition_encoder
     from dopplerdiff.models.denoiser import build_denoiser
-    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
     from dopplerdiff.schedulers import make_scheduler, training_scheduler
 
     torch.manual_seed(0)

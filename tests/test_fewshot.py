@@ -18,7 +18,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.fewshot import protocol as fs
 from dopplerdiff.fewshot.arms import arm_table, fewshot_set, fitters, score_arms, scored_sets, summarise
 from dopplerdiff.fewshot.openset import open_set, summarise_open_set
-from dopplerdiff.generate import load_run_pipeline
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 BASE, NOVEL = ["ID_1", "ID_2"], ["ID_3"]
 

@@ -74,7 +74,7 @@ def test_truncated_weights_are_one_error_naming_the_part(tmp_path, tiny_pipeline
     """A truncated *.safetensors in RUN/autoencoder or RUN/pipeline was diffusers' OSError traceback."""
     from dopplerdiff.errors import DopplerDiffError
     from dopplerdiff.models.autoencoder import load_autoencoder
-    from dopplerdiff.pipeline_io import load_pipeline
+    from dopplerdiff.pipelines.auto_pipeline import load_pipeline
 
     pipe = tiny_pipeline_factory()
     pipe.save_pretrained(tmp_path / "pipeline")

@@ -11,7 +11,7 @@ from synthetic_helpers import make_run
 
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from edit_helpers import NAMES, one_error, save_run
 
 from dopplerdiff.data.images import write_image
 from dopplerdiff.edit import ops
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
 
 @pytest.fixture()

@@ -12,7 +12,7 @@ from conftest import build_tiny_pipeline
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.identity_rows import add_identity_row
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.identity import learn_identity
 
 CASES = [("unet", "embedding"), ("unet", "tokens"), ("unet", "onehot_mlp"), ("dit", "label")]

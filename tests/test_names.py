@@ -24,7 +24,7 @@ def test_plain_names_pass(name):
 
 
 def test_pipeline_with_a_traversing_identity_is_refused(tiny_pipeline_factory, tmp_path):
-    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
     pipe = tiny_pipeline_factory(names=["ID_1", "ID_2", "ID_3"])
     pipe.save_pretrained(tmp_path / "p")

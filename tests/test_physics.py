@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dopplerdiff.data.physics import STATS, compare_physics, physics_stats
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.physics import STATS, compare_physics, physics_stats
 
 
 def synth(h=64, w=96, period=16.0, torso_row=40, amp=12, base=4, seed=0, noise=0.05):

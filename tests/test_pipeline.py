@@ -11,7 +11,7 @@ import torch
 from conftest import build_tiny_pipeline
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import SCHEDULER_NAMES
 
 NAMES = ["ID_1", "ID_2", "ID_10"]

@@ -9,7 +9,7 @@ from conftest import build_tiny_pipeline
 from diffusers import DDIMScheduler
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.sampling import img2img_timesteps, parse_identity_mix, slerp, soft_labels
+from dopplerdiff.pipelines.sampling import img2img_timesteps, parse_identity_mix, slerp, soft_labels
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +133,7 @@ def test_one_hot_mixture_equals_plain_identity(pipe, dit, backbone):
 def test_mixture_is_mean_of_condition_rows(pipe, dit):
     enc = pipe.condition_encoder
     _, w = pipe.identity_condition([{"ID_1": 1, "ID_3": 3}])
-    from dopplerdiff.sampling import mixed_tokens
+    from dopplerdiff.pipelines.sampling import mixed_tokens
 
     tokens = mixed_tokens(enc, w)
     expect = 0.25 * enc.table.weight[0] + 0.75 * enc.table.weight[2]  # nn.Embedding rows

@@ -54,8 +54,8 @@ def test_a_backup_name_of_a_reused_pid_does_not_block_a_replacement(tmp_path):
 
 def test_a_run_part_left_missing_by_a_kill_is_restored_on_open(tmp_path, smoke_config, monkeypatch):
     from dopplerdiff.cli.common import existing_dir
-    from dopplerdiff.generate import load_run_pipeline
     from dopplerdiff.models.autoencoder import load_autoencoder
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
     run = tmp_path / "run"
     pipe = build_tiny_pipeline(smoke_config)

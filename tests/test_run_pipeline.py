@@ -15,7 +15,7 @@ from filelock import FileLock
 
 from dopplerdiff.config import config_for, load_config
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline_io import load_pipeline
+from dopplerdiff.pipelines.auto_pipeline import load_pipeline
 from dopplerdiff.train.identity import learn_identity, save_pipeline
 
 IMAGES = (torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1).numpy()

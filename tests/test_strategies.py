@@ -14,6 +14,7 @@ from dopplerdiff.config import load_config
 from dopplerdiff.config.evaluate import parse_strategy
 from dopplerdiff.errors import ConfigError, DopplerDiffError
 from dopplerdiff.evaluate.strategies import ArmData, run_strategy_arms, t_interval
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 K = 3
 
@@ -232,7 +233,7 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
                          np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0, "kept": n} for k in ids})
 
     monkeypatch.setattr(S, "draw", fake_draw)
-    arm = make_arm_data(parse_strategy("real:0.5+filtered"), gen.load_run_pipeline(run, "cpu"), run, cfg, 2)
+    arm = make_arm_data(parse_strategy("real:0.5+filtered"), load_run_pipeline(run, "cpu"), run, cfg, 2)
     assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
                                     "physics_quantiles": [0.025, 0.975], "physics_tolerance": 0.5}
     assert seen["strength"] == 0.5 and seen["steps"] == cfg.evaluate.steps and seen["allow_short"]

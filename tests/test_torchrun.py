@@ -60,7 +60,7 @@ def test_torchrun_two_processes_train_diffusion(tmp_path, sim_data):
     steps = [r["step"] for r in log if r.get("kind") != "val"]
     assert steps == [1, 2, 3]  # written once (main process only), global batch split over 2 processes
     assert any(r.get("kind") == "val" for r in log)
-    from dopplerdiff.pipeline import DopplerDiffPipeline
+    from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 
     pipe = DopplerDiffPipeline.from_pretrained(run / "pipeline")
     assert json.loads((run / "pipeline/manifest.json").read_text())["step"] == 3

@@ -11,7 +11,7 @@ from diffusers.training_utils import compute_snr
 
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import training_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss, train_diffusion
 

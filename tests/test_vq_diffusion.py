@@ -16,8 +16,12 @@ from conftest import latent_run
 
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import ConfigError, DopplerDiffError
-from dopplerdiff.pipeline_io import load_pipeline
-from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline, model_timesteps, vq_scheduler
+from dopplerdiff.pipelines.auto_pipeline import load_pipeline
+from dopplerdiff.pipelines.pipeline_vq_diffusion import (
+    DopplerVQDiffusionPipeline,
+    model_timesteps,
+    vq_scheduler,
+)
 from dopplerdiff.train.diffusion import train_diffusion
 from dopplerdiff.train.vq_diffusion import corrupt, vq_diffusion_loss
 
@@ -194,7 +198,8 @@ def test_edit_paths_are_refused(run):
 
 def test_generate_and_evaluate_run(run, tmp_path):
     from dopplerdiff.evaluate.evaluate import evaluate_run
-    from dopplerdiff.generate import load_run_pipeline, write_generated
+    from dopplerdiff.generate import write_generated
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
     cfg = _cfg()
     train_diffusion(run, cfg, progress=False)

@@ -140,6 +140,21 @@ def accuracy_of(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndar
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
+def _training_set(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[Tensor, Tensor]:
+    """``fit_classifier``'s images and labels as tensors, checked (one error for the first problem)."""
+    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if x_all.ndim != 4 or len(x_all) != len(y_all):
+        raise DataError(
+            f"fit_classifier: images must be (N, C, H, W) matching labels, got {tuple(x_all.shape)}"
+        )
+    if len(x_all) < 2:
+        raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
+    if y_all.min() < 0 or y_all.max() >= num_classes:
+        raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
+    return x_all, y_all
+
+
 def fit_classifier(
     images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
     augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
@@ -155,16 +170,7 @@ def fit_classifier(
     overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
     returned (model selection on validation only). Deterministic for a given ``seed``.
     """
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if x_all.ndim != 4 or len(x_all) != len(y_all):
-        raise DataError(
-            f"fit_classifier: images must be (N, C, H, W) matching labels, got {tuple(x_all.shape)}"
-        )
-    if len(x_all) < 2:
-        raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
-    if y_all.min() < 0 or y_all.max() >= num_classes:
-        raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
+    x_all, y_all = _training_set(images, labels, num_classes)
     w_all = sample_weights(weights, len(y_all), "fit_classifier")
     tc = cfg.train
     gen = torch.Generator().manual_seed(seed)

@@ -19,10 +19,9 @@ from tqdm.auto import tqdm
 from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.pipeline_io import load_pipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import check_scheduler_name
-from dopplerdiff.utils.io import atomic_dir, recover_dir, write_manifest
+from dopplerdiff.utils.io import atomic_dir, write_manifest
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "jpg", "npy")
@@ -198,6 +197,24 @@ def output_name(identity: str, index: int, fmt: str) -> str:
     return f"{identity.replace('_', '')}_gen_{index}.{fmt}"
 
 
+def _write_samples(tmp: Path, names: list[str], got: Drawn, *, seed: int, fmt: str, cmap: str, size: Any,
+                   sources: Any, condition: str | None) -> tuple[dict, dict, dict]:
+    """Write every drawn sample under ``tmp``; ({identity: files}, {identity: seeds}, {identity: sources})."""
+    files: dict[str, list[str]] = {}
+    seeds: dict[str, list[int]] = {}
+    origin: dict[str, list[str]] = {}
+    for img, k, i in zip(got.images, got.labels.tolist(), got.indices.tolist(), strict=True):
+        name = names[k]
+        rel = Path(condition or "") / name / output_name(name, i, fmt)
+        (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
+        write_image(tmp / rel, img, cmap, size=size)
+        files.setdefault(name, []).append(str(rel))
+        seeds.setdefault(name, []).append(sample_seed(seed, k, i))
+        if sources is not None:
+            origin.setdefault(name, []).append(sources.name(k, i))
+    return files, seeds, origin
+
+
 def write_generated(
     pipe: DopplerDiffPipeline,
     out: Path,
@@ -248,18 +265,8 @@ def write_generated(
                    batch_size=batch_size, progress=progress, steps=steps, guidance=guidance, seed=seed,
                    guidance_interval=guidance_interval, sources=sources, strength=strength,
                    condition=condition, condition_guidance=condition_guidance)
-        files: dict[str, list[str]] = {}
-        seeds: dict[str, list[int]] = {}
-        origin: dict[str, list[str]] = {}
-        for img, k, i in zip(got.images, got.labels.tolist(), got.indices.tolist(), strict=True):
-            name = pipe.identities[k]
-            rel = Path(condition or "") / name / output_name(name, i, fmt)
-            (tmp / rel.parent).mkdir(parents=True, exist_ok=True)
-            write_image(tmp / rel, img, cmap, size=size)
-            files.setdefault(name, []).append(str(rel))
-            seeds.setdefault(name, []).append(sample_seed(seed, k, i))
-            if sources is not None:
-                origin.setdefault(name, []).append(sources.name(k, i))
+        files, seeds, origin = _write_samples(tmp, pipe.identities, got, seed=seed, fmt=fmt, cmap=cmap,
+                                              size=size, sources=sources, condition=condition)
         if config is not None:
             config.save(tmp / "config.yaml")
         walk = {} if condition is None else {"condition": condition, "condition_guidance": condition_guidance}
@@ -268,39 +275,12 @@ def write_generated(
                     "strength": strength if sources is not None else None,
                     "filter": None if sample_filter is None else sample_filter.describe()}
         write_manifest(
-            tmp,
-            kind="generate",
-            identities=names,
-            label_map=pipe.identities,
-            **walk,
-            num_per_identity=num_per_identity,
-            steps=steps,
-            guidance=guidance,
-            scheduler=scheduler,
-            seed=seed,
+            tmp, kind="generate", identities=names, label_map=pipe.identities, **walk,
+            num_per_identity=num_per_identity, steps=steps, guidance=guidance, scheduler=scheduler, seed=seed,
             seed_rule="torch.Generator seeded with generate.sample_seed(seed, identity_index, sample_index)",
-            format=fmt,
-            colormap=cmap,
-            size=size,
-            batch_size=batch_size,
-            files=files,
-            sample_seeds=seeds,
-            strategy=strategy,
-            sources=origin or None,
-            acceptance={pipe.identities[k]: v for k, v in got.acceptance.items()},
-            **(extra_manifest or {}),
+            format=fmt, colormap=cmap, size=size, batch_size=batch_size, files=files, sample_seeds=seeds,
+            strategy=strategy, sources=origin or None,
+            acceptance={pipe.identities[k]: v for k, v in got.acceptance.items()}, **(extra_manifest or {}),
         )
     log.info("wrote %d samples of %d identities to %s", len(got.images), len(names), out)
     return out
-
-
-def load_run_pipeline(run: Path, device: str | None = None) -> DopplerDiffPipeline:
-    """The trained pipeline of a run directory (RUN/pipeline) on ``device`` (default: CUDA if present)."""
-    path = Path(run) / "pipeline"
-    recover_dir(path)  # a replacement killed between its two renames left only the previous version
-    if not path.is_dir():
-        raise DopplerDiffError(
-            f"run '{run}' has no trained pipeline ('{path}' missing); run `dopplerdiff train-diffusion` first"
-        )
-    pipe = load_pipeline(path)  # DopplerDiffPipeline, or DopplerVQDiffusionPipeline for vq-diffusion runs
-    return pipe.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -37,8 +37,9 @@ SCHEDULERS: dict[str, tuple[type, dict[str, Any]]] = {
     "unipc": (UniPCMultistepScheduler, {}),
 }
 SCHEDULER_NAMES = tuple(SCHEDULERS)
-# The discrete sampler of ``diffusion.backbone: vq-diffusion`` (VQDiffusionScheduler, see pipeline_vq); it
-# samples code indices, so it is no choice for the continuous backbones and ``make_scheduler`` refuses it.
+# The discrete sampler of ``diffusion.backbone: vq-diffusion`` (VQDiffusionScheduler, see
+# pipelines.pipeline_vq_diffusion); it samples code indices, so it is no choice for the continuous backbones
+# and ``make_scheduler`` refuses it.
 VQ_SCHEDULER = VQ_SAMPLER
 
 

@@ -153,7 +153,8 @@ def _encoder_summary(ctx: RunContext) -> str:
 
 
 def _generate(ctx: RunContext) -> None:
-    from dopplerdiff.generate import load_run_pipeline, write_generated
+    from dopplerdiff.generate import write_generated
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
     d = ctx.cfg.diffusion
     pipe = load_run_pipeline(ctx.run)

@@ -26,8 +26,9 @@ from dopplerdiff.edit.io import COLORMAP_RESIDUAL_WARN, output_names, read_input
 from dopplerdiff.edit.ops import inpaint, span_mask, transfer
 from dopplerdiff.embed.ops import identify_files, search_files
 from dopplerdiff.errors import DataError, DopplerDiffError
-from dopplerdiff.generate import check_format, load_run_pipeline, write_generated
-from dopplerdiff.pipeline_vq import refuse_edits
+from dopplerdiff.generate import check_format, write_generated
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
+from dopplerdiff.pipelines.pipeline_vq_diffusion import refuse_edits
 from dopplerdiff.schedulers import SCHEDULER_NAMES
 from dopplerdiff.synthetic.strategy import DEFAULT_STRENGTH, Strategy, resolve
 from dopplerdiff.utils.io import read_json_if_exists

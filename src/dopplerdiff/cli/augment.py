@@ -57,7 +57,7 @@ def augment_cmd(
 ) -> None:
     """Write OUT/<identity>/: the run's real training windows plus synthetic_* windows, and a manifest."""
     from dopplerdiff.data.run_data import read_run_data
-    from dopplerdiff.generate import load_run_pipeline
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
     from dopplerdiff.schedulers import check_scheduler_name
     from dopplerdiff.synthetic.augment import check_out, real_windows, synthetic_counts, write_augmented
     from dopplerdiff.synthetic.strategy import resolve

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -52,6 +53,27 @@ def train_diffusion_cmd(
     train_in_run(run, config, extra, resume, quiet, train_diffusion, "pipeline")
 
 
+def _generate(run: Path, out: Path, cfg: Any, strategy: Any, identities: list[str] | None, num: int, *,
+              condition: str | None, **settings: Any) -> Path:
+    """``generate`` once its options are checked: the run's pipeline, the strategy's plan, the files."""
+    import dataclasses
+
+    from dopplerdiff.data.run_data import read_run_data
+    from dopplerdiff.generate import write_generated
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
+    from dopplerdiff.synthetic.strategy import resolve
+
+    pipe = load_run_pipeline(run)
+    if condition is not None:
+        pipe.condition_ids([condition])  # an unknown condition: one error before anything is written
+    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
+    plan = resolve(strategy, run, pipe.identities, data_cfg, settings["steps"])
+    meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
+    return write_generated(pipe, out, identities, num, colormap=meta.get("colormap"),
+                           native_size=meta.get("native_size"), extra_manifest={"run": str(run)}, config=cfg,
+                           condition=condition, **settings, **plan)
+
+
 @app.command("generate")
 def generate_cmd(
     run: Path = typer.Option(..., "--run", "-r", help="Trained run directory (uses RUN/pipeline)."),
@@ -99,12 +121,6 @@ def generate_cmd(
 
     Strategies: --guidance-interval; --from-real split|DIR --strength S (variations of real windows);
     --filter (oversample until N samples pass the run's encoder confidence and physics ranges)."""
-    import dataclasses
-
-    from dopplerdiff.data.run_data import read_run_data
-    from dopplerdiff.generate import load_run_pipeline, write_generated
-    from dopplerdiff.synthetic.strategy import resolve
-
     setup_logging(quiet)
     existing_dir(run, "--run")
     if bool(identity) == all_ids:
@@ -116,31 +132,9 @@ def generate_cmd(
     d = cfg.diffusion
     steps = steps if steps is not None else d.num_inference_steps
     strategy.check(steps)
-    pipe = load_run_pipeline(run)
-    if condition is not None:
-        pipe.condition_ids([condition])  # an unknown condition: one error before anything is written
-    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
-    plan = resolve(strategy, run, pipe.identities, data_cfg, steps)
-    meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
-    path = write_generated(
-        pipe,
-        out,
-        None if all_ids else list(identity),
-        num,
-        steps=steps,
-        guidance=guidance if guidance is not None else d.guidance_scale,
-        scheduler=scheduler or d.scheduler,
-        seed=seed,
-        fmt=fmt,
-        batch_size=batch_size,
-        colormap=meta.get("colormap"),
-        native_size=meta.get("native_size"),
-        progress=not quiet,
-        extra_manifest={"run": str(run)},
-        config=cfg,
-        condition=condition,
-        condition_guidance=condition_guidance,
-        **plan,
-    )
+    path = _generate(run, out, cfg, strategy, None if all_ids else list(identity), num, steps=steps,
+                     guidance=guidance if guidance is not None else d.guidance_scale,
+                     scheduler=scheduler or d.scheduler, seed=seed, fmt=fmt, batch_size=batch_size,
+                     progress=not quiet, condition=condition, condition_guidance=condition_guidance)
     if not quiet:
         typer.echo(f"wrote {path}")

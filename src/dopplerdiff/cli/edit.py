@@ -87,8 +87,9 @@ def _setup(run: Path, out: Path | None, scheduler: str | None, quiet: bool, step
            guidance: float | None = None, seed: int = 0, fmt: str = "png") -> Edit:
     """Resolve the run (its config, pipeline with the chosen sampler, data settings); refuse an existing
     --out or an unknown --format before any work."""
-    from dopplerdiff.generate import check_format, load_run_pipeline
-    from dopplerdiff.pipeline_vq import refuse_edits
+    from dopplerdiff.generate import check_format
+    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
+    from dopplerdiff.pipelines.pipeline_vq_diffusion import refuse_edits
 
     setup_logging(quiet)
     existing_dir(run, "--run")
@@ -143,7 +144,7 @@ def transfer_cmd(
     --condition, in another walking condition (the same walk with a backpack, ...)."""
     from dopplerdiff.edit.io import output_names
     from dopplerdiff.edit.ops import transfer
-    from dopplerdiff.sampling import check_strength
+    from dopplerdiff.pipelines.sampling import check_strength
 
     e = _setup(run, out, scheduler, quiet, steps, guidance, seed, fmt)
     check_strength(strength, e.steps)
@@ -208,7 +209,7 @@ def interpolate_cmd(
 ) -> None:
     """Identity strips (--from/--to), noise strips (--identity --seeds), virtual walkers (--identity MIX)."""
     from dopplerdiff.edit.ops import mix_samples, mix_strip, noise_strip
-    from dopplerdiff.sampling import parse_identity_mix
+    from dopplerdiff.pipelines.sampling import parse_identity_mix
 
     if (start is None) != (end is None):
         raise DopplerDiffError("give both --from and --to")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 STRATEGY_PARTS = ("prior, interval, real:S (S in (0, 1]), filtered, simpre, w:W (synthetic loss weight W in "
                   "(0, 1]), n:N (N synthetic windows per identity)")
-# names of evaluate.physics statistics (checked at config load; the statistics themselves live in evaluate)
+# names of data.physics statistics (checked at config load; the statistics themselves live in data.physics)
 PHYSICS_STATS = (
     "torso_doppler", "torso_spread", "upper_envelope", "lower_envelope", "extent", "peak_extent",
     "cadence", "periodicity", "background", "mean_intensity", "occupancy",

@@ -329,3 +329,16 @@ def write_image(
             f"write_image '{path}': unsupported suffix '{ext}' (use .png, .jpg, .bmp, .npy or .mat)"
         )
     atomic_write_bytes(path, buf.getvalue())
+
+
+def images_to_pil(images01: np.ndarray, cmap: str) -> list[Image.Image]:
+    """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with ``cmap`` (gray: 'L')."""
+    out = []
+    for img in np.clip(images01, 0, 1):
+        if img.shape[0] == 1 and cmap not in ("gray", "grey"):
+            out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
+        elif img.shape[0] == 1:
+            out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
+        else:
+            out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
+    return out

@@ -16,8 +16,8 @@ from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.images import resize, to_unit
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import sample_seed
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.sampling import slerp
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
+from dopplerdiff.pipelines.sampling import slerp
 
 MIX_KEY = 2**31 - 1  # seed key of mixed-identity samples (not an identity index)
 BATCH_SIZE = 16  # inputs per sampler call: thousands of windows in one forward exhaust the memory

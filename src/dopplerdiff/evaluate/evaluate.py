@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,19 +40,19 @@ import torch.nn.functional as F
 
 from dopplerdiff.config import Config
 from dopplerdiff.data.images import to_unit
-from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.data.physics import compare_physics, physics_stats
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
 from dopplerdiff.evaluate import strategies as S
 from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 from dopplerdiff.evaluate.c2st import disjoint_pair
+from dopplerdiff.evaluate.context import EvalContext, EvalState, build_context
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import (
+    Arrays,
     eval_device,
+    load_eval_pipeline,
     load_run_autoencoder,
-    load_run_encoder,
-    load_run_pipeline,
-    run_data_config,
 )
 from dopplerdiff.evaluate.memorisation import memorisation
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
@@ -64,7 +64,6 @@ from dopplerdiff.evaluate.parts import (
     make_part,
     reconstruct,
 )
-from dopplerdiff.evaluate.physics import compare_physics, physics_stats
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.generate import generate_samples
 from dopplerdiff.utils.io import (
@@ -80,17 +79,6 @@ log = logging.getLogger(__name__)
 
 EXAMPLES_PER_IDENTITY = 6
 MEMORISATION_PAIRS = 8
-
-
-@dataclass
-class EvalState:
-    """Everything computed so far; the report and metrics.json are built from it."""
-
-    metrics: dict[str, Any]
-    missing: list[str] = field(default_factory=list)
-    plots: dict[str, bytes] = field(default_factory=dict)
-    examples: list[ExampleRow] = field(default_factory=list)
-    pairs: list[MemorisationPair] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -109,9 +97,6 @@ def _sanitize(obj: Any) -> Any:
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     return obj
-
-
-Arrays = tuple[np.ndarray, np.ndarray]
 
 
 def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool,
@@ -175,17 +160,6 @@ def _examples(test01: np.ndarray, test_y: np.ndarray, gen01: np.ndarray | None, 
         gen = gen01[gen_y == k][:n] if gen01 is not None and gen_y is not None else None
         rows.append(ExampleRow(name, real, gen))
     return rows
-
-
-def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
-    """Fréchet distance needs a covariance: at least MIN_SAMPLES_FD windows in each set."""
-    if n_test < MIN_SAMPLES_FD:
-        raise DopplerDiffError(f"the run's real test split has {n_test} window(s); the Fréchet distance "
-                               f"needs at least {MIN_SAMPLES_FD} (use more data or a larger data.split.test)")
-    if k * num_per_identity < MIN_SAMPLES_FD:
-        raise DopplerDiffError(f"--num-per-identity {num_per_identity} x {k} identities gives fewer than "
-                               f"{MIN_SAMPLES_FD} samples; the Fréchet distance needs at least "
-                               f"{MIN_SAMPLES_FD}")
 
 
 def _sample_pool(pipe: Any, encoder: Any, cfg: Config, k: int, n: int, shape: tuple[int, ...],
@@ -291,27 +265,6 @@ def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:
     return out
 
 
-@dataclass
-class EvalContext:
-    """What every part of one evaluation shares: settings, real parts, encoder, judge, accumulated state."""
-
-    cfg: Config
-    device: torch.device
-    ids: list[str]
-    train: Part
-    val: Arrays
-    test: Part
-    encoder: Any
-    st: EvalState
-    ind: IndependentEval | None
-    progress: bool
-    confusions: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def k(self) -> int:
-        return len(self.ids)
-
-
 def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
     """Test windows through the first stage alone: the floor generated samples can at best reach."""
     ecfg, acc, dist = ctx.cfg.evaluate, ctx.st.metrics["accuracy"], ctx.st.metrics["distribution"]
@@ -331,7 +284,7 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
 def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     """One pool of samples: scored, swept over guidance and used by the augmentation experiment."""
     ecfg, st = ctx.cfg.evaluate, ctx.st
-    pipe = load_run_pipeline(run, ctx.ids, st.missing, ctx.device)
+    pipe = load_eval_pipeline(run, ctx.ids, st.missing, ctx.device)
     if pipe is None:
         return None
     st.metrics["settings"]["decoder"] = "diffusion" if pipe.decodes_with_diffusion else "vae"
@@ -355,42 +308,6 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     return gen
 
 
-def _context(run: Path, cfg: Config, data_root: Path | None, device: torch.device,
-             progress: bool) -> tuple[EvalContext, Any]:
-    """Data, encoder, real parts, the independent judge and the metrics skeleton."""
-    ecfg = cfg.evaluate
-    cfg.data = run_data_config(run, cfg.data)
-    ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
-    ids, k = list(ds.identities), len(ds.identities)
-    tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
-    check_sample_sizes(len(te), k, ecfg.num_per_identity)
-    settings = {name: getattr(ecfg, name) for name in
-                ("num_per_identity", "steps", "scheduler", "guidance", "seed", "bootstrap", "knn_k")}
-    settings.update(data_size=cfg.data.size, channels=cfg.data.channels, device=str(device))
-    st = EvalState(metrics={
-        "run": str(run.resolve()), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "identities": ids,
-        "settings": settings, "counts": {"train": len(tr), "val": len(va), "test": len(te)},
-        "accuracy": {}, "distribution": {},
-    })
-    encoder = load_run_encoder(run, cfg, (tr.images, tr.labels), (va.images, va.labels), ids, st.missing,
-                               progress)
-    encoder = encoder.to(device)
-    train = make_part(encoder, tr.images, tr.labels, tr.files)
-    test = make_part(encoder, te.images, te.labels, te.files)
-    st.metrics["accuracy"]["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap,
-                                                            seed=ecfg.seed)
-    st.metrics["distribution"]["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)
-    ind = None
-    if ecfg.judge_steps > 0:
-        ind = IndependentEval(ecfg, (train.x, train.y), (va.images, va.labels), (test.x, test.y), k, device)
-    else:
-        st.missing.append("independent judge, C2ST and texture statistics disabled "
-                          "(evaluate.judge_steps = 0)")
-    ctx = EvalContext(cfg, device, ids, train, (va.images, va.labels), test, encoder, st, ind, progress,
-                      {"real test": st.metrics["accuracy"]["real_test"]["confusion"]})
-    return ctx, ds
-
-
 def evaluate_run(
     run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
     overwrite: bool = False, device: str | None = None, progress: bool = True,
@@ -403,7 +320,7 @@ def evaluate_run(
     out = Path(out) if out is not None else run / "eval"
     check_out_dir(out, overwrite, "pass --overwrite or choose --out")  # before minutes of work, not after
     t0 = time.time()
-    ctx, ds = _context(run, cfg, data_root, eval_device(device), progress)
+    ctx, ds = build_context(run, cfg, data_root, eval_device(device), progress)
     st, test = ctx.st, ctx.test
     _reconstruction_part(ctx, run)
     gen = _generation_part(ctx, run)

@@ -16,7 +16,7 @@ from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.encoder import load_encoder
-from dopplerdiff.pipeline_io import load_pipeline
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 log = logging.getLogger(__name__)
 Arrays = tuple[Any, Any]
@@ -72,8 +72,9 @@ def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
                           identities=identities, colormap=cfg.data.colormap).eval()
 
 
-def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
-                      device: torch.device) -> Any | None:
+def load_eval_pipeline(run: Path, identities: list[str], missing: list[str],
+                       device: torch.device) -> Any | None:
+    """RUN/pipeline with the data's label map, or None (noted in ``missing``) when the run has none."""
     path = run / "pipeline"
     if not (path / "model_index.json").is_file():
         missing.append(
@@ -82,14 +83,14 @@ def load_run_pipeline(run: Path, identities: list[str], missing: list[str],
             "physics, memorisation, augmentation experiment or guidance sweep"
         )
         return None
-    pipe = load_pipeline(path)  # either pipeline class (continuous latents or vq-diffusion codes)
+    pipe = load_run_pipeline(run, device)  # either pipeline class (continuous latents or vq-diffusion codes)
     if list(pipe.identities) != list(identities):
         raise DopplerDiffError(
             f"pipeline '{path}' has {len(pipe.identities)} identities but the run's data has "
             f"{len(identities)}; they must be the same label map"
         )
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    return pipe
 
 
 def load_run_autoencoder(run: Path, device: torch.device) -> Any | None:

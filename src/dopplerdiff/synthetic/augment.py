@@ -19,7 +19,7 @@ from typing import Any
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import draw, output_name, sample_seed
-from dopplerdiff.pipeline import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.synthetic.sources import split_files
 from dopplerdiff.utils.io import atomic_dir, write_manifest
 

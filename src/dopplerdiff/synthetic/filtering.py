@@ -2,7 +2,7 @@
 
 * confidence: softmax probability of the intended identity under the run's encoder (``RUN/encoder``);
   a sample passes when it is at least ``min_confidence``.
-* physics: every chosen statistic of ``evaluate.physics.physics_stats`` lies inside the identity's real
+* physics: every chosen statistic of ``data.physics.physics_stats`` lies inside the identity's real
   training range ``[q_lo, q_hi]`` (quantiles over its training windows), widened on both sides by
   ``tolerance`` x the same range over all identities' windows (a short recording's own range can be nearly a
   point); a statistic that cannot be measured on a sample (NaN) fails it, one never measurable on the real
@@ -19,8 +19,8 @@ import torch
 
 from dopplerdiff.classifier import predict
 from dopplerdiff.config.evaluate import MAX_PHYSICS_TOLERANCE, PHYSICS_TOLERANCE
+from dopplerdiff.data.physics import STATS, physics_stats
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.physics import STATS, physics_stats
 
 DEFAULT_STATS = ("extent", "peak_extent", "background", "mean_intensity", "occupancy")
 DEFAULT_QUANTILES = (0.025, 0.975)

@@ -16,7 +16,7 @@ import numpy as np
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.encoder import load_encoder
-from dopplerdiff.sampling import check_interval, check_strength
+from dopplerdiff.pipelines.sampling import check_interval, check_strength
 from dopplerdiff.synthetic.filtering import (
     DEFAULT_QUANTILES,
     DEFAULT_STATS,

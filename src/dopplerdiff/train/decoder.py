@@ -39,8 +39,8 @@ from dopplerdiff.models.autoencoder import decode as vae_decode
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.decoder import DiffusionDecoder, build_decoder, load_decoder
 from dopplerdiff.models.denoiser import count_parameters
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.pipeline_io import load_parts
+from dopplerdiff.pipelines.components import load_parts
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.losses import psnr_ssim
 from dopplerdiff.train.resume import plan_resume, stage_record

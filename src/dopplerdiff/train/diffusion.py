@@ -39,11 +39,12 @@ from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.generate import generate_samples
+from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import build_denoiser, count_parameters, denoise
-from dopplerdiff.pipeline import DopplerDiffPipeline, load_autoencoder_any
-from dopplerdiff.pipeline_io import load_parts
+from dopplerdiff.pipelines.components import load_parts
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
 from dopplerdiff.train.best import BestWeights
 from dopplerdiff.train.checkpoints import checkpoint_step, resolve_resume
@@ -266,7 +267,7 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], meta: dict[str
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     denoiser = build_denoiser(cfg, c, h, len(identities))
     encoder = build_condition_encoder(cfg, len(identities), cfg.backbone, num_conditions=len(conditions))
-    vae = load_autoencoder_any(run / "autoencoder")
+    vae = load_autoencoder(run / "autoencoder")
     colormap = str(meta.get("colormap", config.data.colormap))
     return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best,
                           val_conditions=val_ds.conditions, condition_names=conditions)

@@ -26,8 +26,8 @@ from dopplerdiff.models.identity_rows import (
     reset_identity_row,
     train_only_row,
 )
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.pipeline_vq import refuse_edits
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
+from dopplerdiff.pipelines.pipeline_vq_diffusion import refuse_edits
 from dopplerdiff.schedulers import make_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss
 from dopplerdiff.train.run_pipeline import save_enrolled

@@ -18,8 +18,8 @@ from typing import Any
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.identity_rows import add_identity_row, copy_identity_row, same_shared_weights
-from dopplerdiff.pipeline import DopplerDiffPipeline
-from dopplerdiff.pipeline_io import load_parts
+from dopplerdiff.pipelines.components import load_parts
+from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, recover_dir, run_lock, write_json
 
 log = logging.getLogger(__name__)

@@ -44,7 +44,7 @@ from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.denoiser import count_parameters
 from dopplerdiff.models.vq_transformer import build_vq_transformer, log_p_x0
-from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline, vq_scheduler
+from dopplerdiff.pipelines.pipeline_vq_diffusion import DopplerVQDiffusionPipeline, vq_scheduler
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.train.run_pipeline import resave_pipeline

@@ -23,8 +23,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from diffusers.models.embeddings import LabelEmbedding
 from diffusers.utils.torch_utils import randn_tensor
 
+from dopplerdiff.data.images import images_to_pil
 from dopplerdiff.errors import DopplerDiffError
 
+OUTPUT_TYPES = ("np", "pt", "latent", "pil")
 # Schedulers whose ``step`` depends only on (output, t, sample): they can repeat a step (RePaint resampling).
 RESAMPLE_SCHEDULERS = (DDIMScheduler, DDPMScheduler)
 
@@ -321,3 +323,18 @@ def condition_walk(names: list[str], conditions: Any, batch: int, guidance: floa
     if not 0 <= g < float("inf"):  # NaN fails too
         raise DopplerDiffError(f"condition_guidance_scale must be a finite number >= 0, got {g}")
     return None if conds is None else (conds, float(g))
+
+
+def check_output_type(output_type: str) -> None:
+    """One error naming the valid ``output_type`` values (both pipelines take the same four)."""
+    if output_type not in OUTPUT_TYPES:
+        raise DopplerDiffError(f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}")
+
+
+def images_as(images01: torch.Tensor, output_type: str, colormap: str) -> Any:
+    """Decoded images (B,C,H,W) in [0,1] as ``output_type``: pt as they are, np (B,H,W,C), pil colormapped."""
+    if output_type == "np":
+        return images01.permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "pil":
+        return images_to_pil(images01.cpu().numpy(), colormap)
+    return images01

@@ -1,11 +1,12 @@
-"""Loading a saved DopplerDiffPipeline's parts, and turning its images into PIL images."""
+"""The components of a saved pipeline: its ``model_index.json`` and the constructor arguments of either
+pipeline class, read from the part directories. Imports no pipeline class (``auto_pipeline`` picks one)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import diffusers
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
@@ -13,14 +14,14 @@ from dopplerdiff.models.condition import IdentityConditionEncoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.denoiser import load_denoiser
 from dopplerdiff.models.vq_transformer import load_vq_transformer
-from dopplerdiff.utils.io import loadable_weights, pretrained_config, read_json, recover_dir
+from dopplerdiff.utils.io import pretrained_config, read_json, recover_dir
 from dopplerdiff.utils.names import check_identity_names
 
 COMPONENTS = ("autoencoder", "denoiser", "condition_encoder", "scheduler")
 OPTIONAL = ("decoder",)  # saved only when present (a diffusion decoder)
 
 
-VQ_PIPELINE = "DopplerVQDiffusionPipeline"
+VQ_PIPELINE = "DopplerVQDiffusionPipeline"  # the ``_class_name`` of a vq-diffusion pipeline
 
 
 def pipeline_index(path: Path) -> dict[str, Any]:
@@ -40,25 +41,13 @@ def pipeline_index(path: Path) -> dict[str, Any]:
     return config
 
 
-def load_pipeline(path: Path) -> Any:
-    """A saved pipeline of either kind: DopplerDiffPipeline or (vq-diffusion) DopplerVQDiffusionPipeline.
-
-    (The pipeline modules import this one, hence the imports inside the function.)"""
-    if pipeline_index(Path(path)).get("_class_name") == VQ_PIPELINE:
-        from dopplerdiff.pipeline_vq import DopplerVQDiffusionPipeline as cls
-    else:
-        from dopplerdiff.pipeline import DopplerDiffPipeline as cls
-    with loadable_weights(path, "pipeline"):
-        return cls.from_pretrained(path)
-
-
 def load_vq_parts(path: Path) -> dict[str, Any]:
     """Constructor arguments of a saved DopplerVQDiffusionPipeline directory."""
     config = pipeline_index(path)
     if config.get("_class_name") != VQ_PIPELINE:
         raise DopplerDiffError(f"'{path}' holds a {config.get('_class_name')!r}, not a {VQ_PIPELINE}")
     parts = {
-        "autoencoder": load_autoencoder_any(path / "autoencoder"),
+        "autoencoder": load_autoencoder(path / "autoencoder"),
         "denoiser": load_vq_transformer(path / "denoiser"),
         "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
         "scheduler": load_scheduler(path / "scheduler"),
@@ -72,9 +61,9 @@ def load_parts(path: Path) -> dict[str, Any]:
     config = pipeline_index(path)
     if config.get("_class_name") == VQ_PIPELINE:
         raise DopplerDiffError(f"'{path}' is a vq-diffusion pipeline; load it with {VQ_PIPELINE} "
-                               "(or pipeline_io.load_pipeline)")
+                               "(or pipelines.load_pipeline)")
     parts = {
-        "autoencoder": load_autoencoder_any(path / "autoencoder"),
+        "autoencoder": load_autoencoder(path / "autoencoder"),
         "denoiser": load_denoiser(path / "denoiser"),
         "condition_encoder": IdentityConditionEncoder.from_pretrained(path / "condition_encoder"),
         "scheduler": load_scheduler(path / "scheduler"),
@@ -94,33 +83,10 @@ def _optional_decoder(path: Path, index: dict[str, Any]):
     return load_decoder(path / "decoder")
 
 
-def load_autoencoder_any(path: Path):
-    """AutoencoderKL or VQModel from a save_pretrained directory (the first stage's loader)."""
-    return load_autoencoder(Path(path))
-
-
 def load_scheduler(path: Path):
-    import diffusers
-
+    """The diffusers scheduler class named in ``scheduler_config.json``, loaded from ``path``."""
     name = pretrained_config(path, "scheduler", "scheduler_config.json").get("_class_name", "")
     cls = getattr(diffusers, name, None)
     if cls is None or not name.endswith("Scheduler"):
         raise DopplerDiffError(f"scheduler '{path}' has unsupported class {name!r}")
     return cls.from_pretrained(path)
-
-
-def images_to_pil(images01: np.ndarray, cmap: str) -> list:
-    """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with ``cmap`` (gray: 'L')."""
-    from PIL import Image
-
-    from dopplerdiff.data.colormap import apply_colormap
-
-    out = []
-    for img in np.clip(images01, 0, 1):
-        if img.shape[0] == 1 and cmap not in ("gray", "grey"):
-            out.append(Image.fromarray(apply_colormap(img[0], cmap), "RGB"))
-        elif img.shape[0] == 1:
-            out.append(Image.fromarray((img[0] * 255).round().astype(np.uint8), "L"))
-        else:
-            out.append(Image.fromarray((img.transpose(1, 2, 0) * 255).round().astype(np.uint8), "RGB"))
-    return out

@@ -38,14 +38,11 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import decode as decode_latents
 from dopplerdiff.models.autoencoder import encode as encode_latents
 from dopplerdiff.models.denoiser import denoise
-from dopplerdiff.pipeline_io import (  # noqa: F401 - load_autoencoder_any is re-exported for the stages
-    images_to_pil,
-    load_autoencoder_any,
-    load_parts,
-)
-from dopplerdiff.sampling import (
+from dopplerdiff.pipelines.components import load_parts
+from dopplerdiff.pipelines.sampling import (
     as_image_tensor,
     check_interval,
+    check_output_type,
     check_sample_args,
     compose_guidance,
     condition_batch,
@@ -54,6 +51,7 @@ from dopplerdiff.sampling import (
     eval_modes,
     guidance_at,
     identity_indices,
+    images_as,
     img2img_timesteps,
     latent_mask,
     mixed_tokens,
@@ -62,8 +60,6 @@ from dopplerdiff.sampling import (
     soft_labels,
 )
 from dopplerdiff.schedulers import make_scheduler, scheduler_name
-
-OUTPUT_TYPES = ("np", "pt", "latent", "pil")
 
 
 class DopplerDiffPipeline(DiffusionPipeline):
@@ -291,30 +287,17 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
         ``pipe.sample(...)`` takes the same arguments and leaves the modules' train/eval mode alone.
         """
-        if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(
-                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
-            )
-        check_sample_args(num_inference_steps, guidance_scale, strength, resample_steps, self.scheduler)
-        interval = check_interval(guidance_interval)
-        if mask is not None and image is None:
-            raise DopplerDiffError("mask needs the source image (image=...)")
+        interval = self.check_inputs(output_type, num_inference_steps, guidance_scale, strength,
+                                     resample_steps, guidance_interval, image, mask)
         ids, weights = self.identity_condition(identities, identity_weights)
-        device, dtype = self._execution_device, self.denoiser.dtype
-        shape = (int(ids.shape[0]), *self.latent_shape)
-        walk = condition_walk(self.conditions, conditions, shape[0], guidance_scale, condition_guidance_scale)
+        device = self._execution_device
+        walk = condition_walk(self.conditions, conditions, len(ids), guidance_scale, condition_guidance_scale)
         if generator is None and seed is not None:
             generator = torch.Generator(device=device).manual_seed(int(seed))
-        if isinstance(generator, list) and len(generator) != shape[0]:
-            raise DopplerDiffError(f"got {len(generator)} generators for a batch of {shape[0]}")
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-        elif tuple(latents.shape) != shape:
-            raise DopplerDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
-        noise = latents.to(device=device, dtype=dtype)
+        noise = self.prepare_latents(len(ids), generator, latents)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps, z0, m = self._source(image, mask, strength, num_inference_steps, shape[0])
+        timesteps, z0, m = self._source(image, mask, strength, num_inference_steps, len(ids))
         if z0 is None or strength >= 1.0:
             latents = noise * self.scheduler.init_noise_sigma  # 1.0 = from pure noise (as diffusers' inpaint)
         else:
@@ -325,6 +308,28 @@ class DopplerDiffPipeline(DiffusionPipeline):
         return self._output(latents, output_type, return_dict, generator)
 
     sample = __call__.__wrapped__  # the same loop without the eval-mode switch
+
+    def check_inputs(self, output_type: str, steps: int, guidance: float, strength: float, resample: int,
+                     interval: Any, image: Any, mask: Any) -> tuple[float, float] | None:
+        """One error for the first bad argument of ``__call__``; the checked guidance interval."""
+        check_output_type(output_type)
+        check_sample_args(steps, guidance, strength, resample, self.scheduler)
+        interval = check_interval(interval)
+        if mask is not None and image is None:
+            raise DopplerDiffError("mask needs the source image (image=...)")
+        return interval
+
+    def prepare_latents(self, batch: int, generator: Any, latents: torch.Tensor | None) -> torch.Tensor:
+        """The initial noise (batch, C, h, w): drawn from ``generator``, or the given ``latents`` checked."""
+        device, dtype = self._execution_device, self.denoiser.dtype
+        shape = (batch, *self.latent_shape)
+        if isinstance(generator, list) and len(generator) != batch:
+            raise DopplerDiffError(f"got {len(generator)} generators for a batch of {batch}")
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+        elif tuple(latents.shape) != shape:
+            raise DopplerDiffError(f"latents must have shape {shape}, got {tuple(latents.shape)}")
+        return latents.to(device=device, dtype=dtype)
 
     def _source(self, image: Any, mask: Any, strength: float, steps: int, batch: int):
         """(timesteps, encoded source z0, latent mask) for img2img/inpainting; the full schedule without."""
@@ -363,26 +368,16 @@ class DopplerDiffPipeline(DiffusionPipeline):
         return latents
 
     def _output(self, latents: torch.Tensor, output_type: str, return_dict: bool, generator: Any = None):
-        if output_type == "latent":
-            images = latents
-        else:
-            images = (self.decode_latents(latents, generator).float() + 1) / 2
-            if output_type == "np":
-                images = images.permute(0, 2, 3, 1).cpu().numpy()
-            elif output_type == "pil":
-                images = self.to_pil(images.cpu().numpy())
+        images = latents
+        if output_type != "latent":
+            images = images_as((self.decode_latents(latents, generator).float() + 1) / 2, output_type,
+                               self.config.colormap)
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return ImagePipelineOutput(images=images)
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
 
     def vae_factor(self) -> int:
         """Spatial down-sampling factor of the autoencoder (2^(levels-1))."""
         return 2 ** (len(self.autoencoder.config.block_out_channels) - 1)
-
-    def to_pil(self, images01: np.ndarray) -> list:
-        """(B,C,H,W) in [0,1] -> PIL images, 1-channel images colormapped with the data colormap."""
-        return images_to_pil(images01, self.config.colormap)
 
     # -- loading -------------------------------------------------------------------------------------------
     @classmethod

@@ -5,7 +5,7 @@ Text-to-Image Synthesis"; diffusers' ``VQDiffusionPipeline`` with an identity in
 Components: ``autoencoder`` (VQModel), ``denoiser`` (``Transformer2DModel`` with ``num_vector_embeds`` =
 codebook size + 1, see ``models.vq_transformer``), ``condition_encoder`` (IdentityConditionEncoder; row K =
 the trained null identity) and ``scheduler`` (``VQDiffusionScheduler`` of the training chain). Saved with
-``save_pretrained`` and loaded with ``from_pretrained`` (or ``pipeline_io.load_pipeline``, which picks the
+``save_pretrained`` and loaded with ``from_pretrained`` (or ``pipelines.load_pipeline``, which picks the
 pipeline class from ``model_index.json``); it answers the same ``generate`` / ``evaluate`` calls as
 ``DopplerDiffPipeline``.
 
@@ -37,11 +37,18 @@ from diffusers.schedulers.scheduling_vq_diffusion import gumbel_noised
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import decode_codes
 from dopplerdiff.models.vq_transformer import log_p_x0, num_codes
-from dopplerdiff.pipeline_io import images_to_pil
-from dopplerdiff.sampling import check_interval, condition_batch, eval_modes, guidance_at, identity_indices
+from dopplerdiff.pipelines.components import load_vq_parts
+from dopplerdiff.pipelines.sampling import (
+    check_interval,
+    check_output_type,
+    condition_batch,
+    eval_modes,
+    guidance_at,
+    identity_indices,
+    images_as,
+)
 from dopplerdiff.schedulers import VQ_SCHEDULER
 
-OUTPUT_TYPES = ("np", "pt", "latent", "pil")
 NO_EDIT = (
     "the vq-diffusion pipeline samples code indices from the fully masked state only: img2img, "
     "inpainting, identity mixtures and given noise (image=, mask=, strength<1, resample_steps, "
@@ -176,15 +183,26 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
         guided = uncond + guidance_scale * (cond - uncond)
         return guided - torch.logsumexp(guided, dim=1, keepdim=True)
 
-    @staticmethod
-    def _check_plain(identities: Any, image: Any, mask: Any, strength: float, resample_steps: int,
-                     identity_weights: Any, latents: Any) -> None:
-        given = [name for name, value in (("image=", image), ("mask=", mask), ("identity_weights=",
-                 identity_weights), ("latents=", latents)) if value is not None]
-        given += ["strength<1"] * (float(strength) < 1.0) + ["resample_steps"] * (int(resample_steps) > 0)
+    def check_inputs(self, identities: Any, output_type: str, steps: int, guidance: float, interval: Any,
+                     edits: dict[str, Any]) -> tuple[float, float] | None:
+        """One error for the first bad argument of ``__call__`` (an edit argument first); the checked
+        guidance interval. ``edits``: image, mask, strength, resample_steps, identity_weights, latents."""
+        given = [f"{name}=" for name in ("image", "mask", "identity_weights", "latents")
+                 if edits[name] is not None]
+        given += ["strength<1"] * (float(edits["strength"]) < 1.0)
+        given += ["resample_steps"] * (int(edits["resample_steps"]) > 0)
         given += ["identity mixture"] * any(isinstance(i, dict) for i in identities or [])
         if given:
             raise DopplerDiffError(NO_EDIT.format(what=", ".join(given)))
+        check_output_type(output_type)
+        if not 1 <= int(steps) <= self.train_timesteps:
+            raise DopplerDiffError(
+                f"num_inference_steps must be in [1, {self.train_timesteps}] (the length of the trained "
+                f"chain), got {steps}"
+            )
+        if guidance < 0 or not np.isfinite(guidance):
+            raise DopplerDiffError(f"guidance_scale must be a finite number >= 0, got {guidance}")
+        return check_interval(interval)
 
     @eval_modes
     @torch.inference_mode()
@@ -223,20 +241,10 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
             >>> pipe = DopplerVQDiffusionPipeline.from_pretrained("runs/vq/pipeline")
             >>> imgs = pipe(["ID_3", "ID_7"], num_inference_steps=10, guidance_scale=2.0, seed=0).images
         """
-        self._check_plain(identities, image, mask, strength, resample_steps, identity_weights, latents)
-        if output_type not in OUTPUT_TYPES:
-            raise DopplerDiffError(
-                f"output_type '{output_type}' is unknown; valid: {', '.join(OUTPUT_TYPES)}"
-            )
-        big_t = self.train_timesteps
-        if not 1 <= int(num_inference_steps) <= big_t:
-            raise DopplerDiffError(
-                f"num_inference_steps must be in [1, {big_t}] (the length of the trained chain), "
-                f"got {num_inference_steps}"
-            )
-        if guidance_scale < 0 or not np.isfinite(guidance_scale):
-            raise DopplerDiffError(f"guidance_scale must be a finite number >= 0, got {guidance_scale}")
-        interval = check_interval(guidance_interval)
+        edits = {"image": image, "mask": mask, "strength": strength, "resample_steps": resample_steps,
+                 "identity_weights": identity_weights, "latents": latents}
+        interval = self.check_inputs(identities, output_type, num_inference_steps, guidance_scale,
+                                     guidance_interval, edits)
         device = self._execution_device
         ids = torch.tensor(self.identity_ids(list(identities or [])), dtype=torch.long, device=device)
         if generator is None and seed is not None:
@@ -272,14 +280,9 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
         return gumbel_noised(log_p, generator).argmax(dim=1)
 
     def _output(self, codes: torch.Tensor, output_type: str, return_dict: bool):
-        if output_type == "latent":
-            images = codes
-        else:
-            images = (self.decode_codes(codes).float() + 1) / 2
-            if output_type == "np":
-                images = images.permute(0, 2, 3, 1).cpu().numpy()
-            elif output_type == "pil":
-                images = images_to_pil(images.cpu().numpy(), self.config.colormap)
+        images = codes
+        if output_type != "latent":
+            images = images_as((self.decode_codes(codes).float() + 1) / 2, output_type, self.config.colormap)
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)
 
@@ -287,8 +290,6 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, path: str | Path, **kwargs: Any) -> DopplerVQDiffusionPipeline:  # type: ignore[override]
         """Load a saved vq-diffusion pipeline directory (local only); a missing part is a clear error."""
-        from dopplerdiff.pipeline_io import load_vq_parts
-
         pipe = cls(**load_vq_parts(Path(path)))
         for module in (pipe.autoencoder, pipe.denoiser, pipe.condition_encoder):
             module.eval()
