@@ -44,7 +44,7 @@ from dopplerdiff.evaluate.loading import eval_device
 from dopplerdiff.fewshot import crosscondition as cc
 from dopplerdiff.fewshot.arms import CLASSIC, arm_table, fitters, score_arms, summarise
 from dopplerdiff.fewshot.protocol import train_base
-from dopplerdiff.generate import load_run_pipeline
+from dopplerdiff.pipelines import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
 PARTS = ("target_shot", "target_zero", "source")

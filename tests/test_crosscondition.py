@@ -20,7 +20,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.fewshot import crosscondition as cc
 from dopplerdiff.fewshot.arms import arm_table, fitters, score_arms
 from dopplerdiff.fewshot.protocol import train_base
-from dopplerdiff.generate import load_run_pipeline
+from dopplerdiff.pipelines import load_run_pipeline
 
 ZERO = ["ID_2"]
 
