@@ -110,7 +110,8 @@ def point(run: Path, data_root: Path | None, cfg: Any, budget: int, eval_overrid
 
 def settings_of(args: argparse.Namespace, budget_n: int | None) -> dict[str, Any]:
     """What makes a curve: a rerun with other settings must use another --name."""
-    return {"data": args.data, "profile": args.profile, "ae_steps": args.ae_steps,
+    data = args.data if args.data == "sim" else str(Path(args.data).resolve())
+    return {"data": data, "profile": args.profile, "ae_steps": args.ae_steps,
             "train_per_identity": budget_n, "extra": list(args.extra)}
 
 
@@ -195,6 +196,9 @@ def prepare_run(args: argparse.Namespace, run: Path, data_root: Path | None, bud
                  *([] if resume else [f"diffusion.train.steps={budgets[0]}"]),
                  f"data.train_per_identity={'null' if budget_n is None else budget_n}", *args.extra]
     cfg = resolve_run_config(run, None if resume else args.profile, overrides, resume)
+    if cfg.diffusion.train.lr_schedule != LR_SCHEDULE:  # a decaying LR would tie a point to its budget
+        fail(f"--extra: diffusion.train.lr_schedule must stay '{LR_SCHEDULE}' for a cumulative curve, got "
+             f"'{cfg.diffusion.train.lr_schedule}'")
     if cfg.decoder.kind == "diffusion":
         fail("--extra: decoder.kind=diffusion is not supported (the decoder is trained on one pipeline)")
     run.mkdir(parents=True, exist_ok=True)
