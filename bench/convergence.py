@@ -104,7 +104,8 @@ def point(run: Path, data_root: Path | None, cfg: Any, budget: int, eval_overrid
                            out=eval_dir(run, budget), overwrite=True, device=device, progress=progress)
     row["eval_s"] = round(time.time() - t0, 1)
     row["wall_s"] = round(row["train_s"] + row["eval_s"], 1)
-    row["date"] = time.strftime("%Y-%m-%d %H:%M")
+    # a curve may add up over several machines: each point says where it was trained and evaluated
+    row.update(date=time.strftime("%Y-%m-%d %H:%M"), **device_info(device))
     return {**row, "status": "done", "eval_dir": str(eval_dir(run, budget)), **extract(metrics)}
 
 

@@ -9,6 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.workflow import run_all
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 # the smoke evaluation with every section on, made cheaper (a single sweep guidance, fewer classifier steps)
 CHEAP = ["evaluate.bootstrap=10", "evaluate.guidance_sweep=[2.0]", "evaluate.augment_steps=2",
@@ -98,6 +101,7 @@ def test_json_has_both_points_with_every_metric(bench, curve):
             assert row["metrics"][name] is not None, name
         assert row["reference"]["fd_floor_train_vs_test"] is not None
         assert Path(row["eval_dir"], "metrics.json").is_file()
+        assert row["device"] == "cpu" and row["eval_s"] > 0
     assert set(result["stopping"]) == names
     assert result["lr_schedule"].startswith("constant") and result["threads"] >= 1
     assert (Path(result["run"]).parents[1] / "results" / "convergence_t.png").is_file()
@@ -131,3 +135,9 @@ def test_bad_arguments_exit_2_before_anything_is_written(bench, tmp_path, capsys
     err = capsys.readouterr().err
     assert "--budgets" in err and "lr_schedule must stay 'constant'" in err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
+def test_run_all_refuses_an_unknown_stage_to_skip(smoke_config, tmp_path):
+    with pytest.raises(DopplerDiffError, match="unknown stage.*train diffuson"):
+        run_all(tmp_path / "run", smoke_config, None, progress=False, skip=["train diffuson"])
+    assert not (tmp_path / "run").exists()
