@@ -121,7 +121,7 @@ def stopping(metric: Metric, rows: list[dict[str, Any]]) -> dict[str, Any]:
                 "statement": f"still improving at the largest budget ({a['budget']} steps)"}
     return {"plateau_at": a["budget"], "noise": how,
             "statement": f"stops improving at {a['budget']} steps (no larger budget better by more than "
-                         f"{how})"}
+                         f"the noise, {how})"}
 
 
 def _fmt(v: Any, spec: str = ".3f") -> str:
