@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -254,22 +254,29 @@ def check_run_dir(run: Path, resume: bool, data_root: Path | None = None) -> Non
 
 
 def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = True,
-            on_stage: Callable[[int, int, Stage, str], None] | None = None) -> list[dict[str, Any]]:
-    """Run every stage not yet complete; return one row per stage (name, status, seconds, summary)."""
+            on_stage: Callable[[int, int, Stage, str], None] | None = None,
+            skip: Collection[str] = ()) -> list[dict[str, Any]]:
+    """Run every stage not yet complete, except those named in ``skip`` (a caller that runs them itself,
+    e.g. bench/convergence.py trains the diffusion stage to several budgets); one row per stage run or
+    found complete (name, status, seconds, summary)."""
+    unknown = sorted(set(skip) - {s.name for s in stages(True, False, True)})
+    if unknown:
+        raise DopplerDiffError(f"run_all: unknown stage(s) to skip: {', '.join(unknown)}")
     if data_root is not None and not (run / "config.yaml").is_file():
         scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is created
     with run_lock(run):
         recover_parts(run)  # parts an interrupted replacement left missing count as complete again
-        return _run_stages(run, cfg, data_root, progress, on_stage)
+        return _run_stages(run, cfg, data_root, progress, on_stage, set(skip))
 
 
 def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
-                on_stage: Callable[[int, int, Stage, str], None] | None) -> list[dict[str, Any]]:
+                on_stage: Callable[[int, int, Stage, str], None] | None,
+                skip: set[str]) -> list[dict[str, Any]]:
     ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
     if not (run / "config.yaml").is_file():
         cfg.save(run / "config.yaml")
-    todo = stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
-                  decoder=cfg.decoder.kind == "diffusion")
+    todo = [s for s in stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
+                              decoder=cfg.decoder.kind == "diffusion") if s.name not in skip]
     previous = (read_json_if_exists(run / "timings.json") or {}).get("invocations", [])
     started, rows = time.strftime("%Y-%m-%dT%H:%M:%S%z"), []
     for i, stage in enumerate(todo, 1):
