@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from dopplerdiff.config import load_config
 from dopplerdiff.data.images import load_spectrograms
@@ -149,3 +150,31 @@ def test_top_up_adds_distinct_time_shifted_windows():
     for w in out[1:]:  # each a circular time shift of the shot: same Doppler rows, same values
         assert any(np.array_equal(w, np.roll(x[0], s, axis=-1)) for s in range(1, 12))
     assert top_up(np.concatenate([x, x, x]), 3).shape[0] == 3
+
+
+def test_tuned_method_changes_only_cross_attention_kv_and_the_novel_rows(fold_run, full, smoke_config):
+    from dopplerdiff.fewshot.finetune import KV_NAMES, finetune_attention
+    from dopplerdiff.models.identity_rows import identity_tables
+
+    run, _ = fold_run
+    novel = fs.split_novel(full, NOVEL, 3, smoke_config.data.split.gap_windows)
+    shots = {n: full.images[s] for n, (s, _) in novel.items()}
+    pipe = load_run_pipeline(run, "cpu")
+    fs.adapt(pipe, shots, smoke_config, steps=2)
+    before = {k: v.clone() for k, v in pipe.denoiser.state_dict().items()}
+    table = identity_tables(pipe.condition_encoder, pipe.denoiser)[0]
+    rows_before = getattr(table[0], table[1]).detach().clone()
+    base = full.subset(np.flatnonzero(np.isin(full.labels, [0, 1])))
+    rec = finetune_attention(pipe, shots, (base.images, base.labels), smoke_config, steps=3, lr=1e-2,
+                             batch_size=4)
+    after = pipe.denoiser.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(any(f"{n}." in k for n in KV_NAMES) for k in changed)
+    assert rec["tuned_weights"] > 0 and np.isfinite(rec["loss_last"])
+    rows_after = getattr(table[0], table[1]).detach()
+    row = pipe.identities.index("ID_3")
+    others = [i for i in range(rows_after.shape[0]) if i != row]
+    assert torch.equal(rows_after[others], rows_before[others]) and not torch.equal(rows_after[row],
+                                                                                     rows_before[row])
+    with pytest.raises(DopplerDiffError, match="ID_9 have no identity row"):
+        finetune_attention(pipe, {"ID_9": shots["ID_3"]}, (base.images, base.labels), smoke_config, steps=1)

@@ -89,7 +89,7 @@ def finetune_attention(pipe: Any, shots: dict[str, np.ndarray], prior: tuple[np.
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
     finally:
         for h in hooks:
             h.remove()
