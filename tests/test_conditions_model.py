@@ -212,3 +212,15 @@ def test_condition_metrics_score_each_condition(cond_run):
             assert all(0 <= v <= 1 for v in r[key].values())
     flat = dataclasses.replace(test, conditions=np.zeros(len(test), np.int64), condition_names=["default"])
     assert condition_metrics(pipe, encoder, train, flat, 2, cfg.evaluate) is None
+
+
+def test_evaluate_reports_each_condition(cond_run, tmp_path):
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+
+    run = tmp_path / "run"
+    shutil.copytree(cond_run, run)
+    cfg = load_config("smoke", ["evaluate.augment_seeds=0", "evaluate.condition_samples_per_identity=2"])
+    m = evaluate_run(run, cfg, progress=False)
+    assert [r["condition"] for r in m["conditions"]] == CONDS
+    assert all(r["samples"] == 2 * r["people"] for r in m["conditions"])
+    assert 'id="conditions"' in (run / "eval" / "report.html").read_text()

@@ -198,3 +198,19 @@ def test_run_without_encoder_uses_an_in_memory_classifier_and_says_so(base_run, 
     assert any("no encoder" in s and "in-memory classifier" in s for s in m["missing"])
     assert 0.0 <= m["accuracy"]["real_test"]["overall"] <= 1.0
     assert not (run / "encoder").exists()  # evaluation never writes into the run's stage folders
+
+
+def test_native_size_judge_scores_reconstructions_and_samples(base_run, tmp_path):
+    from dopplerdiff.config import load_config
+
+    cfg = load_config("smoke", ["evaluate.native_judge=true", "evaluate.augment_seeds=0"])
+    run = tmp_path / "run"
+    shutil.copytree(base_run, run)
+    _add_pipeline(run, cfg, json.loads((run / "data.json").read_text())["identities"])
+    m = evaluate_run(run, cfg, progress=False)
+    native = m["judge_native"]  # the simulated windows are 32x32, the model's 16x16
+    assert native["size"] == [32, 32] and {"real_test", "reconstruction", "generated"} <= set(native)
+    assert native["generated"]["n"] == cfg.evaluate.num_per_identity * 3
+    assert "judge at the native size 32×32" in (run / "eval" / "report.html").read_text()
+    assert "judge_native" not in evaluate_run(run, load_config("smoke", ["evaluate.augment_seeds=0"]),
+                                              out=tmp_path / "e2", progress=False)

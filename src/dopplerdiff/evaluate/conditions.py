@@ -22,6 +22,7 @@ import numpy as np
 
 from dopplerdiff.config.evaluate import EvaluateConfig
 from dopplerdiff.data.images import SpectrogramSet
+from dopplerdiff.evaluate.context import EvalContext
 from dopplerdiff.evaluate.judge import JudgeSettings, fit_judge, judge_logits
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance
 from dopplerdiff.evaluate.parts import encode_images
@@ -76,3 +77,14 @@ def condition_metrics(pipe: Any, encoder: Any, train: SpectrogramSet, test: Spec
                  rows[-1]["identity_accuracy"]["generated"], rows[-1]["identity_accuracy"]["real_test"], name,
                  rows[-1]["condition_accuracy"]["generated"])
     return rows
+
+
+def condition_part(ctx: EvalContext, pipe: Any) -> None:
+    """metrics.json ``conditions`` for a run trained on walking conditions (nothing for a flat run)."""
+    ecfg = ctx.cfg.evaluate
+    if not getattr(pipe, "conditions", None):
+        return
+    rows = condition_metrics(pipe, ctx.encoder, ctx.sets["train"], ctx.sets["test"],
+                             ecfg.condition_samples_per_identity, ecfg, ctx.device)
+    if rows:
+        ctx.st.metrics["conditions"] = rows

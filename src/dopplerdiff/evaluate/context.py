@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from dopplerdiff.config import Config
+from dopplerdiff.data.images import SpectrogramSet
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.independent import IndependentEval
@@ -46,6 +47,9 @@ class EvalContext:
     ind: IndependentEval | None
     progress: bool
     confusions: dict[str, Any] = field(default_factory=dict)
+    # the real parts as loaded (walking conditions, files) and the model-size synthetic sets scored so far
+    sets: dict[str, SpectrogramSet] = field(default_factory=dict)
+    synthetic: dict[str, Arrays] = field(default_factory=dict)
 
     @property
     def k(self) -> int:
@@ -95,5 +99,6 @@ def build_context(run: Path, cfg: Config, data_root: Path | None, device: torch.
         st.missing.append("independent judge, C2ST and texture statistics disabled "
                           "(evaluate.judge_steps = 0)")
     ctx = EvalContext(cfg, device, ids, train, (va.images, va.labels), test, encoder, st, ind, progress,
-                      {"real test": st.metrics["accuracy"]["real_test"]["confusion"]})
+                      {"real test": st.metrics["accuracy"]["real_test"]["confusion"]},
+                      sets={"train": tr, "val": va, "test": te})
     return ctx, ds

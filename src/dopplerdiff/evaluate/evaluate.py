@@ -46,6 +46,7 @@ from dopplerdiff.evaluate import plots
 from dopplerdiff.evaluate import strategies as S
 from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 from dopplerdiff.evaluate.c2st import disjoint_pair
+from dopplerdiff.evaluate.conditions import condition_part
 from dopplerdiff.evaluate.context import EvalContext, EvalState, build_context
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import (
@@ -56,6 +57,7 @@ from dopplerdiff.evaluate.loading import (
 )
 from dopplerdiff.evaluate.memorisation import memorisation
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
+from dopplerdiff.evaluate.native import native_part
 from dopplerdiff.evaluate.parts import (
     Part,
     distribution,
@@ -276,6 +278,7 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
     acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, ctx.k, ecfg.bootstrap, ecfg.seed)
     dist["recon_vs_test"] = distribution(rec.f, ctx.test.f, ecfg.knn_k, ecfg.seed)
     ctx.confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
+    ctx.synthetic["reconstruction"] = (rec.x, rec.y)
     if ctx.ind is not None:  # C2ST: real train windows vs reconstructions of OTHER train windows
         pair = disjoint_pair(ctx.train.x, reconstruct(vae, ctx.train.x), seed=ecfg.seed)
         ctx.ind.add_set("reconstruction", rec.x, rec.y, pair)
@@ -296,6 +299,8 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     ctx.confusions["generated"] = st.metrics["accuracy"]["generated"]["confusion"]
     if ctx.ind is not None:
         ctx.ind.add_set("generated", gen.x, gen.y, (ctx.train.x, gen.x))
+    ctx.synthetic["generated"] = (gen.x, gen.y)
+    condition_part(ctx, pipe)
     _guidance_sweep(pipe, ctx.encoder, ctx.cfg, pool, ctx.test, ctx.k, ctx.progress, st)
     if augment_on:
         synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
@@ -324,6 +329,8 @@ def evaluate_run(
     st, test = ctx.st, ctx.test
     _reconstruction_part(ctx, run)
     gen = _generation_part(ctx, run)
+    if cfg.evaluate.native_judge:
+        native_part(ctx, run, data_root, ds.meta.get("native_size"))
     if ctx.ind is not None:
         ctx.ind.write(st.metrics, st.plots)
     st.plots["confusion"] = plots.confusion_plot(ctx.confusions, ctx.ids)

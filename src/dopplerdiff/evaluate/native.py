@@ -12,14 +12,18 @@ Images are (N, C, H, W) float32 in [-1, 1].
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from dopplerdiff.config.evaluate import EvaluateConfig
 from dopplerdiff.data.images import from_unit, resize, to_unit
+from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.evaluate.context import EvalContext
 from dopplerdiff.evaluate.judge import JudgeSettings, fit_judge, judge_logits
 from dopplerdiff.evaluate.metrics import identity_accuracy
 
@@ -65,3 +69,19 @@ def native_judge(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
         out[f"ratio_{name}"] = out[name]["overall"] / real["overall"] if real["overall"] > 0 else None
         log.info("native-size judge: %s %.3f (real %.3f)", name, out[name]["overall"], real["overall"])
     return out
+
+
+def native_part(ctx: EvalContext, run: Path, data_root: Path | None, native_size: Any) -> None:
+    """metrics.json ``judge_native``: the run's real windows loaded again at the native size (the same split),
+    a judge trained on them, and the run's reconstructions and samples scored after resizing."""
+    shape, model = native_shape(native_size), tuple(ctx.test.x.shape[-2:])
+    if shape is None or shape == model or shape[0] != shape[1]:
+        why = "it equals the model's size" if shape == model else f"it is {native_size}"
+        ctx.st.missing.append(f"native-size judge skipped: the data's native size is not a larger square "
+                              f"({why})")
+        return
+    ds, split = prepare_run_data(run, data_root, dataclasses.replace(ctx.cfg.data, size=shape[0]))
+    tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
+    ctx.st.metrics["judge_native"] = native_judge((tr.images, tr.labels), (va.images, va.labels),
+                                                  (te.images, te.labels), ctx.synthetic, ctx.k,
+                                                  ctx.cfg.evaluate, ctx.device)
