@@ -74,6 +74,7 @@ def test_truncated_weights_are_one_error_naming_the_part(tmp_path, tiny_pipeline
     """A truncated *.safetensors in RUN/autoencoder or RUN/pipeline was diffusers' OSError traceback."""
     from dopplerdiff.errors import DopplerDiffError
     from dopplerdiff.models.autoencoder import load_autoencoder
+    from dopplerdiff.models.denoiser import load_denoiser
     from dopplerdiff.pipelines.auto_pipeline import load_pipeline
 
     pipe = tiny_pipeline_factory()
@@ -81,7 +82,29 @@ def test_truncated_weights_are_one_error_naming_the_part(tmp_path, tiny_pipeline
     pipe.autoencoder.save_pretrained(tmp_path / "autoencoder")
     _truncate(next((tmp_path / "pipeline" / "denoiser").glob("*.safetensors")))
     _truncate(next((tmp_path / "autoencoder").glob("*.safetensors")))
-    with pytest.raises(DopplerDiffError, match="pipeline .* cannot be loaded"):
+    with pytest.raises(DopplerDiffError, match="denoiser '.*pipeline/denoiser' cannot be loaded"):
         load_pipeline(tmp_path / "pipeline")
     with pytest.raises(DopplerDiffError, match="autoencoder .* cannot be loaded"):
         load_autoencoder(tmp_path / "autoencoder")
+    # the part loaders outside a pipeline (train-diffusion reads RUN/decoder, e.g.) say the same
+    with pytest.raises(DopplerDiffError, match="denoiser .* cannot be loaded"):
+        load_denoiser(tmp_path / "pipeline" / "denoiser")
+
+
+def test_truncated_decoder_and_transformer_weights_are_one_error(tmp_path, smoke_config):
+    from dopplerdiff.config import load_config
+    from dopplerdiff.errors import DopplerDiffError
+    from dopplerdiff.models.decoder import build_decoder, load_decoder
+    from dopplerdiff.models.vq_transformer import build_vq_transformer, load_vq_transformer
+
+    build_decoder(smoke_config.decoder, 1, 4, 8, 16).save_pretrained(tmp_path / "decoder")
+    vq = ["autoencoder.kind=vq", "diffusion.backbone=vq-diffusion", "diffusion.scheduler=vq-diffusion",
+          "evaluate.scheduler=vq-diffusion"]
+    vq_cfg = load_config("smoke", vq).diffusion
+    build_vq_transformer(vq_cfg, 16, 4).save_pretrained(tmp_path / "transformer")
+    for part, load, name in ((tmp_path / "decoder", load_decoder, "diffusion decoder"),
+                             (tmp_path / "transformer", load_vq_transformer, "transformer")):
+        load(part)  # loads while intact
+        _truncate(next(part.glob("*.safetensors")))
+        with pytest.raises(DopplerDiffError, match=f"{name} .* cannot be loaded"):
+            load(part)

@@ -27,7 +27,7 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
 from dopplerdiff.schedulers import check_scheduler_name, make_scheduler, training_scheduler
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 CLASS_NAME = "DiffusionDecoder"
 
@@ -155,4 +155,5 @@ def load_decoder(path: Path) -> DiffusionDecoder:
     name = pretrained_config(path, "diffusion decoder").get("_class_name")
     if name != CLASS_NAME:
         raise DopplerDiffError(f"'{path}' holds a {name!r}, not a {CLASS_NAME}")
-    return DiffusionDecoder.from_pretrained(path).eval()
+    with loadable_weights(path, "diffusion decoder"):
+        return DiffusionDecoder.from_pretrained(path).eval()

@@ -26,7 +26,7 @@ from diffusers.models.embeddings import LabelEmbedding
 from torch import nn
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 Denoiser = UNet2DConditionModel | DiTTransformer2DModel
 
@@ -140,11 +140,12 @@ def denoise(model: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: torch.Tens
 def load_denoiser(path) -> Denoiser:
     """Load a saved denoiser of either backbone (class read from its config.json)."""
     name = pretrained_config(path, "denoiser").get("_class_name")
-    if name == "DiTTransformer2DModel":
-        return disable_internal_label_dropout(DiTTransformer2DModel.from_pretrained(path))
-    if name == "UNet2DConditionModel":
+    if name not in ("DiTTransformer2DModel", "UNet2DConditionModel"):
+        raise DopplerDiffError(f"denoiser '{path}' has unsupported class {name!r}")
+    with loadable_weights(path, "denoiser"):
+        if name == "DiTTransformer2DModel":
+            return disable_internal_label_dropout(DiTTransformer2DModel.from_pretrained(path))
         return UNet2DConditionModel.from_pretrained(path)
-    raise DopplerDiffError(f"denoiser '{path}' has unsupported class {name!r}")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -24,7 +24,7 @@ from diffusers.models.normalization import AdaLayerNorm
 from torch import nn
 
 from dopplerdiff.errors import ConfigError, DopplerDiffError
-from dopplerdiff.utils.io import pretrained_config
+from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 
 def build_vq_transformer(cfg, codebook_size: int, latent_size: int) -> Transformer2DModel:
@@ -77,4 +77,5 @@ def load_vq_transformer(path: Path) -> Transformer2DModel:
     cfg = pretrained_config(path, "transformer")
     if cfg.get("_class_name") != "Transformer2DModel" or not cfg.get("num_vector_embeds"):
         raise DopplerDiffError(f"'{path}' is not a discrete (num_vector_embeds) Transformer2DModel")
-    return per_sample_timesteps(Transformer2DModel.from_pretrained(path))
+    with loadable_weights(path, "transformer"):
+        return per_sample_timesteps(Transformer2DModel.from_pretrained(path))
