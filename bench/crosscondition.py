@@ -176,6 +176,32 @@ def print_table(summary: dict[str, Any]) -> None:
                 print(f"{arm:<26}" + "".join(cells))
 
 
+def _pct(r: dict[str, Any] | None) -> str:
+    if not r:
+        return "—"
+    ci = r.get("ci95")
+    return f"{100 * r['mean']:+.1f}" + (f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]" if ci else "")
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as markdown tables (one per k and architecture), for docs/results.md."""
+    out = []
+    for k, by_arch in summary.items():
+        for arch, arms in by_arch.items():
+            out.append(f"\n**k={k}, {arch} architecture**\n")
+            out.append("| arm | shot people | gain vs real | gain vs classic | zero-shot people | "
+                       "gain vs real | source | gain vs real |")
+            out.append("|---|---|---|---|---|---|---|---|")
+            for arm, r in arms.items():
+                cells = [arm]
+                for p, refs in (("target_shot", ("real", "classic")), ("target_zero", ("real",)),
+                                ("source", ("real",))):
+                    cells.append(f"{100 * r[p]['mean']:.1f}" if p in r else "—")
+                    cells += [_pct(r.get(f"{p}_gain_vs_{ref}")) for ref in refs]
+                out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main() -> None:
     a = parse()
     opts = check_args(a)
@@ -215,6 +241,7 @@ def main() -> None:
         result["rows"].append(one_k(k, root, full, cfg, a, opts, out, name, save))
         save()
     print_table(result["summary"])
+    print(markdown(result["summary"]))
     print(f"\n{path}")
 
 
