@@ -16,6 +16,7 @@ from dopplerdiff.cli.common import (
     resolve_config,
     setup_logging,
 )
+from dopplerdiff.utils.rundir import RunDir
 
 
 @app.command("train-autoencoder")
@@ -85,5 +86,5 @@ def cache_latents_cmd(
     info = cache_latents(existing_dir(run, "--run"), data, overwrite=overwrite, progress=not quiet,
                          batch_size=batch_size)
     counts = ", ".join(f"{k} {len(v)}" for k, v in info["files"].items())
-    typer.echo(f"latents {info['latent_shape']} ({info['kind']}) -> {run / 'latents'}: {counts}; "
+    typer.echo(f"latents {info['latent_shape']} ({info['kind']}) -> {RunDir(run).latents}: {counts}; "
                f"scale {info['scaling_factor']:.4f}, shift {info['shift_factor']:.4f}")

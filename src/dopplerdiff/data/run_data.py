@@ -21,14 +21,13 @@ from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
 from dopplerdiff.utils.names import check_identity_names
 from dopplerdiff.utils.paths import check_relpath
-
-DATA_JSON = "data.json"
+from dopplerdiff.utils.rundir import RunDir
 
 
 def read_run_data(run: Path) -> dict[str, Any]:
     """Contents of RUN/data.json (DataError if the run has none or it is malformed); ``conditions`` is
     filled in as ``["default"]`` for files written before walking conditions."""
-    path = Path(run) / DATA_JSON
+    path = RunDir(run).data_record
     if not path.is_file():
         raise DataError(
             f"'{path}' does not exist; '{run}' is not a prepared run directory (pass --data DATA)"
@@ -81,7 +80,7 @@ def prepare_run_data(
 ) -> tuple[SpectrogramSet, dict[str, np.ndarray]]:
     """Load the run's data and split; write RUN/data.json the first time, validate and reuse it after."""
     run = Path(run)
-    path = run / DATA_JSON
+    path = RunDir(run).data_record
     recorded = read_run_data(run) if path.exists() else None
     if data_root is None:
         if recorded is None:

@@ -34,6 +34,7 @@ from dopplerdiff.generate import render
 from dopplerdiff.schedulers import check_scheduler_name
 from dopplerdiff.train.identity import MIN_WINDOWS, learn_identity
 from dopplerdiff.utils.io import run_lock
+from dopplerdiff.utils.rundir import RunDir
 from dopplerdiff.workflow import RunContext, stages
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> li
     with run_lock(run):
         saved = saved_config(run)
         if saved is None:
-            cfg.save(run / "config.yaml")
+            cfg.save(RunDir(run).config)
         elif to_dict(saved) != to_dict(cfg):  # a fold run is one config: its stages must agree
             raise DopplerDiffError(f"fold run '{run}' was made with another config; continue it with the "
                                    "same profile and overrides or choose another output folder")

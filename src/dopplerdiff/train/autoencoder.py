@@ -41,6 +41,7 @@ from dopplerdiff.train import losses as L
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, frozen, make_accelerator, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, check_run_output, read_json_if_exists, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 ARCH_KEYS = ("kind", "block_out_channels", "layers_per_block", "latent_channels", "num_vq_embeddings",
@@ -249,9 +250,8 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
     """Refuse output dirs that are not runs, runs of another architecture, and silent overwrites."""
     if not check_run_output(run, data_root):
         return
-    old = saved_config(run)
-    ckpts = find_checkpoints(run / "train" / "autoencoder")
-    has_ae = (run / "autoencoder").exists() or bool(ckpts)
+    old, rd = saved_config(run), RunDir(run)
+    has_ae = rd.autoencoder.exists() or bool(find_checkpoints(rd.work("autoencoder")))
     if old is not None:
         pairs = [(f"data.{k}", getattr(old.data, k), getattr(cfg.data, k)) for k in DATA_KEYS]
         if has_ae:
@@ -264,7 +264,7 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
                     "use the same settings or a new --out"
                 )
     if has_ae and resume is None:
-        what = "a trained autoencoder" if (run / "autoencoder").exists() else "autoencoder checkpoints"
+        what = "a trained autoencoder" if rd.autoencoder.exists() else "autoencoder checkpoints"
         raise DopplerDiffError(
             f"run '{run}' already has {what}; pass --resume latest to continue it or choose a new --out"
         )
@@ -272,11 +272,11 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
 
 def _feature_fn(run: Path, ae: AutoencoderConfig, feature_encoder: Path | None, device: Any) -> FeatureFn:
     """The frozen encoder whose features the feature loss compares (RUN/encoder unless given)."""
-    path = Path(feature_encoder) if feature_encoder is not None else run / "encoder"
+    path = Path(feature_encoder) if feature_encoder is not None else RunDir(run).encoder
     if not (path / "config.json").is_file():
         raise DopplerDiffError(
             f"autoencoder.loss.feature={ae.loss.feature} needs a trained encoder, but '{path}' has none: "
-            f"train it first (`dopplerdiff train-encoder --out {run / 'encoder'}`; `dopplerdiff run` "
+            f"train it first (`dopplerdiff train-encoder --out {RunDir(run).encoder}`; `dopplerdiff run` "
             "does this itself) or pass --feature-encoder PATH"
         )
     return frozen_features(path, device)
@@ -294,9 +294,10 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     t0 = time.time()
     check_architecture(ae, cfg.data)
     check_autoencoder_run(run, cfg, resume, data_root)
-    work = run / "train" / "autoencoder"
+    rd = RunDir(run)
+    work = rd.work("autoencoder")
     record = stage_record("autoencoder", autoencoder=ae, data=cfg.data)
-    ckpt, finished = plan_resume(resume, work, record, [run / "autoencoder"], ae.train.steps)
+    ckpt, finished = plan_resume(resume, work, record, [rd.autoencoder], ae.train.steps)
     if finished:
         return read_json_if_exists(work / "metrics.json") or {}
     acc = make_accelerator(ae.train, work)
@@ -327,15 +328,15 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
         if len(val_images):
             save_recon_grid(work / "reconstructions.png", val_images[:8], vae, cfg.data.colormap)
         write_json(work / "metrics.json", metrics)
-        with atomic_dir(run / "autoencoder", overwrite=resume is not None) as tmp:
+        with atomic_dir(rd.autoencoder, overwrite=resume is not None) as tmp:
             vae.save_pretrained(tmp)
             write_manifest(tmp, stage="autoencoder", kind=ae.kind, steps=res.step, seed=cfg.seed,
                            data_root=str(data_root or ""), identities=ds.identities,
                            scaling_factor=stats["scaling_factor"], shift_factor=stats["shift_factor"])
-        if (run / "latents").exists():
+        if rd.latents.exists():
             log.warning("'%s' was built from the previous autoencoder; rebuild it with "
-                        "cache-latents --overwrite", run / "latents")
-        cfg.save(run / "config.yaml")
+                        "cache-latents --overwrite", rd.latents)
+        cfg.save(rd.config)
         write_manifest(run, stage="autoencoder", seed=cfg.seed, identities=ds.identities,
                        data_root=str(data_root or ""), profile=cfg.profile)
     acc.wait_for_everyone()
@@ -353,7 +354,7 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
     cfg = saved_config(run)
     if cfg is None:
         raise DopplerDiffError(f"'{run}' has no config.yaml; train the autoencoder first (train-autoencoder)")
-    vae = load_autoencoder(run / "autoencoder").eval()
+    vae = load_autoencoder(RunDir(run).autoencoder).eval()
     scale, shift = latent_scale(vae)
     ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
     tensors, files = {}, {}
@@ -384,5 +385,5 @@ def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool =
     info = {"files": files, "identities": ds.identities, "conditions": list(ds.condition_names),
             "scaling_factor": scale, "shift_factor": shift,
             "kind": autoencoder_kind(vae), "latent_shape": shape}
-    write_latent_cache(run / "latents", tensors, info, overwrite=overwrite)
+    write_latent_cache(RunDir(run).latents, tensors, info, overwrite=overwrite)
     return info

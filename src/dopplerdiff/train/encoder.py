@@ -44,6 +44,7 @@ from dopplerdiff.train.checkpoints import checkpoint_step
 from dopplerdiff.train.loop import TrainStage, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, check_out_dir, read_json_if_exists, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def _load_data(data: Path | None, out: Path, work_dir: Path, cfg: Config, progre
     """
 
     run = out.parent
-    if out.name == "encoder" or (run / "data.json").is_file():
+    if out.name == "encoder" or RunDir(run).data_record.is_file():
         return prepare_run_data(run, data, cfg.data, progress=progress)
     return prepare_run_data(work_dir, data, cfg.data, progress=progress)
 
@@ -153,8 +154,9 @@ def _save_encoder(
         selected.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
         cfg.save(tmp / "config.yaml")
-        if (work_dir / "data.json").is_file():  # the split used, next to the standalone encoder
-            shutil.copy2(work_dir / "data.json", tmp / "data.json")
+        split = RunDir(work_dir).data_record
+        if split.is_file():  # the split used, next to the standalone encoder
+            shutil.copy2(split, tmp / split.name)
         write_manifest(
             tmp, stage="encoder", data_root=str(ds.meta.get("root", data)), seed=cfg.encoder.train.seed,
             identities=list(ds.identities),
@@ -168,7 +170,7 @@ def train_encoder(
     """The ``train-encoder`` command (see the module docstring); returns the metrics written."""
     out = check_out_dir(out)
     ecfg = cfg.encoder
-    work_dir = out.parent / "train" / out.name
+    work_dir = RunDir(out.parent).work(out.name)  # RUN/train/encoder for RUN/encoder
     record = stage_record("encoder", encoder=ecfg, data=cfg.data)
     ckpt, _ = plan_resume(resume, work_dir, record, [], ecfg.train.steps)  # out is new (checked above)
     ds, split = _load_data(data, out, work_dir, cfg, progress)
