@@ -9,7 +9,7 @@ index of every latent position (the nearest codebook vector, as the VQModel quan
 ``info.json``: ``{"files": {split: [...]}, "identities", "conditions",
 "scaling_factor", "shift_factor", "kind", "latent_shape"}``. The cache is unscaled; the scale/shift are
 applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
-(Encoding needs the model, so the cache is *written* by ``train.autoencoder.cache_latents``.)
+(Encoding needs the model, so the cache is *written* by the latents stage, ``train.latents.cache_latents``.)
 """
 
 from __future__ import annotations

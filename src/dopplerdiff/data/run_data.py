@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dopplerdiff.config import Config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
@@ -113,3 +114,10 @@ def prepare_run_data(
         "train_per_identity": cfg.train_per_identity,
     })
     return ds, split
+
+
+def prepare_run(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
+                progress: bool = True) -> None:
+    """The run's data stage: write (or check) RUN/data.json for ``data_root``; ``resume`` makes the common
+    stage signature (one pass, no checkpoints)."""
+    prepare_run_data(run, data_root, cfg.data, progress=progress)

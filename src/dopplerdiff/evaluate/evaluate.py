@@ -316,9 +316,10 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
 
 def evaluate_run(
     run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
-    overwrite: bool = False, device: str | None = None, progress: bool = True,
+    overwrite: bool = False, device: str | None = None, resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
+    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict.
+    ``resume`` makes the common stage signature (an evaluation is one pass, without checkpoints)."""
     run = Path(run)
     if not run.is_dir():
         raise DopplerDiffError(f"run directory '{run}' does not exist")

@@ -35,7 +35,7 @@ from dopplerdiff.schedulers import check_scheduler_name
 from dopplerdiff.train.identity import MIN_WINDOWS, learn_identity
 from dopplerdiff.utils.io import run_lock
 from dopplerdiff.utils.rundir import RunDir
-from dopplerdiff.workflow import RunContext, stages
+from dopplerdiff.workflow import run_stage, stages
 
 log = logging.getLogger(__name__)
 REPORT_STAGES = ("generate", "evaluate")  # they only serve the run's report: left out of a fold's run
@@ -138,13 +138,13 @@ def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> li
         elif to_dict(saved) != to_dict(cfg):  # a fold run is one config: its stages must agree
             raise DopplerDiffError(f"fold run '{run}' was made with another config; continue it with the "
                                    "same profile and overrides or choose another output folder")
-        ctx = RunContext(run=run, cfg=cfg, data_root=Path(data), progress=progress)
+        rd = RunDir(run)
         for stage in todo:
-            if not (run / stage.marker).exists():
+            if not rd.is_complete(stage.key):
                 log.info("fold run %s: %s", run, stage.name)
-                stage.run(ctx)
+                run_stage(stage, rd, cfg, Path(data), progress)
                 ran.append(stage.name)
-            stage.check(ctx)
+            stage.check(rd, Path(data))
     return ran
 
 

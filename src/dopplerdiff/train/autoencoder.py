@@ -1,4 +1,5 @@
-"""First stage: train AutoencoderKL / VQModel with the shared loop, measure latent scale, cache latents."""
+"""First stage: train AutoencoderKL / VQModel with the shared loop, measure the latent scale (the cache of
+latents is ``train.latents``)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,12 @@ from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import to_unit
-from dopplerdiff.data.latents import write_latent_cache
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import (
     Autoencoder,
-    autoencoder_kind,
     build_autoencoder,
     check_architecture,
-    code_indices,
-    encode_posterior,
-    latent_scale,
-    load_autoencoder,
     measure_latent_scale,
     reconstruct,
 )
@@ -201,7 +196,8 @@ class AutoencoderStage(TrainStage):
         return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def _chunks(x: Tensor, bs: int, device: torch.device) -> Iterator[Tensor]:
+def chunks(x: Tensor, bs: int, device: torch.device) -> Iterator[Tensor]:
+    """``x`` in batches of ``bs`` on ``device``."""
     for i in range(0, len(x), bs):
         yield x[i : i + bs].to(device)
 
@@ -211,7 +207,7 @@ class _Reiterable:
         self.x, self.bs, self.device = x, bs, device
 
     def __iter__(self) -> Iterator[Tensor]:
-        return _chunks(self.x, self.bs, self.device)
+        return chunks(self.x, self.bs, self.device)
 
 
 @torch.no_grad()
@@ -220,7 +216,7 @@ def evaluate_reconstruction(vae: Autoencoder, images: Tensor, batch_size: int = 
     if len(images) == 0:
         return {"count": 0}
     recons, counts = [], None
-    for x in _chunks(images, batch_size, vae.device):
+    for x in chunks(images, batch_size, vae.device):
         recons.append(reconstruct(vae, x).float().cpu())
         if isinstance(vae, VQModel):
             h = vae.encode(x).latents
@@ -282,7 +278,7 @@ def _feature_fn(run: Path, ae: AutoencoderConfig, feature_encoder: Path | None, 
     return frozen_features(path, device)
 
 
-def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, resume: str | None = None,
+def train_autoencoder(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
                       progress: bool = True, feature_fn: FeatureFn | None = None,
                       feature_encoder: Path | None = None) -> dict[str, Any]:
     """Train the first stage into RUN; returns the final metrics (also RUN/train/autoencoder/metrics.json).
@@ -341,49 +337,3 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
                        data_root=str(data_root or ""), profile=cfg.profile)
     acc.wait_for_everyone()
     return metrics
-
-
-@torch.no_grad()
-def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool = False,
-                  progress: bool = True, batch_size: int = 64) -> dict[str, Any]:
-    """Encode every split once with RUN/autoencoder and write RUN/latents/ (see data.latents)."""
-    from tqdm.auto import tqdm
-
-
-    run = Path(run)
-    cfg = saved_config(run)
-    if cfg is None:
-        raise DopplerDiffError(f"'{run}' has no config.yaml; train the autoencoder first (train-autoencoder)")
-    vae = load_autoencoder(RunDir(run).autoencoder).eval()
-    scale, shift = latent_scale(vae)
-    ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
-    tensors, files = {}, {}
-    total = sum(len(v) for v in split.values())
-    with tqdm(total=total, desc="cache latents", disable=not progress) as bar:
-        for part, idx in split.items():
-            means, stds, codes = [], [], []
-            imgs = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
-            for x in _chunks(imgs, batch_size, vae.device):
-                m, s = encode_posterior(vae, x)
-                means.append(m.float().cpu())
-                stds.append(s.float().cpu())
-                if isinstance(vae, VQModel):
-                    codes.append(code_indices(vae, m).cpu())
-                bar.update(len(x))
-            c, f = cfg.autoencoder.latent_channels, cfg.data.size // cfg.autoencoder.downsample_factor
-            tensors[part] = {
-                "mean": torch.cat(means) if means else torch.zeros(0, c, f, f),
-                "std": torch.cat(stds) if stds else torch.zeros(0, c, f, f),
-                "labels": torch.from_numpy(ds.labels[idx].astype(np.int64)),
-                "conditions": torch.from_numpy(np.asarray(ds.conditions)[idx].astype(np.int64)),
-            }
-            if isinstance(vae, VQModel):
-                empty = torch.zeros(0, f, f, dtype=torch.long)
-                tensors[part]["indices"] = torch.cat(codes) if codes else empty
-            files[part] = [ds.files[i] for i in idx]
-    shape = list(tensors["train"]["mean"].shape[1:])
-    info = {"files": files, "identities": ds.identities, "conditions": list(ds.condition_names),
-            "scaling_factor": scale, "shift_factor": shift,
-            "kind": autoencoder_kind(vae), "latent_shape": shape}
-    write_latent_cache(RunDir(run).latents, tensors, info, overwrite=overwrite)
-    return info

@@ -202,7 +202,7 @@ def record_decoder(run: Path, config: Config) -> None:
             dataclasses.replace(stored or config, decoder=config.decoder).save(RunDir(run).config)
 
 
-def train_decoder(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_decoder(run: Path, config: Config, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train the diffusion decoder of RUN; write RUN/decoder (+ RUN/pipeline/decoder); return RUN/decoder."""
     run, d = Path(run), config.decoder
     info = check_decoder_run(run, config, resume)

@@ -332,7 +332,7 @@ def _write_records(tmp: Path, config: Config, manifest: dict[str, Any]) -> None:
                    **manifest)
 
 
-def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_diffusion(run: Path, config: Config, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline.
 
     ``diffusion.backbone: vq-diffusion`` trains the discrete model on the cached code indices instead

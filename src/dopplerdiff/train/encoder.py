@@ -6,6 +6,7 @@
   ``RUN/train/encoder`` (``out.parent/train/<out.name>``), selects the weights with the best
   validation accuracy and writes ``out`` (``save_pretrained``) + ``metrics.json`` (val/test accuracy with
   bootstrap CIs, per-identity accuracy, confusion) + ``config.yaml`` + ``manifest.json``, atomically.
+* ``train_run_encoder(run, cfg, ...)``: the same as the run's stage, into ``RUN/encoder``.
 * ``evaluate_encoder``: identity accuracy of an encoder on a labelled set.
 
 The loss, ``fit_classifier`` and ``predict`` live in ``dopplerdiff.classifier`` (shared with evaluation).
@@ -209,3 +210,10 @@ def train_encoder(
     _save_encoder(out, selected, metrics, cfg, work_dir, ds, data)
     write_json(work_dir / "metrics.json", metrics)
     return metrics
+
+
+def train_run_encoder(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """The run's encoder stage: ``train_encoder`` into RUN/encoder on the run's split (``data_root``
+    default: the one recorded in RUN/data.json)."""
+    return train_encoder(data_root, RunDir(run).encoder, cfg, resume=resume, progress=progress)

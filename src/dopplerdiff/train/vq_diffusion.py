@@ -209,7 +209,8 @@ def _save_outputs(run: Path, config: Config, stage: VQDiffusionStage, modules: d
     resave_pipeline(run, lambda current: (pipe, records))  # under the run's lock, other records kept
 
 
-def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_vq_diffusion(run: Path, config: Config, *, resume: str | None = None,
+                       progress: bool = True) -> Path:
     """Train on RUN/latents code indices; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion."""
     run, cfg = Path(run), config.diffusion
     info = _check_inputs(run, cfg, resume)
