@@ -237,7 +237,7 @@ def autoencoder_only(names: list[str], data: Path, work: Path, extra: list[str],
         run, t0 = work / name, time.time()
         if not (run / "autoencoder/config.json").is_file():
             resume = "latest" if any((run / "train/autoencoder").glob("checkpoint-*")) else None
-            train_autoencoder(cfg, run, data, resume=resume, progress=False)
+            train_autoencoder(run, cfg, data_root=data, resume=resume, progress=False)
         ds, split = prepare_run_data(run, data, cfg.data)
         tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
         if judge is None:

@@ -25,8 +25,9 @@ import torch
 from dopplerdiff.config import load_config
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
-from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+from dopplerdiff.train.autoencoder import train_autoencoder
 from dopplerdiff.train.diffusion import train_diffusion
+from dopplerdiff.train.latents import cache_latents
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -91,7 +92,7 @@ def main() -> None:
 
     _reset_peak()
     t0 = time.time()
-    train_autoencoder(cfg, run, data, progress=False)
+    train_autoencoder(run, cfg, data_root=data, progress=False)
     times = _step_times(run / "train/autoencoder/log.jsonl")
     result["stages"]["autoencoder"] = {
         "wall_s": time.time() - t0, "peak_gpu_gb": _peak_gb(),

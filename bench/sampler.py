@@ -30,13 +30,14 @@ def build_quick_run(tmp: Path) -> Path:
     """Smoke-sized run: simulated data, autoencoder, latents, a few diffusion steps."""
     from dopplerdiff.config import load_config
     from dopplerdiff.data.simulate import simulate_dataset
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+    from dopplerdiff.train.autoencoder import train_autoencoder
     from dopplerdiff.train.diffusion import train_diffusion
+    from dopplerdiff.train.latents import cache_latents
 
     cfg = load_config("smoke")
     data = simulate_dataset(cfg.simulate, tmp / "data", progress=False)
     run = tmp / "run"
-    train_autoencoder(cfg, run, data, progress=False)
+    train_autoencoder(run, cfg, data_root=data, progress=False)
     cache_latents(run, progress=False)
     train_diffusion(run, cfg, progress=False)
     return run

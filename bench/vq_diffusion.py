@@ -45,9 +45,10 @@ from dopplerdiff.models.vq_transformer import build_vq_transformer
 from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.pipelines.pipeline_vq_diffusion import vq_scheduler
 from dopplerdiff.schedulers import training_scheduler
-from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+from dopplerdiff.train.autoencoder import train_autoencoder
 from dopplerdiff.train.diffusion import diffusion_loss, train_diffusion
 from dopplerdiff.train.encoder import train_encoder
+from dopplerdiff.train.latents import cache_latents
 from dopplerdiff.train.vq_diffusion import vq_diffusion_loss
 
 RESULTS = Path(__file__).parent / "results"
@@ -134,8 +135,8 @@ def first_stage(kind: str, data: Path, work: Path, profile: str, extra: list[str
         shutil.rmtree(run)
     arm = "kl+unet" if kind == "kl" else "vq+unet"
     t0 = time.time()
-    train_autoencoder(arm_config(arm, profile, extra), run, data, progress=False)
-    cache_latents(run, data, progress=False)
+    train_autoencoder(run, arm_config(arm, profile, extra), data_root=data, progress=False)
+    cache_latents(run, data_root=data, progress=False)
     wall = time.time() - t0
     (run / "bench_wall.json").write_text(json.dumps({"seconds": wall}))
     return run, wall

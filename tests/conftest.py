@@ -31,9 +31,10 @@ def sim_data(tmp_path_factory) -> Path:
 
 def latent_run(run: Path, cfg, data: Path) -> Path:
     """A run with a trained autoencoder and cached latents (tests copy it before training into it)."""
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+    from dopplerdiff.train.autoencoder import train_autoencoder
+    from dopplerdiff.train.latents import cache_latents
 
-    train_autoencoder(cfg, run, data, progress=False)
+    train_autoencoder(run, cfg, data_root=data, progress=False)
     cache_latents(run, progress=False)
     return run
 

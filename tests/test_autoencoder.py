@@ -94,7 +94,7 @@ def test_losses_behave():
 def test_train_autoencoder_kl_outputs(tmp_path: Path, sim_data: Path):
     cfg = load_config("smoke")
     run = tmp_path / "run"
-    m = train_autoencoder(cfg, run, sim_data, progress=False)
+    m = train_autoencoder(run, cfg, data_root=sim_data, progress=False)
     vae = load_autoencoder(run / "autoencoder")
     scale, shift = latent_scale(vae)
     assert scale == pytest.approx(m["latent"]["scaling_factor"]) and scale != pytest.approx(0.18215)
@@ -106,13 +106,14 @@ def test_train_autoencoder_kl_outputs(tmp_path: Path, sim_data: Path):
     assert (run / "train/autoencoder/val/step-000002/reconstructions.png").is_file()
     # a second run into the same RUN must not overwrite it silently, nor switch architecture
     with pytest.raises(DopplerDiffError, match="already has a trained autoencoder"):
-        train_autoencoder(cfg, run, sim_data, progress=False)
+        train_autoencoder(run, cfg, data_root=sim_data, progress=False)
     with pytest.raises(DopplerDiffError, match="autoencoder.kind='kl'"):
-        train_autoencoder(load_config("smoke", ["autoencoder.kind=vq"]), run, sim_data, progress=False)
+        train_autoencoder(run, load_config("smoke", ["autoencoder.kind=vq"]), data_root=sim_data,
+                          progress=False)
     with pytest.raises(DopplerDiffError, match="data folder itself"):
-        train_autoencoder(cfg, sim_data, sim_data, progress=False)
+        train_autoencoder(sim_data, cfg, data_root=sim_data, progress=False)
     # resuming a finished run re-exports it
-    m2 = train_autoencoder(cfg, run, sim_data, resume="latest", progress=False)
+    m2 = train_autoencoder(run, cfg, data_root=sim_data, resume="latest", progress=False)
     assert m2["steps"] == m["steps"] and m2["latent"]["scaling_factor"] == pytest.approx(scale)
 
 
@@ -121,7 +122,7 @@ def test_train_vq_with_gan_logs_usage(tmp_path: Path, sim_data: Path):
         "autoencoder.kind=vq", "autoencoder.loss.adversarial=0.1", "autoencoder.loss.adversarial_start=1",
         "autoencoder.disc_channels=8", "autoencoder.vq_restart_every=2", "autoencoder.train.steps=3",
     ])
-    m = train_autoencoder(cfg, tmp_path / "run", sim_data, progress=False)
+    m = train_autoencoder(tmp_path / "run", cfg, data_root=sim_data, progress=False)
     log = [json.loads(ln) for ln in (tmp_path / "run/train/autoencoder/log.jsonl").read_text().splitlines()]
     steps = [r for r in log if r.get("kind") != "val"]
     assert {"perplexity", "used_frac", "codebook", "commitment"} <= set(steps[0])
@@ -149,17 +150,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path: Path, sim_data:
     cfg = load_config("smoke", ["autoencoder.loss.feature=0.1"])
     # 2 feature calls per micro-step (target + reconstruction): call 5 is in step 3
     with pytest.raises(DopplerDiffError, match=r"step 3: loss is nan.*checkpoint-2"):
-        train_autoencoder(cfg, tmp_path / "run", sim_data, progress=False, feature_fn=_Feature(5, "nan"))
+        train_autoencoder(tmp_path / "run", cfg, data_root=sim_data, progress=False,
+                          feature_fn=_Feature(5, "nan"))
     assert (tmp_path / "run/train/autoencoder/checkpoint-2/loop_state.json").is_file()
     assert not (tmp_path / "run/autoencoder").exists()
 
 
 def test_resume_after_kill_gives_identical_losses(tmp_path: Path, sim_data: Path):
     cfg = load_config("smoke", ["autoencoder.loss.feature=0.1"])
-    train_autoencoder(cfg, tmp_path / "a", sim_data, progress=False, feature_fn=_Feature(None, ""))
+    train_autoencoder(tmp_path / "a", cfg, data_root=sim_data, progress=False, feature_fn=_Feature(None, ""))
     with pytest.raises(KeyboardInterrupt):
-        train_autoencoder(cfg, tmp_path / "b", sim_data, progress=False, feature_fn=_Feature(5, "kill"))
-    train_autoencoder(cfg, tmp_path / "b", sim_data, resume="latest", progress=False,
+        train_autoencoder(tmp_path / "b", cfg, data_root=sim_data, progress=False,
+                          feature_fn=_Feature(5, "kill"))
+    train_autoencoder(tmp_path / "b", cfg, data_root=sim_data, resume="latest", progress=False,
                       feature_fn=_Feature(None, ""))
 
     def losses(run: Path) -> list[float]:
@@ -175,5 +178,5 @@ def test_resume_after_kill_gives_identical_losses(tmp_path: Path, sim_data: Path
 
 def test_empty_validation_split_trains_without_crashing(tmp_path: Path, sim_data: Path):
     cfg = load_config("smoke", ["data.split.train=0.8", "data.split.val=0.0", "data.split.test=0.2"])
-    m = train_autoencoder(cfg, tmp_path / "run", sim_data, progress=False)
+    m = train_autoencoder(tmp_path / "run", cfg, data_root=sim_data, progress=False)
     assert m["val"]["count"] == 0 and (tmp_path / "run/autoencoder/config.json").is_file()

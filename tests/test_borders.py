@@ -90,7 +90,7 @@ def test_tiny_autoencoder_reconstructs_corners_and_edges_like_real_windows(tmp_p
     steps = ("steps=200", "batch_size=8", "val_every=1000", "checkpoint_every=1000", "ema=false")
     cfg = load_config("smoke", [f"autoencoder.train.{s}" for s in steps])
     assert cfg.autoencoder.padding_mode == "replicate" and cfg.autoencoder.loss.spectral_patch > 0
-    train_autoencoder(cfg, tmp_path / "run", sim_data, progress=False)
+    train_autoencoder(tmp_path / "run", cfg, data_root=sim_data, progress=False)
     ds, split = prepare_run_data(tmp_path / "run", None, cfg.data)
     real = ds.images[split["train"]]
     rec = reconstruct(load_run_autoencoder(tmp_path / "run", torch.device("cpu")), real)

@@ -14,14 +14,15 @@ from dopplerdiff.data.latents import LatentDataset, load_latents, read_latent_in
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.autoencoder import decode, latent_scale, load_autoencoder, reconstruct
-from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+from dopplerdiff.train.autoencoder import train_autoencoder
+from dopplerdiff.train.latents import cache_latents
 
 
 @pytest.fixture(scope="module", params=["kl", "vq"])
 def cached_run(request, tmp_path_factory, sim_data) -> tuple[Path, str]:
     cfg = load_config("smoke", [f"autoencoder.kind={request.param}"])
     run = tmp_path_factory.mktemp(f"latents-{request.param}") / "run"
-    train_autoencoder(cfg, run, sim_data, progress=False)
+    train_autoencoder(run, cfg, data_root=sim_data, progress=False)
     cache_latents(run, progress=False)
     return run, request.param
 

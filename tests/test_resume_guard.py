@@ -199,7 +199,7 @@ def test_resume_latest_without_checkpoint_never_overwrites_a_trained_stage(run):
     shutil.rmtree(run / "train" / "autoencoder")  # checkpoints gone, RUN/autoencoder trained
     weights = {p.name: p.read_bytes() for p in (run / "autoencoder").iterdir()}
     with pytest.raises(DopplerDiffError, match="no checkpoint.*already trained"):
-        train_autoencoder(load_config("smoke"), run, None, resume="latest", progress=False)
+        train_autoencoder(run, load_config("smoke"), resume="latest", progress=False)
     assert {p.name: p.read_bytes() for p in (run / "autoencoder").iterdir()} == weights
 
 

@@ -19,12 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_torchrun_two_processes_train_diffusion(tmp_path, sim_data):
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+    from dopplerdiff.train.autoencoder import train_autoencoder
+    from dopplerdiff.train.latents import cache_latents
 
     if shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("torchrun is not installed next to this Python")
     run = tmp_path / "run"
-    train_autoencoder(load_config("smoke"), run, sim_data, progress=False)
+    train_autoencoder(run, load_config("smoke"), data_root=sim_data, progress=False)
     cache_latents(run, progress=False)
     cli = Path(sys.executable).parent / "dopplerdiff"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -229,10 +229,11 @@ def test_bad_combinations_are_rejected(overrides, match):
 
 def test_kl_latents_are_refused_at_training(tmp_path, sim_data):
     """A run whose cache came from an AutoencoderKL cannot train vq-diffusion, even with a forged config."""
-    from dopplerdiff.train.autoencoder import cache_latents, train_autoencoder
+    from dopplerdiff.train.autoencoder import train_autoencoder
+    from dopplerdiff.train.latents import cache_latents
 
     run = tmp_path / "run"
-    train_autoencoder(load_config("smoke"), run, sim_data, progress=False)
+    train_autoencoder(run, load_config("smoke"), data_root=sim_data, progress=False)
     cache_latents(run, progress=False)
     with pytest.raises(DopplerDiffError, match="come from a 'kl' autoencoder"):
         train_diffusion(run, _cfg(), progress=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import shutil
 
@@ -10,7 +11,8 @@ from typer.testing import CliRunner
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.workflow import check_run_dir, resolve_run_config, stages
+from dopplerdiff.utils.rundir import RunDir
+from dopplerdiff.workflow import Stage, check_run_dir, resolve_run_config, run_stage, stages
 
 # Smallest end-to-end settings: the smoke profile with a couple of generated images per identity.
 FAST = ["diffusion.samples_per_identity=2", "evaluate.num_per_identity=2", "evaluate.guidance_sweep=[2.0]",
@@ -142,3 +144,34 @@ def test_feature_loss_runs_the_encoder_first_and_uses_it(tmp_path, sim_data, mon
     assert any("feature" in row for row in log)  # the loss term was computed from RUN/encoder
     order = [r["stage"] for r in json.loads((run / "timings.json").read_text())["invocations"][-1]["stages"]]
     assert order.index("train encoder") < order.index("train autoencoder")
+
+
+def test_every_stage_has_the_common_signature():
+    """stage(run, cfg, *, resume=None, progress=True): the table calls every stage the same way."""
+    for stage in stages(simulated=True, decoder=True):
+        params = list(inspect.signature(stage.run).parameters.values())
+        assert [p.kind for p in params[:2]] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 2, stage.name
+        named = {p.name: p for p in params}
+        for name, default in (("resume", None), ("progress", True)):
+            assert named[name].kind == inspect.Parameter.KEYWORD_ONLY and named[name].default == default
+        assert ("data_root" in named) == stage.data, stage.name
+        assert set(stage.options) <= set(named), stage.name
+
+
+def test_a_stage_resumes_from_the_checkpoints_of_its_work_dir(tmp_path, smoke_config):
+    calls = []
+
+    def stage_fn(run, cfg, *, resume=None, progress=True, **kw):
+        calls.append((run, cfg, resume, progress, kw))
+        return "result"
+
+    run, data = RunDir(tmp_path / "run"), tmp_path / "data"
+    after = []
+    first = Stage("a", "diffusion", stage_fn, after=lambda *args: after.append(args))
+    run_stage(first, run, smoke_config, data, progress=False)
+    (run.work("autoencoder") / "checkpoint-3").mkdir(parents=True)
+    run_stage(Stage("b", "autoencoder", stage_fn, data=True, options={"overwrite": True}), run, smoke_config,
+              data, progress=True)
+    assert calls == [(run.root, smoke_config, None, False, {}),
+                     (run.root, smoke_config, "latest", True, {"data_root": data, "overwrite": True})]
+    assert after == [(run, smoke_config, "result")]

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from dopplerdiff.config import Config
 from dopplerdiff.config.base import check_seed
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.schedulers import check_scheduler_name
 from dopplerdiff.utils.io import atomic_dir, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 FORMATS = ("png", "jpg", "npy")
@@ -284,3 +287,14 @@ def write_generated(
         )
     log.info("wrote %d samples of %d identities to %s", len(got.images), len(names), out)
     return out
+
+
+def generate_run(run: Path, cfg: Config, *, resume: str | None = None,
+                 progress: bool = True) -> Path:
+    """The run's generate stage: ``diffusion.samples_per_identity`` samples of every identity from
+    RUN/pipeline into RUN/samples with the config's sampler settings; ``resume`` makes the common stage
+    signature (one atomic pass, no checkpoints)."""
+    d = cfg.diffusion
+    return write_generated(load_run_pipeline(run), RunDir(run).samples, None, d.samples_per_identity,
+                           steps=d.num_inference_steps, guidance=d.guidance_scale, scheduler=d.scheduler,
+                           seed=cfg.seed, progress=progress, config=cfg)

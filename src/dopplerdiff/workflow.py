@@ -9,15 +9,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dopplerdiff.config import Config, load_config, saved_config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.data.images import scan_tree
+from dopplerdiff.data.run_data import prepare_run
+from dopplerdiff.data.simulate import simulate_run
 from dopplerdiff.errors import ConfigError, DataError, DopplerDiffError
+from dopplerdiff.evaluate.evaluate import evaluate_run
 from dopplerdiff.evaluate.summary import headline_scalars
+from dopplerdiff.generate import generate_run
+from dopplerdiff.train.autoencoder import train_autoencoder
+from dopplerdiff.train.decoder import train_decoder
+from dopplerdiff.train.diffusion import train_diffusion
+from dopplerdiff.train.encoder import train_run_encoder
+from dopplerdiff.train.latents import cache_latents
 from dopplerdiff.train.tracking import log_once, run_trackers
 from dopplerdiff.utils.io import (
     check_run_output,
@@ -27,86 +36,69 @@ from dopplerdiff.utils.io import (
     run_lock,
     write_json,
 )
+from dopplerdiff.utils.rundir import MARKERS, RunDir
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
+StageFn = Callable[..., Any]  # stage(run, cfg, *, resume=None, progress=True, [data_root=...], **options)
+
+
+@dataclass(frozen=True)
 class Stage:
-    """One step of the job: its name, the file that proves it finished, and what runs it."""
+    """One step of the job: its name, its key in ``RunDir`` (marker file, ``train/<key>`` work dir) and the
+    stage function, called as ``run(RUN, cfg, resume=..., progress=...)``."""
 
     name: str
-    marker: str  # path relative to RUN that exists only once the stage completed
-    run: Callable[[RunContext], Any]
-    summary: Callable[[RunContext], str] = lambda ctx: ""
-    check: Callable[[RunContext], None] = lambda ctx: None  # after the stage (run or skipped): fail early
+    key: str
+    run: StageFn
+    summary: Callable[[RunDir], str] = lambda run: ""
+    check: Callable[[RunDir, Path], None] = lambda run, data_root: None  # after the stage (run or skipped)
+    data: bool = False  # the stage reads the data folder: called with data_root=
+    options: dict[str, Any] = field(default_factory=dict)  # fixed keywords of the call
+    after: Callable[[RunDir, Config, Any], None] | None = None  # with the stage's result, once it ran
+
+    @property
+    def marker(self) -> str:
+        """The stage's marker file, relative to RUN."""
+        return MARKERS[self.key]
 
 
-@dataclass
-class RunContext:
-    run: Path
-    cfg: Config
-    data_root: Path | None
-    progress: bool
+def run_stage(stage: Stage, run: RunDir, cfg: Config, data_root: Path, progress: bool) -> None:
+    """Run ``stage`` once, resuming from the latest checkpoint an interrupted run left in RUN/train/<key>."""
+    resume = "latest" if run.has_checkpoints(stage.key) else None
+    data = {"data_root": data_root} if stage.data else {}
+    result = stage.run(run.root, cfg, resume=resume, progress=progress, **data, **stage.options)
+    if stage.after is not None:
+        stage.after(run, cfg, result)
 
 
-def _has_checkpoint(work: Path) -> bool:
-    return any(work.glob("checkpoint-*"))
-
-
-def _resume_arg(ctx: RunContext, stage: str) -> str | None:
-    return "latest" if _has_checkpoint(ctx.run / "train" / stage) else None
-
-
-def _data_root(ctx: RunContext) -> Path:
-    return ctx.data_root if ctx.data_root is not None else ctx.run / "data"
-
-
-def _simulate(ctx: RunContext) -> None:
-    from dopplerdiff.data.simulate import simulate_dataset
-
-    simulate_dataset(ctx.cfg.simulate, ctx.run / "data", progress=ctx.progress)
-
-
-def _prepare(ctx: RunContext) -> None:
-    from dopplerdiff.data.run_data import prepare_run_data
-
-    prepare_run_data(ctx.run, _data_root(ctx), ctx.cfg.data, progress=ctx.progress)
-
-
-def _data_summary(ctx: RunContext) -> str:
-    data = read_json_if_exists(ctx.run / "data.json") or {}
+def _data_summary(run: RunDir) -> str:
+    data = read_json_if_exists(run.data_record) or {}
     split = data.get("split", {})
     sizes = ", ".join(f"{k} {len(v)}" for k, v in split.items())
     return f"{len(data.get('identities', []))} identities; split {sizes}"
 
 
-def _check_data(ctx: RunContext) -> None:
+def _check_data(run: RunDir, data_root: Path) -> None:
     """Refuse data that cannot make a run before any training: < 2 identities or an empty split part."""
-    data = read_json(ctx.run / "data.json")
+    data = read_json(run.data_record)
     names, split = data.get("identities", []), data.get("split", {})
     if len(names) < 2:
         raise DataError(
-            f"'{_data_root(ctx)}' has {len(names)} identity folder(s); identity-conditional training and "
+            f"'{data_root}' has {len(names)} identity folder(s); identity-conditional training and "
             "identity evaluation need at least 2"
         )
     empty = [part for part in ("train", "test") if not split.get(part)]
     if empty:
         raise DataError(
-            f"the leak-free split of '{_data_root(ctx)}' leaves the {' and '.join(empty)} part(s) empty; "
+            f"the leak-free split of '{data_root}' leaves the {' and '.join(empty)} part(s) empty; "
             "add windows per recording or lower data.split.gap_windows"
         )
 
 
-def _autoencoder(ctx: RunContext) -> None:
-    from dopplerdiff.train.autoencoder import train_autoencoder
-
-    train_autoencoder(ctx.cfg, ctx.run, _data_root(ctx), resume=_resume_arg(ctx, "autoencoder"),
-                      progress=ctx.progress)
-
-
-def _autoencoder_summary(ctx: RunContext) -> str:
-    m = read_json_if_exists(ctx.run / "train" / "autoencoder" / "metrics.json") or {}
+def _autoencoder_summary(run: RunDir) -> str:
+    m = read_json_if_exists(run.work("autoencoder") / "metrics.json") or {}
     val, lat = m.get("val", {}), m.get("latent", {})
     if not val.get("count"):
         return ""
@@ -114,88 +106,44 @@ def _autoencoder_summary(ctx: RunContext) -> str:
             f"latent scale {lat.get('scaling_factor', float('nan')):.3f}")
 
 
-def _latents(ctx: RunContext) -> None:
-    from dopplerdiff.train.autoencoder import cache_latents
-
-    cache_latents(ctx.run, _data_root(ctx), overwrite=True, progress=ctx.progress)
-
-
-def _diffusion(ctx: RunContext) -> None:
-    from dopplerdiff.train.diffusion import train_diffusion
-
-    train_diffusion(ctx.run, ctx.cfg, resume=_resume_arg(ctx, "diffusion"), progress=ctx.progress)
-
-
-def _decoder(ctx: RunContext) -> None:
-    from dopplerdiff.train.decoder import train_decoder
-
-    train_decoder(ctx.run, ctx.cfg, resume=_resume_arg(ctx, "decoder"), progress=ctx.progress)
-
-
-def _decoder_summary(ctx: RunContext) -> str:
-    val = (read_json_if_exists(ctx.run / "train" / "decoder" / "metrics.json") or {}).get("val", {})
+def _decoder_summary(run: RunDir) -> str:
+    val = (read_json_if_exists(run.work("decoder") / "metrics.json") or {}).get("val", {})
     if "val_psnr" not in val:
         return ""
     return f"val PSNR {val['val_psnr']:.2f} dB (VAE decoder {val['val_psnr_vae']:.2f} dB)"
 
 
-def _encoder(ctx: RunContext) -> None:
-    from dopplerdiff.train.encoder import train_encoder
-
-    resume = _resume_arg(ctx, "encoder")
-    train_encoder(_data_root(ctx), ctx.run / "encoder", ctx.cfg, resume=resume, progress=ctx.progress)
-
-
-def _encoder_summary(ctx: RunContext) -> str:
-    m = read_json_if_exists(ctx.run / "encoder" / "metrics.json") or {}
+def _encoder_summary(run: RunDir) -> str:
+    m = read_json_if_exists(run.encoder / "metrics.json") or {}
     acc = m.get("test_accuracy")
     return f"real-test identity accuracy {acc:.3f}" if isinstance(acc, float) else ""
 
 
-def _generate(ctx: RunContext) -> None:
-    from dopplerdiff.generate import write_generated
-    from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
-
-    d = ctx.cfg.diffusion
-    pipe = load_run_pipeline(ctx.run)
-    write_generated(pipe, ctx.run / "samples", None, d.samples_per_identity, steps=d.num_inference_steps,
-                    guidance=d.guidance_scale, scheduler=d.scheduler, seed=ctx.cfg.seed,
-                    progress=ctx.progress, config=ctx.cfg)
-
-
-def _evaluate(ctx: RunContext) -> None:
-    from dopplerdiff.evaluate.evaluate import evaluate_run
-
-    metrics = evaluate_run(ctx.run, ctx.cfg, data_root=ctx.data_root, overwrite=True, progress=ctx.progress)
-    # the headline numbers go to every dashboard a stage of the run reported to
-    trackers = run_trackers(ctx.cfg)
+def _log_headline(run: RunDir, cfg: Config, metrics: dict[str, Any]) -> None:
+    """The headline numbers go to every dashboard a stage of the run reported to."""
+    trackers = run_trackers(cfg)
     if trackers:
-        log_once(trackers, ctx.run / "tensorboard", "evaluate", headline_scalars(metrics))
-
-
-def _evaluate_summary(ctx: RunContext) -> str:
-    return f"report {ctx.run / 'eval' / 'report.html'}"
+        log_once(trackers, run.tensorboard, "evaluate", headline_scalars(metrics))
 
 
 def stages(simulated: bool, encoder_first: bool = False, decoder: bool = False) -> list[Stage]:
     """The job's stages in order (simulation only when no data folder was given; the encoder before the
     autoencoder when the first stage's feature loss needs it; the diffusion decoder when configured)."""
-    out = [Stage("simulate", "data/metadata.json", _simulate)] if simulated else []
-    encoder = Stage("train encoder", "encoder/config.json", _encoder, _encoder_summary)
-    out += [
-        Stage("prepare data", "data.json", _prepare, _data_summary, _check_data),
+    encoder = Stage("train encoder", "encoder", train_run_encoder, _encoder_summary, data=True)
+    return [
+        *([Stage("simulate", "simulate", simulate_run)] if simulated else []),
+        Stage("prepare data", "data", prepare_run, _data_summary, _check_data, data=True),
         *([encoder] if encoder_first else []),
-        Stage("train autoencoder", "autoencoder/config.json", _autoencoder, _autoencoder_summary),
-        Stage("cache latents", "latents/info.json", _latents),
-        Stage("train diffusion", "pipeline/model_index.json", _diffusion),
+        Stage("train autoencoder", "autoencoder", train_autoencoder, _autoencoder_summary, data=True),
+        Stage("cache latents", "latents", cache_latents, data=True, options={"overwrite": True}),
+        Stage("train diffusion", "diffusion", train_diffusion),
         # after the denoiser: it adds itself to RUN/pipeline, which then exists
-        *([Stage("train decoder", "pipeline/decoder/config.json", _decoder, _decoder_summary)]
-          if decoder else []),
+        *([Stage("train decoder", "decoder", train_decoder, _decoder_summary)] if decoder else []),
         *([] if encoder_first else [encoder]),
-        Stage("generate", "samples/manifest.json", _generate),
-        Stage("evaluate", "eval/metrics.json", _evaluate, _evaluate_summary),
+        Stage("generate", "generate", generate_run),
+        Stage("evaluate", "evaluate", evaluate_run, lambda run: f"report {run.eval / 'report.html'}",
+              data=True, options={"overwrite": True}, after=_log_headline),
     ]
-    return out
 
 
 def resolve_run_config(run: Path, config: str | None, overrides: list[str], resume: bool) -> Config:
@@ -208,7 +156,7 @@ def resolve_run_config(run: Path, config: str | None, overrides: list[str], resu
             f"run '{run}' was made with profile '{stored.profile}', not '{config}'; "
             "resume it without --profile/--config or choose a new --out"
         )
-    cfg = load_config(run / "config.yaml", overrides)
+    cfg = load_config(RunDir(run).config, overrides)
     _report_overrides(run, stored, cfg)
     return check_precision(cfg)
 
@@ -218,7 +166,7 @@ def _report_overrides(run: Path, stored: Config, cfg: Config) -> None:
     changed = _changed_keys(to_dict(stored), to_dict(cfg))
     if not changed:
         return
-    done = [s.name for s in stages(simulated=True) if (run / s.marker).exists()]
+    done = [s.name for s in stages(simulated=True) if RunDir(run).is_complete(s.key)]
     log.warning(
         "overrides change %s of run '%s'; stages already complete (%s) keep their results and the run's "
         "config.yaml is not changed: to apply them everywhere, use a new --out",
@@ -262,7 +210,7 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
     unknown = sorted(set(skip) - {s.name for s in stages(True, False, True)})
     if unknown:
         raise DopplerDiffError(f"run_all: unknown stage(s) to skip: {', '.join(unknown)}")
-    if data_root is not None and not (run / "config.yaml").is_file():
+    if data_root is not None and not RunDir(run).config.is_file():
         scan_tree(data_root)  # unreadable data (a nested layout, no images) fails before RUN is created
     with run_lock(run):
         recover_parts(run)  # parts an interrupted replacement left missing count as complete again
@@ -272,29 +220,30 @@ def run_all(run: Path, cfg: Config, data_root: Path | None, *, progress: bool = 
 def _run_stages(run: Path, cfg: Config, data_root: Path | None, progress: bool,
                 on_stage: Callable[[int, int, Stage, str], None] | None,
                 skip: set[str]) -> list[dict[str, Any]]:
-    ctx = RunContext(run=run, cfg=cfg, data_root=data_root, progress=progress)
-    if not (run / "config.yaml").is_file():
-        cfg.save(run / "config.yaml")
+    rd = RunDir(run)
+    root = data_root if data_root is not None else rd.data  # no data folder: the stages simulate one
+    if not rd.config.is_file():
+        cfg.save(rd.config)
     todo = [s for s in stages(simulated=data_root is None, encoder_first=cfg.autoencoder.loss.feature > 0,
                               decoder=cfg.decoder.kind == "diffusion") if s.name not in skip]
-    previous = (read_json_if_exists(run / "timings.json") or {}).get("invocations", [])
+    previous = (read_json_if_exists(rd.timings) or {}).get("invocations", [])
     started, rows = time.strftime("%Y-%m-%dT%H:%M:%S%z"), []
     for i, stage in enumerate(todo, 1):
-        done = (run / stage.marker).exists()
+        done = rd.is_complete(stage.key)
         if on_stage:
             on_stage(i, len(todo), stage, "skip" if done else "start")
         t0 = time.time()
         if not done:
-            stage.run(ctx)
-        stage.check(ctx)
+            run_stage(stage, rd, cfg, root, progress)
+        stage.check(rd, root)
         rows.append({"stage": stage.name, "status": "done before" if done else "ran",
-                     "seconds": 0.0 if done else time.time() - t0, "summary": stage.summary(ctx)})
-        _write_timings(run, previous, started, rows)
+                     "seconds": 0.0 if done else time.time() - t0, "summary": stage.summary(rd)})
+        _write_timings(rd, previous, started, rows)
     return rows
 
 
-def _write_timings(run: Path, previous: list[dict[str, Any]], started: str,
+def _write_timings(run: RunDir, previous: list[dict[str, Any]], started: str,
                    rows: list[dict[str, Any]]) -> None:
     """RUN/timings.json: wall seconds per stage for every invocation (a resumed run adds an entry)."""
     entry = {"started": started, "stages": rows, "total_seconds": round(sum(r["seconds"] for r in rows), 1)}
-    write_json(run / "timings.json", {"invocations": [*previous, entry]})
+    write_json(run.timings, {"invocations": [*previous, entry]})

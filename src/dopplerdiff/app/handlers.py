@@ -32,6 +32,7 @@ from dopplerdiff.pipelines.pipeline_vq_diffusion import refuse_edits
 from dopplerdiff.schedulers import SCHEDULER_NAMES
 from dopplerdiff.synthetic.strategy import DEFAULT_STRENGTH, Strategy, resolve
 from dopplerdiff.utils.io import read_json_if_exists
+from dopplerdiff.utils.rundir import RunDir
 
 STRATEGIES = ("prior", "real-seeded")
 MAX_SAMPLES = 16  # per press of Generate: a page, not a dataset (use `dopplerdiff generate` for more)
@@ -69,7 +70,7 @@ def open_app(run: Path, index: Path | None = None, device: str | None = None,
     cfg = config_for(run, None, [])
     pipe = load_run_pipeline(run, device)
     pipe.set_progress_bar_config(disable=True)
-    meta = read_run_data(run).get("meta", {}) if (run / "data.json").is_file() else {}
+    meta = read_run_data(run).get("meta", {}) if RunDir(run).data_record.is_file() else {}
     data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
     work = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="dopplerdiff-app-"))
     return AppContext(run, pipe, cfg, data_cfg, meta, None if index is None else Path(index), work)
@@ -241,7 +242,7 @@ def identify_uploads(ctx: AppContext, files: list[str] | None, *, fuse: bool = F
 
 def report_html(ctx: AppContext) -> str:
     """RUN/eval/report.html in an iframe (it is self-contained), else a message saying how to make it."""
-    path = ctx.run / "eval" / "report.html"
+    path = RunDir(ctx.run).eval / "report.html"
     if not path.is_file():
         return (f"<p>No report yet: '{html.escape(str(path))}' is missing. Make it with "
                 f"<code>dopplerdiff evaluate --run {html.escape(str(ctx.run))}</code>.</p>")

@@ -16,6 +16,7 @@ from dopplerdiff.cli.common import (
     resolve_config,
     setup_logging,
 )
+from dopplerdiff.utils.rundir import RunDir
 
 
 @app.command("train-autoencoder")
@@ -51,11 +52,12 @@ def train_autoencoder_cmd(
     setup_logging(quiet)
     extra = [f"autoencoder.kind={kind}"] if kind else []
     cfg = resolve_config(config, [*(overrides or []), *extra, *report_overrides(report_to, ("autoencoder",))])
-    m = train_autoencoder(cfg, out, data, resume=resume, progress=not quiet, feature_encoder=feature_encoder)
+    m = train_autoencoder(out, cfg, data_root=data, resume=resume, progress=not quiet,
+                          feature_encoder=feature_encoder)
     if not m:  # a non-main process of a distributed run
         return
     v, lat = m["val"], m["latent"]
-    line = (f"autoencoder ({m['kind']}) -> {out / 'autoencoder'}: "
+    line = (f"autoencoder ({m['kind']}) -> {RunDir(out).autoencoder}: "
             f"{m['steps']} steps in {m['train_wall_s']:.0f}s\n")
     if v.get("count"):
         line += (f"  val PSNR {v['psnr']:.2f} dB  SSIM {v['ssim']:.3f}  histogram L1 {v['hist_l1']:.3f}  "
@@ -79,11 +81,11 @@ def cache_latents_cmd(
 ) -> None:
     """Encode every split once (posterior mean and std) into RUN/latents/ for diffusion training."""
     from dopplerdiff.cli.common import existing_dir
-    from dopplerdiff.train.autoencoder import cache_latents
+    from dopplerdiff.train.latents import cache_latents
 
     setup_logging(quiet)
-    info = cache_latents(existing_dir(run, "--run"), data, overwrite=overwrite, progress=not quiet,
+    info = cache_latents(existing_dir(run, "--run"), data_root=data, overwrite=overwrite, progress=not quiet,
                          batch_size=batch_size)
     counts = ", ".join(f"{k} {len(v)}" for k, v in info["files"].items())
-    typer.echo(f"latents {info['latent_shape']} ({info['kind']}) -> {run / 'latents'}: {counts}; "
+    typer.echo(f"latents {info['latent_shape']} ({info['kind']}) -> {RunDir(run).latents}: {counts}; "
                f"scale {info['scaling_factor']:.4f}, shift {info['shift_factor']:.4f}")

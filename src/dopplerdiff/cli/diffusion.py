@@ -35,6 +35,7 @@ from dopplerdiff.cli.common import (
 )
 from dopplerdiff.config import config_for
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.rundir import RunDir
 
 
 @app.command("train-diffusion")
@@ -68,7 +69,7 @@ def _generate(run: Path, out: Path, cfg: Any, strategy: Any, identities: list[st
         pipe.condition_ids([condition])  # an unknown condition: one error before anything is written
     data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
     plan = resolve(strategy, run, pipe.identities, data_cfg, settings["steps"])
-    meta = read_run_data(run).get("meta", {}) if (Path(run) / "data.json").is_file() else {}
+    meta = read_run_data(run).get("meta", {}) if RunDir(run).data_record.is_file() else {}
     return write_generated(pipe, out, identities, num, colormap=meta.get("colormap"),
                            native_size=meta.get("native_size"), extra_manifest={"run": str(run)}, config=cfg,
                            condition=condition, **settings, **plan)

@@ -8,6 +8,7 @@ import typer
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import ConfigOpt, OverridesArg, QuietOpt, existing_dir, finite, setup_logging
+from dopplerdiff.utils.rundir import RunDir
 
 
 @app.command("evaluate")
@@ -60,7 +61,7 @@ def evaluate_cmd(
     )
 
     console = Console()
-    target = out if out is not None else run / "eval"
+    target = out if out is not None else RunDir(run).eval
     table = Table(title=f"evaluation of {run}")  # the result itself, so printed even with --quiet
     table.add_column("metric", justify="left")
     table.add_column("value", justify="right")

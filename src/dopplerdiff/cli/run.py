@@ -9,6 +9,7 @@ import typer
 
 from dopplerdiff.cli.app import app
 from dopplerdiff.cli.common import OverridesArg, QuietOpt, ReportToOpt, report_overrides, setup_logging
+from dopplerdiff.utils.rundir import RunDir
 
 
 @app.command("run")
@@ -53,4 +54,4 @@ def run_cmd(
     for r in rows:
         table.add_row(r["stage"], r["status"], f"{r['seconds'] / 60:.1f}", r["summary"])
     Console().print(table)
-    Console().print(f"total {(time.time() - t0) / 60:.1f} min; report: {out / 'eval' / 'report.html'}")
+    Console().print(f"total {(time.time() - t0) / 60:.1f} min; report: {RunDir(out).eval / 'report.html'}")

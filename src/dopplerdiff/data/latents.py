@@ -9,7 +9,7 @@ index of every latent position (the nearest codebook vector, as the VQModel quan
 ``info.json``: ``{"files": {split: [...]}, "identities", "conditions",
 "scaling_factor", "shift_factor", "kind", "latent_shape"}``. The cache is unscaled; the scale/shift are
 applied when items are drawn: ``latents = (mean + std * eps - shift) * scale``.
-(Encoding needs the model, so the cache is *written* by ``train.autoencoder.cache_latents``.)
+(Encoding needs the model, so the cache is *written* by the latents stage, ``train.latents.cache_latents``.)
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import atomic_dir, read_json, write_json
 from dopplerdiff.utils.names import check_identity_names
+from dopplerdiff.utils.rundir import RunDir
 
 SPLITS = ("train", "val", "test")
 INFO = "info.json"
@@ -65,7 +66,7 @@ def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], i
 
 def read_latent_info(run: Path) -> dict[str, Any]:
     """RUN/latents/info.json (DataError if the cache was not built)."""
-    path = Path(run) / "latents" / INFO
+    path = RunDir(run).latents / INFO
     if not path.is_file():
         raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
     info = read_json(path)
@@ -80,7 +81,7 @@ def load_latents(run: Path, split: str) -> dict[str, torch.Tensor]:
     """The unscaled tensors of one split: ``mean``, ``std``, ``labels``, ``conditions`` (zeros if absent)."""
     if split not in SPLITS:
         raise DataError(f"unknown latent split '{split}' (expected one of {', '.join(SPLITS)})")
-    path = Path(run) / "latents" / f"{split}.safetensors"
+    path = RunDir(run).latents / f"{split}.safetensors"
     if not path.is_file():
         raise DataError(f"'{path}' does not exist; build the latent cache first (dopplerdiff cache-latents)")
     t = load_file(str(path))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from dopplerdiff.config import Config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
@@ -21,14 +22,13 @@ from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
 from dopplerdiff.utils.names import check_identity_names
 from dopplerdiff.utils.paths import check_relpath
-
-DATA_JSON = "data.json"
+from dopplerdiff.utils.rundir import RunDir
 
 
 def read_run_data(run: Path) -> dict[str, Any]:
     """Contents of RUN/data.json (DataError if the run has none or it is malformed); ``conditions`` is
     filled in as ``["default"]`` for files written before walking conditions."""
-    path = Path(run) / DATA_JSON
+    path = RunDir(run).data_record
     if not path.is_file():
         raise DataError(
             f"'{path}' does not exist; '{run}' is not a prepared run directory (pass --data DATA)"
@@ -81,7 +81,7 @@ def prepare_run_data(
 ) -> tuple[SpectrogramSet, dict[str, np.ndarray]]:
     """Load the run's data and split; write RUN/data.json the first time, validate and reuse it after."""
     run = Path(run)
-    path = run / DATA_JSON
+    path = RunDir(run).data_record
     recorded = read_run_data(run) if path.exists() else None
     if data_root is None:
         if recorded is None:
@@ -114,3 +114,10 @@ def prepare_run_data(
         "train_per_identity": cfg.train_per_identity,
     })
     return ds, split
+
+
+def prepare_run(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
+                progress: bool = True) -> None:
+    """The run's data stage: write (or check) RUN/data.json for ``data_root``; ``resume`` makes the common
+    stage signature (one pass, no checkpoints)."""
+    prepare_run_data(run, data_root, cfg.data, progress=progress)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
+from dopplerdiff.config import Config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.simulate import SimulateConfig, WalkCondition
 from dopplerdiff.data import radar, spectrogram
@@ -46,6 +47,7 @@ from dopplerdiff.data.population import (
 from dopplerdiff.data.population import VERSION as VERSION  # the dataset format version, read here too
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -276,3 +278,9 @@ def simulate_dataset(cfg: SimulateConfig, out: Path, progress: bool = True) -> P
         )
     log.debug("simulated %d windows in %.1f s: %.0f spectrograms/s", total, seconds, total / seconds)
     return out
+
+
+def simulate_run(run: Path, cfg: Config, *, resume: str | None = None, progress: bool = True) -> Path:
+    """The run's simulate stage: ``cfg.simulate`` into RUN/data (a run started without a data folder);
+    ``resume`` makes the common stage signature (one atomic pass, no checkpoints)."""
+    return simulate_dataset(cfg.simulate, RunDir(run).data, progress=progress)

@@ -31,11 +31,12 @@ from dopplerdiff.data.images import (
     read_file,
     resize,
 )
-from dopplerdiff.data.run_data import DATA_JSON, read_run_data
+from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.data.split import PARTS, leak_free_split
 from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, fingerprint_dir
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, load_encoder
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 QUERY_EXTS = tuple(IMAGE_EXTS) + (".npy", ".mat")
@@ -122,7 +123,7 @@ def _run_split(encoder_path: Path, ds: SpectrogramSet) -> dict[str, np.ndarray] 
     """The split recorded in RUN/data.json next to RUN/encoder, if it describes the same data."""
 
     run = Path(encoder_path).resolve().parent
-    if not (run / DATA_JSON).is_file():
+    if not RunDir(run).data_record.is_file():
         return None
     rec = read_run_data(run)
     if Path(rec["data_root"]).resolve() != Path(ds.meta["root"]).resolve():
@@ -137,7 +138,7 @@ def recorded_data_root(encoder_path: Path) -> Path | None:
     """The data folder of the run the encoder belongs to (RUN/data.json), if any."""
 
     run = Path(encoder_path).resolve().parent
-    return Path(read_run_data(run)["data_root"]) if (run / DATA_JSON).is_file() else None
+    return Path(read_run_data(run)["data_root"]) if RunDir(run).data_record.is_file() else None
 
 
 def build_index(

@@ -76,6 +76,7 @@ from dopplerdiff.utils.io import (
     write_json,
     write_manifest,
 )
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -272,7 +273,7 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
     ecfg, acc, dist = ctx.cfg.evaluate, ctx.st.metrics["accuracy"], ctx.st.metrics["distribution"]
     vae = load_run_autoencoder(run, ctx.device)
     if vae is None:
-        ctx.st.missing.append(f"no autoencoder at '{run / 'autoencoder'}': no reconstruction floor")
+        ctx.st.missing.append(f"no autoencoder at '{RunDir(run).autoencoder}': no reconstruction floor")
         return
     rec = make_part(ctx.encoder, reconstruct(vae, ctx.test.x), ctx.test.y)
     acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, ctx.k, ecfg.bootstrap, ecfg.seed)
@@ -315,14 +316,15 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
 
 def evaluate_run(
     run: Path, cfg: Config, *, data_root: Path | None = None, out: Path | None = None,
-    overwrite: bool = False, device: str | None = None, progress: bool = True,
+    overwrite: bool = False, device: str | None = None, resume: str | None = None, progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict."""
+    """Evaluate what the run has; write ``out`` (default RUN/eval) atomically; return the metrics dict.
+    ``resume`` makes the common stage signature (an evaluation is one pass, without checkpoints)."""
     run = Path(run)
     if not run.is_dir():
         raise DopplerDiffError(f"run directory '{run}' does not exist")
     recover_parts(run)  # a part left missing by an interrupted replacement would be reported as absent
-    out = Path(out) if out is not None else run / "eval"
+    out = Path(out) if out is not None else RunDir(run).eval
     check_out_dir(out, overwrite, "pass --overwrite or choose --out")  # before minutes of work, not after
     t0 = time.time()
     ctx, ds = build_context(run, cfg, data_root, eval_device(device), progress)

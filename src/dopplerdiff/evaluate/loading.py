@@ -17,6 +17,7 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.encoder import load_encoder
 from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 Arrays = tuple[Any, Any]
@@ -37,7 +38,7 @@ def eval_device(name: str | None) -> torch.device:
 
 def run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
     """The data config recorded with the run wins: the encoder and autoencoder were trained on it."""
-    if not (run / "data.json").is_file():
+    if not RunDir(run).data_record.is_file():
         return cfg
     recorded = read_run_data(run).get("data_config")
     if not recorded:
@@ -52,7 +53,7 @@ def run_data_config(run: Path, cfg: DataConfig) -> DataConfig:
 def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
                   identities: list[str], missing: list[str], progress: bool) -> Any:
     """RUN/encoder (trained on real train only); without one, an in-memory classifier on real train."""
-    path = run / "encoder"
+    path = RunDir(run).encoder
     if path.is_dir():
         enc = load_encoder(path)
         names = enc.config.identities
@@ -75,7 +76,7 @@ def load_run_encoder(run: Path, cfg: Config, train: Arrays, val: Arrays,
 def load_eval_pipeline(run: Path, identities: list[str], missing: list[str],
                        device: torch.device) -> Any | None:
     """RUN/pipeline with the data's label map, or None (noted in ``missing``) when the run has none."""
-    path = run / "pipeline"
+    path = RunDir(run).pipeline
     if not (path / "model_index.json").is_file():
         missing.append(
             f"no diffusion pipeline at '{path}' (train one with `dopplerdiff train-diffusion`): "
@@ -94,5 +95,5 @@ def load_eval_pipeline(run: Path, identities: list[str], missing: list[str],
 
 
 def load_run_autoencoder(run: Path, device: torch.device) -> Any | None:
-    path = run / "autoencoder"
+    path = RunDir(run).autoencoder
     return load_autoencoder(path).to(device).eval() if (path / "config.json").is_file() else None

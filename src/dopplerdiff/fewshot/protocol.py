@@ -34,7 +34,8 @@ from dopplerdiff.generate import render
 from dopplerdiff.schedulers import check_scheduler_name
 from dopplerdiff.train.identity import MIN_WINDOWS, learn_identity
 from dopplerdiff.utils.io import run_lock
-from dopplerdiff.workflow import RunContext, stages
+from dopplerdiff.utils.rundir import RunDir
+from dopplerdiff.workflow import run_stage, stages
 
 log = logging.getLogger(__name__)
 REPORT_STAGES = ("generate", "evaluate")  # they only serve the run's report: left out of a fold's run
@@ -133,17 +134,17 @@ def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> li
     with run_lock(run):
         saved = saved_config(run)
         if saved is None:
-            cfg.save(run / "config.yaml")
+            cfg.save(RunDir(run).config)
         elif to_dict(saved) != to_dict(cfg):  # a fold run is one config: its stages must agree
             raise DopplerDiffError(f"fold run '{run}' was made with another config; continue it with the "
                                    "same profile and overrides or choose another output folder")
-        ctx = RunContext(run=run, cfg=cfg, data_root=Path(data), progress=progress)
+        rd = RunDir(run)
         for stage in todo:
-            if not (run / stage.marker).exists():
+            if not rd.is_complete(stage.key):
                 log.info("fold run %s: %s", run, stage.name)
-                stage.run(ctx)
+                run_stage(stage, rd, cfg, Path(data), progress)
                 ran.append(stage.name)
-            stage.check(ctx)
+            stage.check(rd, Path(data))
     return ran
 
 

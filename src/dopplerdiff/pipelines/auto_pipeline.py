@@ -13,6 +13,7 @@ from dopplerdiff.pipelines.components import pipeline_index
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.pipelines.pipeline_vq_diffusion import DopplerVQDiffusionPipeline
 from dopplerdiff.utils.io import loadable_weights, recover_dir
+from dopplerdiff.utils.rundir import RunDir
 
 # ``_class_name`` -> class; the names are what save_pretrained wrote, so pipelines saved before the
 # pipelines/ package existed (same class names, other modules) load unchanged
@@ -37,7 +38,7 @@ def load_pipeline(path: Path) -> Any:
 
 def load_run_pipeline(run: Path, device: str | torch.device | None = None) -> Any:
     """The trained pipeline of a run directory (RUN/pipeline) on ``device`` (default: CUDA if present)."""
-    path = Path(run) / "pipeline"
+    path = RunDir(run).pipeline
     recover_dir(path)  # a replacement killed between its two renames left only the previous version
     if not path.is_dir():
         raise DopplerDiffError(

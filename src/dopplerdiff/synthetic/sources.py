@@ -20,6 +20,7 @@ from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.embed.encode import read_files
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.utils.paths import path_inside
+from dopplerdiff.utils.rundir import RunDir
 
 SPLIT = "split"  # --from-real split: the run's training windows
 
@@ -60,7 +61,7 @@ def split_files(run: Path, part: str = "train") -> tuple[Path, dict[str, list[st
 
     Every entry is checked to name a file inside the data root (``utils.paths.path_inside``)."""
     data = read_run_data(run)
-    root, source = Path(data["data_root"]), f"'{Path(run) / 'data.json'}'"
+    root, source = Path(data["data_root"]), f"'{RunDir(run).data_record}'"
     out: dict[str, list[str]] = {}
     for rel in data["split"].get(part, []):
         path_inside(root, rel, source)
@@ -103,7 +104,7 @@ def folder_sources(folder: Path, run: Path, label_map: list[str], cfg: DataConfi
         raise DopplerDiffError(f"--from-real '{folder}' is neither 'split' nor a directory")
     _, per_id, _ = scan_tree(folder)
     src = _load(str(folder), folder, per_id, label_map, cfg)
-    if (Path(run) / "data.json").is_file():
+    if RunDir(run).data_record.is_file():
         _refuse_held_out(src, run)
     return src
 

@@ -27,6 +27,7 @@ from dopplerdiff.synthetic.filtering import (
     check_tolerance,
 )
 from dopplerdiff.synthetic.sources import real_sources, train_sources
+from dopplerdiff.utils.rundir import RunDir
 
 DEFAULT_STRENGTH = 0.6
 
@@ -70,7 +71,7 @@ class Strategy:
 
 
 def _encoder(run: Path, label_map: list[str]) -> Any:
-    path = Path(run) / "encoder"
+    path = RunDir(run).encoder
     if not path.is_dir():
         raise DopplerDiffError(f"run '{run}' has no encoder ('{path}' missing) for the confidence filter; "
                                "run `dopplerdiff train-encoder` or pass --min-confidence 0")

@@ -1,4 +1,5 @@
-"""First stage: train AutoencoderKL / VQModel with the shared loop, measure latent scale, cache latents."""
+"""First stage: train AutoencoderKL / VQModel with the shared loop, measure the latent scale (the cache of
+latents is ``train.latents``)."""
 
 from __future__ import annotations
 
@@ -20,18 +21,12 @@ from dopplerdiff.config.autoencoder import AutoencoderConfig
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import to_unit
-from dopplerdiff.data.latents import write_latent_cache
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.autoencoder import (
     Autoencoder,
-    autoencoder_kind,
     build_autoencoder,
     check_architecture,
-    code_indices,
-    encode_posterior,
-    latent_scale,
-    load_autoencoder,
     measure_latent_scale,
     reconstruct,
 )
@@ -41,6 +36,7 @@ from dopplerdiff.train import losses as L
 from dopplerdiff.train.loop import TrainStage, find_checkpoints, frozen, make_accelerator, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, check_run_output, read_json_if_exists, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 ARCH_KEYS = ("kind", "block_out_channels", "layers_per_block", "latent_channels", "num_vq_embeddings",
@@ -200,7 +196,8 @@ class AutoencoderStage(TrainStage):
         return {k: v for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def _chunks(x: Tensor, bs: int, device: torch.device) -> Iterator[Tensor]:
+def chunks(x: Tensor, bs: int, device: torch.device) -> Iterator[Tensor]:
+    """``x`` in batches of ``bs`` on ``device``."""
     for i in range(0, len(x), bs):
         yield x[i : i + bs].to(device)
 
@@ -210,7 +207,7 @@ class _Reiterable:
         self.x, self.bs, self.device = x, bs, device
 
     def __iter__(self) -> Iterator[Tensor]:
-        return _chunks(self.x, self.bs, self.device)
+        return chunks(self.x, self.bs, self.device)
 
 
 @torch.no_grad()
@@ -219,7 +216,7 @@ def evaluate_reconstruction(vae: Autoencoder, images: Tensor, batch_size: int = 
     if len(images) == 0:
         return {"count": 0}
     recons, counts = [], None
-    for x in _chunks(images, batch_size, vae.device):
+    for x in chunks(images, batch_size, vae.device):
         recons.append(reconstruct(vae, x).float().cpu())
         if isinstance(vae, VQModel):
             h = vae.encode(x).latents
@@ -249,9 +246,8 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
     """Refuse output dirs that are not runs, runs of another architecture, and silent overwrites."""
     if not check_run_output(run, data_root):
         return
-    old = saved_config(run)
-    ckpts = find_checkpoints(run / "train" / "autoencoder")
-    has_ae = (run / "autoencoder").exists() or bool(ckpts)
+    old, rd = saved_config(run), RunDir(run)
+    has_ae = rd.autoencoder.exists() or bool(find_checkpoints(rd.work("autoencoder")))
     if old is not None:
         pairs = [(f"data.{k}", getattr(old.data, k), getattr(cfg.data, k)) for k in DATA_KEYS]
         if has_ae:
@@ -264,7 +260,7 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
                     "use the same settings or a new --out"
                 )
     if has_ae and resume is None:
-        what = "a trained autoencoder" if (run / "autoencoder").exists() else "autoencoder checkpoints"
+        what = "a trained autoencoder" if rd.autoencoder.exists() else "autoencoder checkpoints"
         raise DopplerDiffError(
             f"run '{run}' already has {what}; pass --resume latest to continue it or choose a new --out"
         )
@@ -272,17 +268,17 @@ def check_autoencoder_run(run: Path, cfg: Config, resume: str | None, data_root:
 
 def _feature_fn(run: Path, ae: AutoencoderConfig, feature_encoder: Path | None, device: Any) -> FeatureFn:
     """The frozen encoder whose features the feature loss compares (RUN/encoder unless given)."""
-    path = Path(feature_encoder) if feature_encoder is not None else run / "encoder"
+    path = Path(feature_encoder) if feature_encoder is not None else RunDir(run).encoder
     if not (path / "config.json").is_file():
         raise DopplerDiffError(
             f"autoencoder.loss.feature={ae.loss.feature} needs a trained encoder, but '{path}' has none: "
-            f"train it first (`dopplerdiff train-encoder --out {run / 'encoder'}`; `dopplerdiff run` "
+            f"train it first (`dopplerdiff train-encoder --out {RunDir(run).encoder}`; `dopplerdiff run` "
             "does this itself) or pass --feature-encoder PATH"
         )
     return frozen_features(path, device)
 
 
-def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, resume: str | None = None,
+def train_autoencoder(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
                       progress: bool = True, feature_fn: FeatureFn | None = None,
                       feature_encoder: Path | None = None) -> dict[str, Any]:
     """Train the first stage into RUN; returns the final metrics (also RUN/train/autoencoder/metrics.json).
@@ -294,9 +290,10 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
     t0 = time.time()
     check_architecture(ae, cfg.data)
     check_autoencoder_run(run, cfg, resume, data_root)
-    work = run / "train" / "autoencoder"
+    rd = RunDir(run)
+    work = rd.work("autoencoder")
     record = stage_record("autoencoder", autoencoder=ae, data=cfg.data)
-    ckpt, finished = plan_resume(resume, work, record, [run / "autoencoder"], ae.train.steps)
+    ckpt, finished = plan_resume(resume, work, record, [rd.autoencoder], ae.train.steps)
     if finished:
         return read_json_if_exists(work / "metrics.json") or {}
     acc = make_accelerator(ae.train, work)
@@ -327,62 +324,16 @@ def train_autoencoder(cfg: Config, run: Path, data_root: Path | None = None, *, 
         if len(val_images):
             save_recon_grid(work / "reconstructions.png", val_images[:8], vae, cfg.data.colormap)
         write_json(work / "metrics.json", metrics)
-        with atomic_dir(run / "autoencoder", overwrite=resume is not None) as tmp:
+        with atomic_dir(rd.autoencoder, overwrite=resume is not None) as tmp:
             vae.save_pretrained(tmp)
             write_manifest(tmp, stage="autoencoder", kind=ae.kind, steps=res.step, seed=cfg.seed,
                            data_root=str(data_root or ""), identities=ds.identities,
                            scaling_factor=stats["scaling_factor"], shift_factor=stats["shift_factor"])
-        if (run / "latents").exists():
+        if rd.latents.exists():
             log.warning("'%s' was built from the previous autoencoder; rebuild it with "
-                        "cache-latents --overwrite", run / "latents")
-        cfg.save(run / "config.yaml")
+                        "cache-latents --overwrite", rd.latents)
+        cfg.save(rd.config)
         write_manifest(run, stage="autoencoder", seed=cfg.seed, identities=ds.identities,
                        data_root=str(data_root or ""), profile=cfg.profile)
     acc.wait_for_everyone()
     return metrics
-
-
-@torch.no_grad()
-def cache_latents(run: Path, data_root: Path | None = None, *, overwrite: bool = False,
-                  progress: bool = True, batch_size: int = 64) -> dict[str, Any]:
-    """Encode every split once with RUN/autoencoder and write RUN/latents/ (see data.latents)."""
-    from tqdm.auto import tqdm
-
-
-    run = Path(run)
-    cfg = saved_config(run)
-    if cfg is None:
-        raise DopplerDiffError(f"'{run}' has no config.yaml; train the autoencoder first (train-autoencoder)")
-    vae = load_autoencoder(run / "autoencoder").eval()
-    scale, shift = latent_scale(vae)
-    ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
-    tensors, files = {}, {}
-    total = sum(len(v) for v in split.values())
-    with tqdm(total=total, desc="cache latents", disable=not progress) as bar:
-        for part, idx in split.items():
-            means, stds, codes = [], [], []
-            imgs = torch.from_numpy(np.ascontiguousarray(ds.images[idx]))
-            for x in _chunks(imgs, batch_size, vae.device):
-                m, s = encode_posterior(vae, x)
-                means.append(m.float().cpu())
-                stds.append(s.float().cpu())
-                if isinstance(vae, VQModel):
-                    codes.append(code_indices(vae, m).cpu())
-                bar.update(len(x))
-            c, f = cfg.autoencoder.latent_channels, cfg.data.size // cfg.autoencoder.downsample_factor
-            tensors[part] = {
-                "mean": torch.cat(means) if means else torch.zeros(0, c, f, f),
-                "std": torch.cat(stds) if stds else torch.zeros(0, c, f, f),
-                "labels": torch.from_numpy(ds.labels[idx].astype(np.int64)),
-                "conditions": torch.from_numpy(np.asarray(ds.conditions)[idx].astype(np.int64)),
-            }
-            if isinstance(vae, VQModel):
-                empty = torch.zeros(0, f, f, dtype=torch.long)
-                tensors[part]["indices"] = torch.cat(codes) if codes else empty
-            files[part] = [ds.files[i] for i in idx]
-    shape = list(tensors["train"]["mean"].shape[1:])
-    info = {"files": files, "identities": ds.identities, "conditions": list(ds.condition_names),
-            "scaling_factor": scale, "shift_factor": shift,
-            "kind": autoencoder_kind(vae), "latent_shape": shape}
-    write_latent_cache(run / "latents", tensors, info, overwrite=overwrite)
-    return info

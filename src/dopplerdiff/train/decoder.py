@@ -46,6 +46,7 @@ from dopplerdiff.train.losses import psnr_ssim
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.train.run_pipeline import LOCK_WAIT_S, resave_pipeline
 from dopplerdiff.utils.io import atomic_dir, run_lock, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 VAL_LOSS_MAX = 64
@@ -145,12 +146,12 @@ def check_decoder_run(run: Path, config: Config, resume: str | None) -> dict[str
     if config.decoder.kind != "diffusion":
         raise ConfigError(f"decoder.kind is '{config.decoder.kind}': only a diffusion decoder is trained "
                           "(set decoder.kind=diffusion)")
-    if not (run / "autoencoder" / "config.json").is_file():
+    rd = RunDir(run)
+    if not rd.marker("autoencoder").is_file():
         raise DopplerDiffError(f"a diffusion decoder needs a trained autoencoder, and run '{run}' has none "
-                               f"('{run / 'autoencoder'}'); run `dopplerdiff train-autoencoder` first")
+                               f"('{rd.autoencoder}'); run `dopplerdiff train-autoencoder` first")
     info = read_latent_info(run)  # names `dopplerdiff cache-latents` when missing
-    work = run / "train" / "decoder"
-    if resume is None and (find_checkpoints(work) or (run / "decoder").exists()):
+    if resume is None and (find_checkpoints(rd.work("decoder")) or rd.decoder.exists()):
         raise DopplerDiffError(f"run '{run}' already has decoder training output; pass --resume latest to "
                                "continue or use a new run directory")
     return info
@@ -186,7 +187,7 @@ def attach_decoder(run: Path, decoder: DiffusionDecoder | None = None) -> Path |
         if current is None:
             return None
         parts = load_parts(current)
-        parts["decoder"] = decoder if decoder is not None else load_decoder(run / "decoder")
+        parts["decoder"] = decoder if decoder is not None else load_decoder(RunDir(run).decoder)
         return DopplerDiffPipeline(**parts), lambda tmp: None
 
     return resave_pipeline(run, build)
@@ -198,45 +199,46 @@ def record_decoder(run: Path, config: Config) -> None:
     with run_lock(run, timeout=LOCK_WAIT_S):
         stored = saved_config(run)
         if stored is None or stored.decoder != config.decoder:
-            dataclasses.replace(stored or config, decoder=config.decoder).save(run / "config.yaml")
+            dataclasses.replace(stored or config, decoder=config.decoder).save(RunDir(run).config)
 
 
-def train_decoder(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_decoder(run: Path, config: Config, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train the diffusion decoder of RUN; write RUN/decoder (+ RUN/pipeline/decoder); return RUN/decoder."""
     run, d = Path(run), config.decoder
     info = check_decoder_run(run, config, resume)
     record = stage_record("decoder", decoder=d, data=config.data)
-    outputs = [run / "decoder"] + ([run / "pipeline" / "decoder"] if (run / "pipeline").is_dir() else [])
-    resume, finished = plan_resume(resume, run / "train" / "decoder", record, outputs, d.train.steps)
+    rd = RunDir(run)
+    outputs = [rd.decoder] + ([rd.pipeline / "decoder"] if rd.pipeline.is_dir() else [])
+    resume, finished = plan_resume(resume, rd.work("decoder"), record, outputs, d.train.steps)
     if finished:
-        return run / "decoder"
+        return rd.decoder
     size = d.target_size(config.data.size)
     c, h, _ = (int(v) for v in info["latent_shape"][-3:])
     torch.manual_seed(d.train.seed if d.train.seed else config.seed)
     decoder = build_decoder(d, config.data.channels, c, h, size)
     train_set = _pairs(run, config, info, "train", size, progress, augment=True)
     val_set = _pairs(run, config, info, "val", size, False, augment=False)
-    vae = load_autoencoder(run / "autoencoder")
+    vae = load_autoencoder(rd.autoencoder)
     stage = DecoderStage(decoder, vae, val_set, min(d.val_images, len(val_set)), config.data.colormap)
     params = count_parameters(decoder)
     log.info("decoder: %.2fM params, %d train pairs, latents %s -> images %dx%d", params / 1e6,
              len(train_set), tuple(info["latent_shape"]), size, size)
     start = time.time()
-    result = train_loop(stage, train_set, d.train, run / "train" / "decoder", resume=resume,
+    result = train_loop(stage, train_set, d.train, rd.work("decoder"), resume=resume,
                         progress=progress, desc="decoder", record=record)
     if result.accelerator is not None and not result.accelerator.is_main_process:
-        return run / "decoder"
+        return rd.decoder
     trained = result.modules["decoder"].eval()
     manifest = {"run": str(run), "step": result.step, "params": params, "size": size,
                 "latent_shape": list(info["latent_shape"]), "split": "train"}
-    with atomic_dir(run / "decoder", overwrite=resume is not None) as tmp:
+    with atomic_dir(rd.decoder, overwrite=resume is not None) as tmp:
         trained.save_pretrained(tmp)
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="decoder", **manifest)
     record_decoder(run, config)
     attach_decoder(run, trained)
-    write_json(run / "train" / "decoder" / "metrics.json", {
+    write_json(rd.work("decoder") / "metrics.json", {
         "step": result.step, "wall_s": round(time.time() - start, 1), "params": params, "val": result.val,
         "final_loss": result.history[-1].get("loss") if result.history else None,
     })
-    return run / "decoder"
+    return rd.decoder

@@ -54,6 +54,7 @@ from dopplerdiff.train.run_pipeline import graft_identities, resave_pipeline
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.train.vq_diffusion import train_vq_diffusion
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 VAL_LOSS_MAX = 256
@@ -223,15 +224,14 @@ def _stack(ds: Any) -> tuple[Tensor, Tensor]:
 def _check_inputs(run: Path, cfg: DiffusionConfig, resume: str | None) -> dict[str, Any]:
     """RUN/latents/info.json of a run ready for diffusion training (clear errors otherwise)."""
     check_scheduler_name(cfg.scheduler)
-    info_path = run / "latents" / "info.json"
-    if not info_path.is_file():
+    rd = RunDir(run)
+    if not rd.marker("latents").is_file():
         raise DopplerDiffError(
-            f"'{info_path}' does not exist; run `dopplerdiff cache-latents --run {run}` first"
+            f"'{rd.marker('latents')}' does not exist; run `dopplerdiff cache-latents --run {run}` first"
         )
-    if not (run / "autoencoder").is_dir():
-        raise DopplerDiffError(f"run '{run}' has no autoencoder ('{run / 'autoencoder'}' missing)")
-    work = run / "train" / "diffusion"
-    if resume is None and (find_checkpoints(work) or (run / "pipeline").exists()):
+    if not rd.autoencoder.is_dir():
+        raise DopplerDiffError(f"run '{run}' has no autoencoder ('{rd.autoencoder}' missing)")
+    if resume is None and (find_checkpoints(rd.work("diffusion")) or rd.pipeline.exists()):
         raise DopplerDiffError(
             f"run '{run}' already has diffusion training output; pass --resume latest to continue "
             "or use a new run directory"
@@ -267,7 +267,7 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], meta: dict[str
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     denoiser = build_denoiser(cfg, c, h, len(identities))
     encoder = build_condition_encoder(cfg, len(identities), cfg.backbone, num_conditions=len(conditions))
-    vae = load_autoencoder(run / "autoencoder")
+    vae = load_autoencoder(RunDir(run).autoencoder)
     colormap = str(meta.get("colormap", config.data.colormap))
     return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best,
                           val_conditions=val_ds.conditions, condition_names=conditions)
@@ -278,7 +278,7 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
     """RUN/diffusion (denoiser, condition encoder) and RUN/pipeline, each atomically with its manifest."""
     cfg = config.diffusion
     den, enc = modules["denoiser"], modules.get("condition_encoder", stage.encoder)
-    with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
+    with atomic_dir(RunDir(run).diffusion, overwrite=overwrite) as tmp:
         den.save_pretrained(tmp / "denoiser")
         enc.save_pretrained(tmp / "condition_encoder")
         config.save(tmp / "config.yaml")
@@ -305,8 +305,9 @@ def _decoder(run: Path, config: Config, old: dict[str, Any] | None) -> nn.Module
     (a decoder trained before the denoiser joins it), else the old pipeline's own."""
     kept = old.get("decoder") if old is not None else None
     wanted = config.decoder.kind == "diffusion" or kept is not None
-    if wanted and (run / "decoder" / "config.json").is_file():
-        return load_decoder(run / "decoder")
+    decoder = RunDir(run).decoder
+    if wanted and (decoder / "config.json").is_file():
+        return load_decoder(decoder)
     return kept
 
 
@@ -331,7 +332,7 @@ def _write_records(tmp: Path, config: Config, manifest: dict[str, Any]) -> None:
                    **manifest)
 
 
-def train_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_diffusion(run: Path, config: Config, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train on RUN/latents; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion; return RUN/pipeline.
 
     ``diffusion.backbone: vq-diffusion`` trains the discrete model on the cached code indices instead
@@ -340,12 +341,12 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
     if cfg.backbone == "vq-diffusion":
         return train_vq_diffusion(run, config, resume=resume, progress=progress)
     info = _check_inputs(run, cfg, resume)
-    work = run / "train" / "diffusion"
+    rd = RunDir(run)
+    work = rd.work("diffusion")
     record = stage_record("diffusion", diffusion=cfg)
-    outputs = [run / "diffusion", run / "pipeline"]
-    resume, finished = plan_resume(resume, work, record, outputs, cfg.train.steps)
+    resume, finished = plan_resume(resume, work, record, [rd.diffusion, rd.pipeline], cfg.train.steps)
     if finished:
-        return run / "pipeline"
+        return rd.pipeline
     meta = read_run_data(run).get("meta", {})
     train_ds = _load_latents(run, "train", cfg.sample_posterior, cfg.latent_time_shift)
     best = _best_weights(cfg, work, resume)
@@ -359,7 +360,7 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
                         record=record)
     acc = result.accelerator
     if acc is not None and not acc.is_main_process:
-        return run / "pipeline"
+        return rd.pipeline
     selected = best.load_into({k: result.modules[k] for k in stage.modules()}) if best is not None else None
     if selected is not None:
         log.info("diffusion: keeping the weights of step %d (lowest validation loss %.4f)", selected["step"],
@@ -372,4 +373,4 @@ def train_diffusion(run: Path, config: Config, resume: str | None = None, progre
         "step": result.step, "wall_s": round(time.time() - start, 1), "params": params, "val": result.val,
         "selected": selected, "final_loss": result.history[-1].get("loss") if result.history else None,
     })
-    return run / "pipeline"
+    return rd.pipeline

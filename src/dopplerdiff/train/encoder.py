@@ -6,6 +6,7 @@
   ``RUN/train/encoder`` (``out.parent/train/<out.name>``), selects the weights with the best
   validation accuracy and writes ``out`` (``save_pretrained``) + ``metrics.json`` (val/test accuracy with
   bootstrap CIs, per-identity accuracy, confusion) + ``config.yaml`` + ``manifest.json``, atomically.
+* ``train_run_encoder(run, cfg, ...)``: the same as the run's stage, into ``RUN/encoder``.
 * ``evaluate_encoder``: identity accuracy of an encoder on a labelled set.
 
 The loss, ``fit_classifier`` and ``predict`` live in ``dopplerdiff.classifier`` (shared with evaluation).
@@ -44,6 +45,7 @@ from dopplerdiff.train.checkpoints import checkpoint_step
 from dopplerdiff.train.loop import TrainStage, train_loop
 from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.utils.io import atomic_dir, check_out_dir, read_json_if_exists, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,7 @@ def _load_data(data: Path | None, out: Path, work_dir: Path, cfg: Config, progre
     """
 
     run = out.parent
-    if out.name == "encoder" or (run / "data.json").is_file():
+    if out.name == "encoder" or RunDir(run).data_record.is_file():
         return prepare_run_data(run, data, cfg.data, progress=progress)
     return prepare_run_data(work_dir, data, cfg.data, progress=progress)
 
@@ -153,8 +155,9 @@ def _save_encoder(
         selected.save_pretrained(tmp)
         write_json(tmp / "metrics.json", metrics)
         cfg.save(tmp / "config.yaml")
-        if (work_dir / "data.json").is_file():  # the split used, next to the standalone encoder
-            shutil.copy2(work_dir / "data.json", tmp / "data.json")
+        split = RunDir(work_dir).data_record
+        if split.is_file():  # the split used, next to the standalone encoder
+            shutil.copy2(split, tmp / split.name)
         write_manifest(
             tmp, stage="encoder", data_root=str(ds.meta.get("root", data)), seed=cfg.encoder.train.seed,
             identities=list(ds.identities),
@@ -168,7 +171,7 @@ def train_encoder(
     """The ``train-encoder`` command (see the module docstring); returns the metrics written."""
     out = check_out_dir(out)
     ecfg = cfg.encoder
-    work_dir = out.parent / "train" / out.name
+    work_dir = RunDir(out.parent).work(out.name)  # RUN/train/encoder for RUN/encoder
     record = stage_record("encoder", encoder=ecfg, data=cfg.data)
     ckpt, _ = plan_resume(resume, work_dir, record, [], ecfg.train.steps)  # out is new (checked above)
     ds, split = _load_data(data, out, work_dir, cfg, progress)
@@ -207,3 +210,10 @@ def train_encoder(
     _save_encoder(out, selected, metrics, cfg, work_dir, ds, data)
     write_json(work_dir / "metrics.json", metrics)
     return metrics
+
+
+def train_run_encoder(run: Path, cfg: Config, *, data_root: Path | None = None, resume: str | None = None,
+                      progress: bool = True) -> dict[str, Any]:
+    """The run's encoder stage: ``train_encoder`` into RUN/encoder on the run's split (``data_root``
+    default: the one recorded in RUN/data.json)."""
+    return train_encoder(data_root, RunDir(run).encoder, cfg, resume=resume, progress=progress)

@@ -21,6 +21,7 @@ from dopplerdiff.models.identity_rows import add_identity_row, copy_identity_row
 from dopplerdiff.pipelines.components import load_parts
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.utils.io import atomic_dir, read_json_if_exists, recover_dir, run_lock, write_json
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,9 @@ Build = Callable[[Path | None], tuple[Any, Callable[[Path], None]] | None]
 def resave_pipeline(run: Path, build: Build) -> Path | None:
     """Replace RUN/pipeline by ``build(current)`` under the run's lock, carrying over the old files it
     does not write; returns RUN/pipeline, or None when ``build`` had nothing to save."""
-    run = Path(run)
-    target = run / "pipeline"
-    with run_lock(run, timeout=LOCK_WAIT_S):
+    run = RunDir(run)
+    target = run.pipeline
+    with run_lock(run.root, timeout=LOCK_WAIT_S):
         recover_dir(target)
         current = target if (target / "model_index.json").is_file() else None
         made = build(current)
@@ -80,7 +81,7 @@ def graft_identities(dst: dict[str, Any], src: Any, names: list[str]) -> dict[st
 def require_pipeline(run: Path, current: Path | None, what: str) -> Path:
     """``current`` (RUN/pipeline); one clear error when it has gone."""
     if current is None:
-        raise DopplerDiffError(f"run '{run}' has no pipeline any more ('{Path(run) / 'pipeline'}'); {what}")
+        raise DopplerDiffError(f"run '{run}' has no pipeline any more ('{RunDir(run).pipeline}'); {what}")
     return current
 
 

@@ -21,6 +21,7 @@ from PIL import Image
 from dopplerdiff.config import Config
 from dopplerdiff.config.loop import LoopConfig, report_to_names
 from dopplerdiff.errors import ConfigError
+from dopplerdiff.utils.rundir import RunDir
 
 # tracker name (config.loop.TRACKERS) -> (module that must be importable, how to install it)
 INSTALL = {
@@ -55,7 +56,7 @@ def tracking_root(work_dir: Path) -> tuple[Path, str]:
     ``RUN/train/<stage>``, else ``work_dir/tensorboard`` and the work dir's name."""
     work_dir = Path(work_dir)
     if work_dir.parent.name == "train":
-        return work_dir.parent.parent / "tensorboard", work_dir.name
+        return RunDir(work_dir.parent.parent).tensorboard, work_dir.name
     return work_dir / "tensorboard", work_dir.name
 
 

@@ -50,6 +50,7 @@ from dopplerdiff.train.resume import plan_resume, stage_record
 from dopplerdiff.train.run_pipeline import resave_pipeline
 from dopplerdiff.train.validation import val_identities
 from dopplerdiff.utils.io import atomic_dir, write_json, write_manifest
+from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 VAL_LOSS_MAX = 256
@@ -167,7 +168,8 @@ def _check_inputs(run: Path, cfg: DiffusionConfig, resume: str | None) -> dict[s
             f"'{run}' come from a '{info.get('kind')}' autoencoder (autoencoder.kind: vq)"
         )
     load_codes(run, "train")  # a clear error for a cache without indices
-    if resume is None and (find_checkpoints(run / "train" / "diffusion") or (run / "pipeline").exists()):
+    rd = RunDir(run)
+    if resume is None and (find_checkpoints(rd.work("diffusion")) or rd.pipeline.exists()):
         raise DopplerDiffError(f"run '{run}' already has diffusion training output; pass --resume latest to "
                                "continue or use a new run directory")
     return info
@@ -175,10 +177,10 @@ def _check_inputs(run: Path, cfg: DiffusionConfig, resume: str | None) -> dict[s
 
 def _build_stage(run: Path, config: Config, info: dict[str, Any], colormap: str) -> VQDiffusionStage:
     cfg, identities = config.diffusion, list(info["identities"])
-    vae = load_autoencoder(run / "autoencoder")
+    vae = load_autoencoder(RunDir(run).autoencoder)
     if not isinstance(vae, VQModel):
         raise DopplerDiffError(
-            f"'{run / 'autoencoder'}' is not a VQModel; vq-diffusion needs autoencoder.kind: vq"
+            f"'{RunDir(run).autoencoder}' is not a VQModel; vq-diffusion needs autoencoder.kind: vq"
         )
     val = CodeDataset(run, "val")
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
@@ -190,7 +192,7 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], colormap: str)
 def _save_outputs(run: Path, config: Config, stage: VQDiffusionStage, modules: dict[str, nn.Module],
                   meta: dict[str, Any], manifest: dict[str, Any], overwrite: bool) -> None:
     den, enc = modules["denoiser"], modules["condition_encoder"]
-    with atomic_dir(run / "diffusion", overwrite=overwrite) as tmp:
+    with atomic_dir(RunDir(run).diffusion, overwrite=overwrite) as tmp:
         den.save_pretrained(tmp / "denoiser")
         enc.save_pretrained(tmp / "condition_encoder")
         config.save(tmp / "config.yaml")
@@ -207,16 +209,17 @@ def _save_outputs(run: Path, config: Config, stage: VQDiffusionStage, modules: d
     resave_pipeline(run, lambda current: (pipe, records))  # under the run's lock, other records kept
 
 
-def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, progress: bool = True) -> Path:
+def train_vq_diffusion(run: Path, config: Config, *, resume: str | None = None,
+                       progress: bool = True) -> Path:
     """Train on RUN/latents code indices; write RUN/diffusion, RUN/pipeline, RUN/train/diffusion."""
     run, cfg = Path(run), config.diffusion
     info = _check_inputs(run, cfg, resume)
-    work = run / "train" / "diffusion"
+    rd = RunDir(run)
+    work = rd.work("diffusion")
     record = stage_record("vq-diffusion", diffusion=cfg)
-    outputs = [run / "diffusion", run / "pipeline"]
-    resume, finished = plan_resume(resume, work, record, outputs, cfg.train.steps)
+    resume, finished = plan_resume(resume, work, record, [rd.diffusion, rd.pipeline], cfg.train.steps)
     if finished:
-        return run / "pipeline"
+        return rd.pipeline
     meta = read_run_data(run).get("meta", {})
     train_ds = CodeDataset(run, "train")
     stage = _build_stage(run, config, info, str(meta.get("colormap", config.data.colormap)))
@@ -230,7 +233,7 @@ def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, pro
                         desc="vq-diffusion", record=record)
     acc = result.accelerator
     if acc is not None and not acc.is_main_process:
-        return run / "pipeline"
+        return rd.pipeline
     manifest = {"run": str(run), "step": result.step, "label_map": stage.identities, "params": params,
                 "latent_shape": list(info["latent_shape"]), "backbone": "vq-diffusion",
                 "selected_step": result.step}
@@ -239,4 +242,4 @@ def train_vq_diffusion(run: Path, config: Config, resume: str | None = None, pro
         "step": result.step, "wall_s": round(time.time() - start, 1), "params": params, "val": result.val,
         "selected": None, "final_loss": result.history[-1].get("loss") if result.history else None,
     })
-    return run / "pipeline"
+    return rd.pipeline

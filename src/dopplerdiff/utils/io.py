@@ -20,6 +20,7 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.utils.rundir import RunDir
 
 LOCK_NAME = ".lock"  # a run directory's lock file; not an output
 COMMIT_WAIT_S = 600.0  # how long a replacement or a recovery waits for another one of the same directory
@@ -208,7 +209,7 @@ def check_run_output(run: Path, data_root: Path | None = None) -> bool:
         raise DopplerDiffError(f"--out '{run}' is the data folder itself; choose a separate run directory")
     if not run.is_dir() or not dir_entries(run):
         return False
-    if not ((run / "config.yaml").is_file() or (run / "data.json").is_file()):
+    if not (RunDir(run).config.is_file() or RunDir(run).data_record.is_file()):
         raise DopplerDiffError(
             f"--out '{run}' is a non-empty directory that is not a dopplerdiff run (no config.yaml or "
             "data.json); choose a new path"
