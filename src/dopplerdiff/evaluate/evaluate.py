@@ -240,7 +240,8 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
     res = run_augmentation_experiment(
         (train.x, train.y), (test.x, test.y), (synthetic.x, synthetic.y), k, enc_cfg,
         steps=ecfg.augment_steps, seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
-        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device)
+        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device,
+        together=ecfg.augment_together)
     res["synthetic_seed"] = ecfg.seed
     res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
@@ -273,14 +274,14 @@ def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
         main["strategies"] = S.run_strategy_arms(
             (ctx.train.x, ctx.train.y), (ctx.test.x, ctx.test.y), arms, ctx.k, enc_cfg,
             steps=ecfg.augment_steps, seeds=seeds, augment=ctx.cfg.data.augment if fit is None else None,
-            val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit=fit,
-            predict=predict, device=ctx.device)
+            val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit_many=fit,
+            predict=predict, device=ctx.device, together=ecfg.augment_together)
     st.metrics["augmentation_recommendation"] = S.recommend(
         {arch: (st.metrics.get(key) or {}).get("strategies") for arch, key in S.ARCH_KEYS})
 
 
 def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:
-    """(metrics key, fit, predict, encoder config) of the experiment's two classifier architectures."""
+    """(metrics key, trainer, predict, encoder config) of the experiment's two classifier architectures."""
     ecfg = ctx.cfg.evaluate
     enc_cfg = ctx.cfg.encoder
     if ecfg.augment_channels:
