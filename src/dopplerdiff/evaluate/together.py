@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dopplerdiff.classifier import (
@@ -32,15 +33,42 @@ from dopplerdiff.classifier import (
 )
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.judge import (
+    JudgeCNN,
     JudgeSettings,
+    ResidualStage,
     fit_for_experiment,
     judge_batch,
     judge_optimiser,
     new_judge,
 )
-from dopplerdiff.models.stacked import Stacked, train_stacked
+from dopplerdiff.models.encoder import SpectrogramEncoder, _CNNBackbone, _ConvBlock
+from dopplerdiff.models.stacked import Grouped, Rule, Stacked, train_stacked
 
 Trainer = Callable[..., list[Any]]
+
+
+def _encoder(g: Grouped, mod: nn.Module, pre: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    f = g(mod.backbone, pre + "backbone.", x)
+    return F.normalize(f, dim=-1), g(mod.head, pre + "head.", f)
+
+
+def _cnn_backbone(g: Grouped, mod: nn.Module, pre: str, x: Tensor) -> Tensor:
+    h = g(mod.blocks, pre + "blocks.", x)
+    h = F.adaptive_avg_pool2d(h, (mod.doppler_bins, h.shape[-1]))
+    h = h.reshape(h.shape[0], g.m, -1, *h.shape[2:])  # (B, M, C, bins, T)
+    pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=2)  # each model's (B, 2C, bins)
+    return g(mod.proj, pre + "proj.", pooled.flatten(2).transpose(0, 1))
+
+
+# how the composite modules of both architectures run as a group: their forward, layer by layer
+RULES: dict[type, Rule] = {
+    SpectrogramEncoder: _encoder,
+    _CNNBackbone: _cnn_backbone,
+    _ConvBlock: lambda g, mod, pre, x: F.gelu(g(mod.net, pre + "net.", x) + g(mod.skip, pre + "skip.", x)),
+    ResidualStage: lambda g, mod, pre, x: g(mod.out, pre + "out.",
+                                            g(mod.body, pre + "body.", x) + g(mod.skip, pre + "skip.", x)),
+    JudgeCNN: lambda g, mod, pre, x: g(mod.head, pre + "head.", g(mod.features, pre + "features.", x)),
+}
 
 
 def sequential(fit: Callable[..., Any]) -> Trainer:
@@ -116,7 +144,7 @@ def _fit_encoder_group(jobs: list[FitJob], *, num_classes: int, cfg: Any, steps:
                        val: Any, device: Any) -> list[nn.Module]:
     data = [checked_data(j.images, j.labels, num_classes, j.weights, "fit_classifier") for j in jobs]
     st = Stacked([new_classifier(cfg, num_classes, d[0], j.seed, j.init, device)
-                  for d, j in zip(data, jobs, strict=True)])
+                  for d, j in zip(data, jobs, strict=True)], rules=RULES)
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     bs = min(cfg.train.batch_size, len(data[0][0]))
     batches = [Batches(len(d[0]), bs, g) for d, g in zip(data, gens, strict=True)]
@@ -169,7 +197,7 @@ def _fit_judge_group(jobs: list[FitJob], *, num_classes: int, s: JudgeSettings, 
             drop = torch.Generator()
             drop.set_state(torch.get_rng_state())
             drop_gens.append(drop)
-    st = Stacked(models, drop_gens)
+    st = Stacked(models, drop_gens, RULES)
     gens = [torch.Generator().manual_seed(j.seed) for j in jobs]
     bs = min(s.batch_size, len(data[0][0]))
     batches = [Batches(len(d[0]), bs, g) for d, g in zip(data, gens, strict=True)]

@@ -1,0 +1,125 @@
+"""What training the augmentation classifiers together saves: a micro-benchmark and a stage timer.
+
+Micro-benchmark (default): M small classifiers of each architecture (the quick profile's encoder CNN with
+``evaluate.augment_channels`` and recipe, and the judge CNN), each on its own random 64x64 windows with its
+own seed, trained for ``--steps`` steps one after another (``together=1``) and together (``together=M``) in
+the same process and thread setting; prints a table and writes bench/results/eval_cost_NAME.json.
+
+    OMP_NUM_THREADS=1 python bench/eval_cost.py [--models 4,6,12] [--steps 10] [--threads 1] [--name NAME]
+
+Stage timer: the whole ``evaluate`` stage of a run, once with the classifiers one after another
+(``evaluate.augment_together=1``) and once together (the profile's value), side by side on one machine;
+each writes to its own temporary folder (the run's eval/ is left alone). Writes
+bench/results/eval_cost_stage_NAME.json with both wall times and both augmentation sections.
+
+    python bench/eval_cost.py --run RUN [--order sequential,together] [--name NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dopplerdiff.classifier import FitJob
+from dopplerdiff.config import config_for, load_config
+from dopplerdiff.evaluate.together import fit_classifiers, fit_judges
+
+RESULTS = Path(__file__).parent / "results"
+K, N, SIZE = 31, 400, 64  # identities, windows per model, window size (the quick profile's)
+
+
+def _jobs(m: int) -> list[FitJob]:
+    rng = np.random.default_rng(0)
+    return [FitJob(rng.uniform(-1, 1, (N, 1, SIZE, SIZE)).astype(np.float32), rng.integers(0, K, N), seed)
+            for seed in range(m)]
+
+
+def _fit(arch: str, jobs: list[FitJob], steps: int, together: int) -> float:
+    cfg = load_config("quick")
+    t0 = time.perf_counter()
+    if arch == "encoder":
+        enc = replace(cfg.encoder, channels=list(cfg.evaluate.augment_channels))
+        fit_classifiers(jobs, K, enc, steps=steps, augment=cfg.data.augment, together=together)
+    else:
+        fit_judges(jobs, K, steps=steps, channels=tuple(cfg.evaluate.judge_channels), together=together)
+    return time.perf_counter() - t0
+
+
+def micro(models: list[int], steps: int, threads: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    _fit("encoder", _jobs(2), 2, 2)  # warm-up: first calls pay for allocations and dispatch setup
+    rows = []
+    print(f"{'architecture':<14}{'M':>4}{'sequential s':>14}{'together s':>12}{'ratio':>8}")
+    for arch in ("encoder", "judge"):
+        for m in models:
+            jobs = _jobs(m)
+            seq, tog = _fit(arch, jobs, steps, 1), _fit(arch, jobs, steps, m)
+            rows.append({"architecture": arch, "models": m, "steps": steps, "sequential_s": round(seq, 3),
+                         "together_s": round(tog, 3), "ratio": round(seq / tog, 3)})
+            print(f"{arch:<14}{m:>4}{seq:>14.2f}{tog:>12.2f}{seq / tog:>8.2f}", flush=True)
+    return rows
+
+
+def stage(run: Path, order: list[str]) -> dict:
+    """Wall time of the evaluate stage with the classifiers one after another and together."""
+    from dopplerdiff.evaluate.evaluate import evaluate_run
+
+    out: dict = {"run": str(run.resolve())}
+    for mode in order:
+        overrides = ["evaluate.augment_together=1"] if mode == "sequential" else []
+        cfg = config_for(run, None, overrides)
+        with tempfile.TemporaryDirectory(prefix="dd-eval-cost-") as tmp:
+            t0 = time.perf_counter()
+            m = evaluate_run(run, cfg, out=Path(tmp) / "eval", progress=False)
+            seconds = time.perf_counter() - t0
+        out[mode] = {"seconds": round(seconds, 1), "augment_together": cfg.evaluate.augment_together,
+                     "augmentation": m.get("augmentation"), "augmentation_judge": m.get("augmentation_judge")}
+        print(f"{mode:<12}{seconds:>10.1f} s (evaluate.augment_together={cfg.evaluate.augment_together})",
+              flush=True)
+    if {"sequential", "together"} <= set(out):
+        out["ratio"] = round(out["sequential"]["seconds"] / out["together"]["seconds"], 3)
+        print(f"ratio sequential / together: {out['ratio']:.2f}")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--run", type=Path, default=None, help="time the whole evaluate stage of this run")
+    ap.add_argument("--order", default="sequential,together", help="stage timer: modes in order")
+    ap.add_argument("--models", default="4,6,12", help="micro-benchmark: comma-separated M")
+    ap.add_argument("--steps", type=int, default=10, help="micro-benchmark: training steps per model")
+    ap.add_argument("--threads", type=int, default=1, help="micro-benchmark: torch threads")
+    ap.add_argument("--name", default=None, help="results name (default: threads / the run's folder name)")
+    args = ap.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    if args.run is not None:
+        if not (args.run / "data.json").is_file():
+            sys.exit(f"error: --run '{args.run}' has no data.json (not a run directory)")
+        order = [m.strip() for m in args.order.split(",") if m.strip()]
+        if not order or any(m not in ("sequential", "together") for m in order):
+            sys.exit(f"error: --order takes sequential and/or together, got '{args.order}'")
+        res, path = stage(args.run, order), RESULTS / f"eval_cost_stage_{args.name or args.run.name}.json"
+    else:
+        try:
+            models = [int(m) for m in args.models.split(",") if m.strip()]
+        except ValueError:
+            sys.exit(f"error: --models takes comma-separated whole numbers, got '{args.models}'")
+        if not models or min(models) < 1 or args.steps < 1 or args.threads < 1:
+            sys.exit("error: --models, --steps and --threads must be >= 1")
+        res = {"threads": args.threads, "windows_per_model": N, "size": SIZE, "identities": K,
+               "torch": torch.__version__, "rows": micro(models, args.steps, args.threads)}
+        path = RESULTS / f"eval_cost_{args.name or f'threads{args.threads}'}.json"
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
