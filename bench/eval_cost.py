@@ -5,19 +5,24 @@ Micro-benchmark (default): M small classifiers of each architecture (the quick p
 own seed, trained for ``--steps`` steps one after another (``together=1``) and together (``together=M``) in
 the same process and thread setting; prints a table and writes bench/results/eval_cost_NAME.json.
 
-    OMP_NUM_THREADS=1 python bench/eval_cost.py [--models 4,6,12] [--steps 10] [--threads 1] [--name NAME]
+    OMP_NUM_THREADS=1 python bench/eval_cost.py [--models 4,8,12] [--steps 20] [--threads 1] [--name NAME]
 
 Stage timer: the whole ``evaluate`` stage of a run, once with the classifiers one after another
-(``evaluate.augment_together=1``) and once together (the profile's value), side by side on one machine;
+(``evaluate.augment_together=1``) and once together (``--together``, default 8), side by side on one machine;
 each writes to its own temporary folder (the run's eval/ is left alone). Writes
 bench/results/eval_cost_stage_NAME.json with both wall times and both augmentation sections.
 
-    python bench/eval_cost.py --run RUN [--order sequential,together] [--name NAME]
+    python bench/eval_cost.py --run RUN [--order sequential,together] [--together 8] [--name NAME]
+
+``--keep-memory`` (both modes): glibc's malloc hands every freed block above its mmap threshold back to the
+kernel, so each training step maps and zero-fills its large activations again; this flag makes it keep
+them (``mallopt``), to measure what that costs.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import sys
 import tempfile
@@ -30,10 +35,21 @@ import torch
 
 from dopplerdiff.classifier import FitJob
 from dopplerdiff.config import config_for, load_config
+from dopplerdiff.evaluate.evaluate import evaluate_run
 from dopplerdiff.evaluate.together import fit_classifiers, fit_judges
 
 RESULTS = Path(__file__).parent / "results"
 K, N, SIZE = 31, 400, 64  # identities, windows per model, window size (the quick profile's)
+
+
+def keep_freed_memory() -> bool:
+    """glibc only: allocations up to 1 GiB from the heap, and freed heap memory never trimmed."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 1 << 30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
 
 def _jobs(m: int) -> list[FitJob]:
@@ -68,24 +84,23 @@ def micro(models: list[int], steps: int, threads: int) -> list[dict]:
     return rows
 
 
-def stage(run: Path, order: list[str]) -> dict:
+def stage(run: Path, order: list[str], together: int) -> dict:
     """Wall time of the evaluate stage with the classifiers one after another and together."""
-    from dopplerdiff.evaluate.evaluate import evaluate_run
-
     out: dict = {"run": str(run.resolve())}
+    wall: dict[str, float] = {}
     for mode in order:
-        overrides = ["evaluate.augment_together=1"] if mode == "sequential" else []
+        overrides = [f"evaluate.augment_together={1 if mode == 'sequential' else together}"]
         cfg = config_for(run, None, overrides)
         with tempfile.TemporaryDirectory(prefix="dd-eval-cost-") as tmp:
             t0 = time.perf_counter()
             m = evaluate_run(run, cfg, out=Path(tmp) / "eval", progress=False)
-            seconds = time.perf_counter() - t0
+            seconds = wall[mode] = time.perf_counter() - t0
         out[mode] = {"seconds": round(seconds, 1), "augment_together": cfg.evaluate.augment_together,
                      "augmentation": m.get("augmentation"), "augmentation_judge": m.get("augmentation_judge")}
         print(f"{mode:<12}{seconds:>10.1f} s (evaluate.augment_together={cfg.evaluate.augment_together})",
               flush=True)
-    if {"sequential", "together"} <= set(out):
-        out["ratio"] = round(out["sequential"]["seconds"] / out["together"]["seconds"], 3)
+    if {"sequential", "together"} <= set(wall) and wall["together"] > 0:
+        out["ratio"] = round(wall["sequential"] / wall["together"], 3)
         print(f"ratio sequential / together: {out['ratio']:.2f}")
     return out
 
@@ -94,19 +109,28 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=None, help="time the whole evaluate stage of this run")
     ap.add_argument("--order", default="sequential,together", help="stage timer: modes in order")
-    ap.add_argument("--models", default="4,6,12", help="micro-benchmark: comma-separated M")
-    ap.add_argument("--steps", type=int, default=10, help="micro-benchmark: training steps per model")
+    ap.add_argument("--together", type=int, default=8, help="stage timer: classifiers at once when together")
+    ap.add_argument("--models", default="4,8,12", help="micro-benchmark: comma-separated M")
+    ap.add_argument("--steps", type=int, default=20, help="micro-benchmark: training steps per model")
     ap.add_argument("--threads", type=int, default=1, help="micro-benchmark: torch threads")
+    ap.add_argument("--keep-memory", action="store_true", help="keep freed memory in the process (glibc)")
     ap.add_argument("--name", default=None, help="results name (default: threads / the run's folder name)")
     args = ap.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    kept = keep_freed_memory() if args.keep_memory else False
+    if args.keep_memory and not kept:
+        sys.exit("error: --keep-memory needs glibc's mallopt")
+    suffix = "_keepmem" if kept else ""
     if args.run is not None:
         if not (args.run / "data.json").is_file():
             sys.exit(f"error: --run '{args.run}' has no data.json (not a run directory)")
         order = [m.strip() for m in args.order.split(",") if m.strip()]
         if not order or any(m not in ("sequential", "together") for m in order):
             sys.exit(f"error: --order takes sequential and/or together, got '{args.order}'")
-        res, path = stage(args.run, order), RESULTS / f"eval_cost_stage_{args.name or args.run.name}.json"
+        if args.together < 2:
+            sys.exit("error: --together must be >= 2 (1 is the sequential mode)")
+        res = {**stage(args.run, order, args.together), "keep_memory": kept}
+        path = RESULTS / f"eval_cost_stage_{args.name or args.run.name}{suffix}.json"
     else:
         try:
             models = [int(m) for m in args.models.split(",") if m.strip()]
@@ -114,9 +138,9 @@ def main() -> None:
             sys.exit(f"error: --models takes comma-separated whole numbers, got '{args.models}'")
         if not models or min(models) < 1 or args.steps < 1 or args.threads < 1:
             sys.exit("error: --models, --steps and --threads must be >= 1")
-        res = {"threads": args.threads, "windows_per_model": N, "size": SIZE, "identities": K,
-               "torch": torch.__version__, "rows": micro(models, args.steps, args.threads)}
-        path = RESULTS / f"eval_cost_{args.name or f'threads{args.threads}'}.json"
+        res = {"threads": args.threads, "keep_memory": kept, "windows_per_model": N, "size": SIZE,
+               "identities": K, "torch": torch.__version__, "rows": micro(models, args.steps, args.threads)}
+        path = RESULTS / f"eval_cost_{args.name or f'threads{args.threads}'}{suffix}.json"
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {path}")
 

@@ -103,8 +103,10 @@ def test_residual_judges_run_as_a_group():
                               judge.features[0].body[1].running_mean, atol=1e-6)
 
 
-def test_models_of_other_batch_sizes_train_in_their_own_group():
-    assert groups([40, 52, 5, 64, 3], 32, 2) == [[0, 1], [3], [2], [4]]
+def test_models_of_other_batch_sizes_or_image_shapes_train_in_their_own_group():
+    shapes = [(40, 1, 16, 16), (52, 1, 16, 16), (5, 1, 16, 16), (64, 1, 16, 16), (3, 1, 16, 16),
+              (40, 1, 12, 12)]
+    assert groups(shapes, 32, 2) == [[0, 1], [3], [2], [4], [5]]
 
 
 def test_experiment_keys_and_scores_do_not_depend_on_training_together(smoke_config):

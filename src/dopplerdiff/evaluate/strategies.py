@@ -46,11 +46,13 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 @dataclasses.dataclass
 class ArmData:
-    """One arm's training additions: synthetic windows (None for ``simpre`` alone) and how they were made."""
+    """One arm's training additions: synthetic windows (None for ``simpre`` alone) and how they were made;
+    ``encoded``: their encoder (features, logits) where already computed (the evaluation pool's)."""
 
     spec: ArmSpec
     synthetic: Arrays | None
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    encoded: Arrays | None = None
 
 
 def t_interval(values: Sequence[float]) -> list[float] | None:
@@ -246,7 +248,8 @@ def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: i
             missing.append(f"strategy arm '{spec.name}' left out: {base}")
             log.warning("strategy arm '%s' left out: %s", spec.name, base)
             continue
-        arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight}))
+        arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight},
+                            base.encoded))
     return arms
 
 
@@ -259,7 +262,7 @@ def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Pa
         first = first_per_identity(pool, n, k)
         return ArmData(spec, (first.x, first.y), {
             "guidance": cfg.evaluate.guidance, "guidance_interval": None, "from_real": None, "strength": None,
-            "filter": None})
+            "filter": None}, (first.f, first.logits))
     return make_arm_data(spec, pipe, run, cfg, n, progress)
 
 
@@ -286,12 +289,13 @@ def recommend(per_arch: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                    test_features: np.ndarray, knn_k: int) -> dict[str, Any]:
-    """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows."""
+    """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows
+    (``encode`` is called only for windows not encoded yet)."""
 
     if arm.synthetic is None:
         return {}
     x, y = arm.synthetic
-    feats, logits = encode(x)
+    feats, logits = arm.encoded if arm.encoded is not None else encode(x)
     out: dict[str, Any] = {"encoder_accuracy": float((logits.argmax(1) == y).mean())}
     k = min(knn_k, len(feats) - 1, len(test_features) - 1)
     if k >= 1:

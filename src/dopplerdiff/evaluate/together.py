@@ -94,18 +94,19 @@ def trainer_for(fit: Callable[..., Any] | None, fit_many: Trainer | None) -> Tra
     return sequential(fit) if fit is not None else fit_classifiers
 
 
-def groups(sizes: Sequence[int], batch_size: int, together: int) -> list[list[int]]:
-    """Job indices in groups of at most ``together`` with the same batch size (vmap stacks equal batches)."""
-    by: dict[int, list[int]] = {}
-    for i, n in enumerate(sizes):
-        by.setdefault(min(batch_size, n), []).append(i)
+def groups(shapes: Sequence[tuple[int, ...]], batch_size: int, together: int) -> list[list[int]]:
+    """Job indices in groups of at most ``together`` whose images (N, C, H, W) differ in N only and give
+    the same batch size (the group stacks one batch of each)."""
+    by: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        by.setdefault((min(batch_size, shape[0]), *shape[1:]), []).append(i)
     return [ids[k : k + together] for ids in by.values() for k in range(0, len(ids), together)]
 
 
 def _in_groups(jobs: Sequence[FitJob], batch_size: int, together: int,
                fit_group: Callable[[list[FitJob]], list[nn.Module]]) -> list[nn.Module]:
     out: list[Any] = [None] * len(jobs)
-    for g in groups([len(j.labels) for j in jobs], batch_size, together):
+    for g in groups([np.shape(j.images) for j in jobs], batch_size, together):
         for i, model in zip(g, fit_group([jobs[i] for i in g]), strict=True):
             out[i] = model
     return out
