@@ -8,11 +8,11 @@ the same process and thread setting; prints a table and writes bench/results/eva
     OMP_NUM_THREADS=1 python bench/eval_cost.py [--models 4,8,12] [--steps 20] [--threads 1] [--name NAME]
 
 Stage timer: the whole ``evaluate`` stage of a run, once with the classifiers one after another
-(``evaluate.augment_together=1``) and once together (``--together``, default 8), side by side on one machine;
-each writes to its own temporary folder (the run's eval/ is left alone). Writes
+(``evaluate.augment_together=1``) and once together (``--together``, default 6: one group per experiment),
+side by side on one machine; each writes to its own temporary folder (the run's eval/ is left alone). Writes
 bench/results/eval_cost_stage_NAME.json with both wall times and both augmentation sections.
 
-    python bench/eval_cost.py --run RUN [--order sequential,together] [--together 8] [--name NAME]
+    python bench/eval_cost.py --run RUN [--order sequential,together] [--together 6] [--name NAME]
 
 ``--keep-memory`` (both modes): glibc's malloc hands every freed block above its mmap threshold back to the
 kernel, so each training step maps and zero-fills its large activations again; this flag makes it keep
@@ -109,7 +109,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=None, help="time the whole evaluate stage of this run")
     ap.add_argument("--order", default="sequential,together", help="stage timer: modes in order")
-    ap.add_argument("--together", type=int, default=8, help="stage timer: classifiers at once when together")
+    ap.add_argument("--together", type=int, default=6, help="stage timer: classifiers at once when together")
     ap.add_argument("--models", default="4,8,12", help="micro-benchmark: comma-separated M")
     ap.add_argument("--steps", type=int, default=20, help="micro-benchmark: training steps per model")
     ap.add_argument("--threads", type=int, default=1, help="micro-benchmark: torch threads")

@@ -179,9 +179,10 @@ def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smo
 
     from dopplerdiff.evaluate.evaluate import evaluate_run
 
+    # classifiers trained in groups of 4: both architectures, pre-trained inits, weights, other set sizes
     cfg = load_config("smoke", ["data.train_per_identity=3", "evaluate.simpre_per_identity=4",
                                 "evaluate.augment_strategies=[prior, interval, real:0.5, simpre, "
-                                "real:0.5+filtered, real:0.5+w:0.5+n:2]"])
+                                "real:0.5+filtered, real:0.5+w:0.5+n:2]", "evaluate.augment_together=4"])
     run = _make_run(tmp_path, sim_data, cfg)
     data = json.loads((run / "data.json").read_text())
     _add_pipeline(run, cfg, data["identities"])

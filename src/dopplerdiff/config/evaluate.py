@@ -124,9 +124,10 @@ class EvaluateConfig:
     judge_arch: str = "plain"  # 'plain' (conv-BN-ReLU stages) or 'residual' (two-layer residual stages)
     c2st_steps: int = 200
     judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
-    # how many of an experiment's classifiers (arms x seeds, one architecture) train at once, as one
-    # vmapped group; each is the model its own training would give (docs/evaluation-cost.md). 1: one by one
-    augment_together: int = 8
+    # how many of an experiment's classifiers (arms x seeds, one architecture) train at once as one grouped
+    # network; each is the model its own training gives (docs/evaluation-cost.md). 1 (one after another):
+    # on one CPU thread a group of 4-12 ran 0.5-0.9x as fast (bench/results/eval_cost_threads1.json)
+    augment_together: int = 1
     # Strategy arms of the augmentation experiment (ArmSpec): each trains the same classifiers with the same
     # steps and seeds on real + that strategy's synthetic windows; gains are paired with the real-only arm.
     augment_strategies: list[str] = field(default_factory=lambda: ["prior"])

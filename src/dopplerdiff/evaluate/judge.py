@@ -30,6 +30,7 @@ from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.evaluate import JUDGE_ARCHS
 from dopplerdiff.data.augment import augment_batch, mixup
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.stacked import Rule
 
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
 
@@ -88,6 +89,14 @@ class JudgeCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+# The judge's forward for M models at once (``models.stacked``): keep in step with the forwards above.
+JUDGE_GROUP_RULES: dict[type, Rule] = {
+    ResidualStage: lambda g, mod, pre, x: g(mod.out, pre + "out.",
+                                            g(mod.body, pre + "body.", x) + g(mod.skip, pre + "skip.", x)),
+    JudgeCNN: lambda g, mod, pre, x: g(mod.head, pre + "head.", g(mod.features, pre + "features.", x)),
+}
 
 
 def _roll_time(x: Tensor, gen: torch.Generator) -> Tensor:

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dopplerdiff.classifier import (
@@ -33,42 +32,21 @@ from dopplerdiff.classifier import (
 )
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.judge import (
-    JudgeCNN,
+    JUDGE_GROUP_RULES,
     JudgeSettings,
-    ResidualStage,
     fit_for_experiment,
     judge_batch,
     judge_optimiser,
     new_judge,
 )
-from dopplerdiff.models.encoder import SpectrogramEncoder, _CNNBackbone, _ConvBlock
-from dopplerdiff.models.stacked import Grouped, Rule, Stacked, train_stacked
+from dopplerdiff.models.encoder import ENCODER_GROUP_RULES
+from dopplerdiff.models.stacked import Rule, Stacked, train_stacked
 
 Trainer = Callable[..., list[Any]]
 
 
-def _encoder(g: Grouped, mod: nn.Module, pre: str, x: Tensor) -> tuple[Tensor, Tensor]:
-    f = g(mod.backbone, pre + "backbone.", x)
-    return F.normalize(f, dim=-1), g(mod.head, pre + "head.", f)
-
-
-def _cnn_backbone(g: Grouped, mod: nn.Module, pre: str, x: Tensor) -> Tensor:
-    h = g(mod.blocks, pre + "blocks.", x)
-    h = F.adaptive_avg_pool2d(h, (mod.doppler_bins, h.shape[-1]))
-    h = h.reshape(h.shape[0], g.m, -1, *h.shape[2:])  # (B, M, C, bins, T)
-    pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=2)  # each model's (B, 2C, bins)
-    return g(mod.proj, pre + "proj.", pooled.flatten(2).transpose(0, 1))
-
-
-# how the composite modules of both architectures run as a group: their forward, layer by layer
-RULES: dict[type, Rule] = {
-    SpectrogramEncoder: _encoder,
-    _CNNBackbone: _cnn_backbone,
-    _ConvBlock: lambda g, mod, pre, x: F.gelu(g(mod.net, pre + "net.", x) + g(mod.skip, pre + "skip.", x)),
-    ResidualStage: lambda g, mod, pre, x: g(mod.out, pre + "out.",
-                                            g(mod.body, pre + "body.", x) + g(mod.skip, pre + "skip.", x)),
-    JudgeCNN: lambda g, mod, pre, x: g(mod.head, pre + "head.", g(mod.features, pre + "features.", x)),
-}
+# how the composite modules of both architectures run as a group (next to each architecture's forward)
+RULES: dict[type, Rule] = {**ENCODER_GROUP_RULES, **JUDGE_GROUP_RULES}
 
 
 def sequential(fit: Callable[..., Any]) -> Trainer:
@@ -130,7 +108,7 @@ def _diverged(who: str) -> Callable[[int, int, float], Exception]:
 
 def fit_classifiers(jobs: Sequence[FitJob], num_classes: int, cfg: Any, *, steps: int, augment: Any = None,
                     val: Any = None, progress: bool = False, device: Any = "cpu",
-                    together: int = 8) -> list[nn.Module]:
+                    together: int = 1) -> list[nn.Module]:
     """``fit_classifier`` of every job, ``together`` at a time (a ViT, whose attention draws dropout
     inside the model, is fitted one after another)."""
     if together <= 1 or cfg.kind != "cnn":
@@ -175,7 +153,7 @@ def _fit_encoder_group(jobs: list[FitJob], *, num_classes: int, cfg: Any, steps:
 
 def fit_judges(jobs: Sequence[FitJob], num_classes: int, cfg: Any = None, *, steps: int, augment: Any = None,
                val: Any = None, progress: bool = False, device: Any = "cpu",
-               channels: tuple[int, ...] = (16, 32, 64), together: int = 8) -> list[nn.Module]:
+               channels: tuple[int, ...] = (16, 32, 64), together: int = 1) -> list[nn.Module]:
     """``judge.fit_for_experiment`` of every job, ``together`` at a time (``cfg``/``augment`` unused: the
     judge keeps its own recipe)."""
     if together <= 1:
