@@ -14,7 +14,10 @@ bench/results/eval_cost_stage_NAME.json with both wall times and both augmentati
 
     python bench/eval_cost.py --run RUN [--order sequential,together] [--together 6] [--name NAME]
 
-``--keep-memory`` (both modes): glibc's malloc hands every freed block above its mmap threshold back to the
+``--layout``: one step of one model of each architecture, NCHW vs channels-last (the layout the in-memory
+fits train in), writes bench/results/eval_cost_layout_NAME.json.
+
+``--keep-memory`` (all modes): glibc's malloc hands every freed block above its mmap threshold back to the
 kernel, so each training step maps and zero-fills its large activations again; this flag makes it keep
 them (``mallopt``), to measure what that costs.
 """
@@ -32,11 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from dopplerdiff.classifier import FitJob
 from dopplerdiff.config import config_for, load_config
 from dopplerdiff.evaluate.evaluate import evaluate_run
+from dopplerdiff.evaluate.judge import JudgeCNN
 from dopplerdiff.evaluate.together import fit_classifiers, fit_judges
+from dopplerdiff.models.encoder import SpectrogramEncoder
 
 RESULTS = Path(__file__).parent / "results"
 K, N, SIZE = 31, 400, 64  # identities, windows per model, window size (the quick profile's)
@@ -84,6 +90,34 @@ def micro(models: list[int], steps: int, threads: int) -> list[dict]:
     return rows
 
 
+def layout(threads: int, reps: int = 4, steps: int = 5) -> list[dict]:
+    """Seconds per forward+backward step of one model (batch 64, 64x64), NCHW vs channels-last."""
+    torch.set_num_threads(threads)
+    x, y = torch.randn(64, 1, SIZE, SIZE), torch.randint(0, K, (64,))
+    cfg = load_config("quick")
+    rows = []
+    for arch in ("encoder", "judge"):
+        make = (lambda: SpectrogramEncoder(num_classes=K, cnn_channels=tuple(cfg.evaluate.augment_channels),
+                                           image_size=SIZE)) if arch == "encoder" else \
+            (lambda: JudgeCNN(1, K, tuple(cfg.evaluate.judge_channels)))
+        best = {}
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            model, xf = make().to(memory_format=fmt), x.contiguous(memory_format=fmt)
+            times = []
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    out = model(xf)
+                    F.cross_entropy(out[1] if isinstance(out, tuple) else out, y).backward()
+                times.append((time.perf_counter() - t0) / steps)
+            best[str(fmt).split(".")[-1]] = min(times[1:])  # the first repetition warms up
+        rows.append({"architecture": arch, **{f"{k}_s": round(v, 4) for k, v in best.items()},
+                     "ratio": round(best["contiguous_format"] / best["channels_last"], 3)})
+        print(f"{arch:<10} NCHW {best['contiguous_format']:.4f} s/step, channels-last "
+              f"{best['channels_last']:.4f} s/step, ratio {rows[-1]['ratio']:.2f}", flush=True)
+    return rows
+
+
 def stage(run: Path, order: list[str], together: int) -> dict:
     """Wall time of the evaluate stage with the classifiers one after another and together."""
     out: dict = {"run": str(run.resolve())}
@@ -113,6 +147,7 @@ def main() -> None:
     ap.add_argument("--models", default="4,8,12", help="micro-benchmark: comma-separated M")
     ap.add_argument("--steps", type=int, default=20, help="micro-benchmark: training steps per model")
     ap.add_argument("--threads", type=int, default=1, help="micro-benchmark: torch threads")
+    ap.add_argument("--layout", action="store_true", help="one model's step: NCHW vs channels-last")
     ap.add_argument("--keep-memory", action="store_true", help="keep freed memory in the process (glibc)")
     ap.add_argument("--name", default=None, help="results name (default: threads / the run's folder name)")
     args = ap.parse_args()
@@ -131,6 +166,10 @@ def main() -> None:
             sys.exit("error: --together must be >= 2 (1 is the sequential mode)")
         res = {**stage(args.run, order, args.together), "keep_memory": kept}
         path = RESULTS / f"eval_cost_stage_{args.name or args.run.name}{suffix}.json"
+    elif args.layout:
+        res = {"threads": args.threads, "keep_memory": kept, "torch": torch.__version__,
+               "rows": layout(args.threads)}
+        path = RESULTS / f"eval_cost_layout_{args.name or f'threads{args.threads}'}{suffix}.json"
     else:
         try:
             models = [int(m) for m in args.models.split(",") if m.strip()]
