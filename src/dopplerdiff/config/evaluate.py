@@ -126,7 +126,8 @@ class EvaluateConfig:
     judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
     # how many of an experiment's classifiers (arms x seeds, one architecture) train at once as one grouped
     # network; each is the model its own training gives (docs/evaluation-cost.md). 1 (one after another):
-    # on one CPU thread a group of 4-12 ran 0.5-0.9x as fast (bench/results/eval_cost_threads1.json)
+    # on one CPU thread a group of 4-12 ran 0.5-0.9x as fast; on two threads of a busy 2-core machine 1.6-2.8x
+    # (bench/results/eval_cost_threads{1,2}.json): bench/eval_cost.py --run decides on a quiet one
     augment_together: int = 1
     # Strategy arms of the augmentation experiment (ArmSpec): each trains the same classifiers with the same
     # steps and seeds on real + that strategy's synthetic windows; gains are paired with the real-only arm.
