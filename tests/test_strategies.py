@@ -180,9 +180,10 @@ def test_evaluation_with_strategy_arms_on_a_budgeted_run(tmp_path, sim_data, smo
 
     from dopplerdiff.evaluate.evaluate import evaluate_run
 
+    # classifiers trained in groups of 4: both architectures, pre-trained inits, weights, other set sizes
     cfg = load_config("smoke", ["data.train_per_identity=3", "evaluate.simpre_per_identity=4",
                                 "evaluate.augment_strategies=[prior, interval, real:0.5, simpre, "
-                                "real:0.5+filtered, real:0.5+w:0.5+n:2]"])
+                                "real:0.5+filtered, real:0.5+w:0.5+n:2]", "evaluate.augment_together=4"])
     run = _make_run(tmp_path, sim_data, cfg)
     data = json.loads((run / "data.json").read_text())
     _add_pipeline(run, cfg, data["identities"])
@@ -380,3 +381,44 @@ def test_recommendation_needs_a_gain_above_zero_under_every_architecture():
     rec = recommend({"encoder": enc, "judge": judge})
     assert rec["strategy"] is None and rec["best"] == "a"
     assert recommend({"encoder": None, "judge": None})["best"] is None
+
+
+def test_prior_arm_reuses_the_pool_encoding():
+    """The 'prior' arm's windows come from the evaluation pool, already encoded: sample_quality does not
+    encode them again, and a drawn arm is encoded."""
+    from dopplerdiff.evaluate import strategies as S
+    from dopplerdiff.evaluate.parts import Part
+
+    x, y = _blobs(4, np.random.default_rng(0))
+    feats, logits = np.random.default_rng(1).standard_normal((len(y), 2)), np.eye(K)[y]
+    pool = Part(x, feats, logits, y, [])
+    pipe = type("P", (), {"identities": [f"ID_{i}" for i in range(K)]})()
+    arms = S.build_arms([parse_strategy("prior")], pipe, None, load_config("smoke"), 4, pool, [])
+
+    def encode(images):
+        raise AssertionError("the pool's windows were encoded again")
+
+    q = S.sample_quality(arms[0], encode, feats[:6], knn_k=2)
+    assert q["encoder_accuracy"] == 1.0 and "precision" in q
+    drawn = ArmData(parse_strategy("interval"), (x, y))
+    assert S.sample_quality(drawn, lambda im: (feats, logits), feats[:6], knn_k=2)["encoder_accuracy"] == 1.0
+
+
+def test_strategy_arms_together_equal_one_by_one(smoke_config):
+    """Strategy arms, simulator pre-training and the baseline trained together score as one by one."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    train, test = _blobs(8, rng), _blobs(6, rng)
+    sim = (*_blobs(6, rng), K)
+    arms = [ArmData(parse_strategy("interval"), _blobs(4, rng)), ArmData(parse_strategy("simpre"), None)]
+    cfg = replace(smoke_config.encoder, channels=[4, 8])
+    kw = {"steps": 3, "seeds": [0, 1], "pretrain": sim}
+    one = run_strategy_arms(train, test, arms, K, cfg, together=1, **kw)
+    four = run_strategy_arms(train, test, arms, K, cfg, together=4, **kw)
+    assert set(four["arms"]) == set(one["arms"]) == {"interval", "simpre"}
+    # one test window's worth (see tests/test_together.py for why not bit-equal)
+    assert np.allclose(four["baseline"]["runs"], one["baseline"]["runs"], atol=1 / len(test[1]) + 1e-9)
+    for name in one["arms"]:
+        assert np.allclose(four["arms"][name]["accuracy"]["runs"], one["arms"][name]["accuracy"]["runs"],
+                           atol=1 / len(test[1]) + 1e-9)

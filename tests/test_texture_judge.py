@@ -100,6 +100,21 @@ def test_disjoint_pair_uses_other_windows():
         c2st(real[:3, None, None], real[:3, None, None])
 
 
+def test_disjoint_pair_transforms_only_the_half_it_uses():
+    """The evaluation passes the reconstruction itself: half of the training windows are decoded, not all,
+    and the pair is the one the reconstructed array gives."""
+    real = np.arange(11)[:, None].astype(np.float32)
+    seen: list[int] = []
+
+    def transform(x):
+        seen.append(len(x))
+        return x + 100
+
+    a, b = disjoint_pair(real, transform, seed=3)
+    a2, b2 = disjoint_pair(real, real + 100, seed=3)
+    assert seen == [5] and np.array_equal(a, a2) and np.array_equal(b, b2)
+
+
 def test_residual_judge_has_skip_connections_and_unknown_arch_is_refused():
     import torch
 

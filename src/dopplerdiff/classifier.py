@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,14 @@ def encoder_loss(
     ``weights`` (B,): per-sample loss weights (None: equal). ``mix`` (second labels, lam) of a mixup batch:
     lam CE(y) + (1 - lam) CE(second); the contrastive term uses the dominant label ``y``."""
     emb, logits = model(x)
+    return loss_of_outputs(emb, logits, y, cfg, weights, mix)
+
+
+def loss_of_outputs(
+    emb: Tensor, logits: Tensor, y: Tensor, cfg: EncoderConfig, weights: Tensor | None = None,
+    mix: tuple[Tensor, float] | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """``encoder_loss`` of a model's outputs (embeddings, logits) for one batch."""
     ce = weighted_cross_entropy(logits, y, weights, cfg.label_smoothing)
     if mix is not None:
         ce = mix[1] * ce + (1.0 - mix[1]) * weighted_cross_entropy(logits, mix[0], weights,
@@ -140,19 +149,81 @@ def accuracy_of(encoder: SpectrogramEncoder, images: np.ndarray, labels: np.ndar
     return float((logits.argmax(1) == labels).mean()) if len(labels) else float("nan")
 
 
-def _training_set(images: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[Tensor, Tensor]:
-    """``fit_classifier``'s images and labels as tensors, checked (one error for the first problem)."""
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    if x_all.ndim != 4 or len(x_all) != len(y_all):
-        raise DataError(
-            f"fit_classifier: images must be (N, C, H, W) matching labels, got {tuple(x_all.shape)}"
+@dataclass
+class FitJob:
+    """One classifier to fit: training images (N, C, H, W) in [-1, 1] and labels, its seed, optional
+    per-image loss weights and a pre-trained ``init`` (see ``fit_classifier``)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    seed: int
+    weights: np.ndarray | None = None
+    init: nn.Module | None = None
+
+
+class Batches:
+    """Batch indices as every in-memory fit draws them: a fresh permutation from ``gen`` whenever fewer
+    than a batch are left of the current one."""
+
+    def __init__(self, n: int, batch_size: int, gen: torch.Generator):
+        self.n, self.bs, self.gen = n, batch_size, gen
+        self.order, self.pos = torch.randperm(n, generator=gen), 0
+
+    def next(self) -> Tensor:
+        if self.pos + self.bs > len(self.order):
+            self.order, self.pos = torch.randperm(self.n, generator=self.gen), 0
+        idx = self.order[self.pos : self.pos + self.bs]
+        self.pos += self.bs
+        return idx
+
+
+def checked_data(images: Any, labels: Any, num_classes: int, weights: np.ndarray | None,
+                 who: str) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(images, labels, weights) as tensors; DataError unless (N, C, H, W) with N >= 2 matching labels in
+    [0, num_classes)."""
+    x = torch.as_tensor(np.asarray(images), dtype=torch.float32)
+    y = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+    if x.ndim != 4 or len(x) != len(y):
+        raise DataError(f"{who}: images must be (N, C, H, W) matching labels, got {tuple(x.shape)}")
+    if len(x) < 2:
+        raise DataError(f"{who} needs at least 2 training images, got {len(x)}")
+    if y.min() < 0 or y.max() >= num_classes:
+        raise DataError(f"{who}: labels must be in [0, {num_classes - 1}]")
+    return x, y, sample_weights(weights, len(y), who)
+
+
+def new_classifier(cfg: EncoderConfig, num_classes: int, x: Tensor, seed: int, init: nn.Module | None,
+                    device: str | torch.device, identities: list[str] | None = None,
+                    colormap: str = "jet") -> SpectrogramEncoder:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = encoder_from_config(
+            cfg, num_classes=num_classes, image_size=int(x.shape[-1]), in_channels=int(x.shape[1]),
+            identities=identities, colormap=colormap,
         )
-    if len(x_all) < 2:
-        raise DataError(f"fit_classifier needs at least 2 training images, got {len(x_all)}")
-    if y_all.min() < 0 or y_all.max() >= num_classes:
-        raise DataError(f"fit_classifier: labels must be in [0, {num_classes - 1}]")
-    return x_all, y_all
+    return load_backbone(model, init).to(device)
+
+
+def classifier_optimiser(params: Any, tc: Any, steps: int) -> tuple[torch.optim.Optimizer, Any]:
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
+    return opt, get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)
+
+
+def augmented_batch(x: Tensor, y: Tensor, augment: AugmentConfig | None,
+               gen: torch.Generator) -> tuple[Tensor, tuple[Tensor, float] | None]:
+    """The batch after the spectrogram augmentations and mixup (its second labels and lam, else None)."""
+    if augment is None:
+        return x, None
+    x = augment_batch(x, augment, generator=gen)
+    if augment.mixup <= 0:
+        return x, None
+    x, y_b, lam = mixup(x, y, augment.mixup, gen)
+    return x, (y_b, lam)
+
+
+def _diverged(step: int, loss: float) -> DopplerDiffError:
+    return DopplerDiffError(f"fit_classifier diverged at step {step} (loss {loss}); lower the lr")
 
 
 def fit_classifier(
@@ -170,43 +241,23 @@ def fit_classifier(
     overrides ``cfg.train.steps``). With ``val``, accuracy is measured ~10 times and the best weights are
     returned (model selection on validation only). Deterministic for a given ``seed``.
     """
-    x_all, y_all = _training_set(images, labels, num_classes)
-    w_all = sample_weights(weights, len(y_all), "fit_classifier")
+    x_all, y_all, w_all = checked_data(images, labels, num_classes, weights, "fit_classifier")
     tc = cfg.train
     gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = encoder_from_config(
-            cfg, num_classes=num_classes, image_size=int(x_all.shape[-1]), in_channels=int(x_all.shape[1]),
-            identities=identities, colormap=colormap,
-        )
-        model = load_backbone(model, init).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    sched_name = "constant_with_warmup" if tc.lr_schedule == "constant" else tc.lr_schedule
-    sched = get_scheduler(sched_name, opt, num_warmup_steps=tc.warmup_steps, num_training_steps=steps)
-    bs = min(tc.batch_size, len(x_all))
+    model = new_classifier(cfg, num_classes, x_all, seed, init, device, identities, colormap)
+    opt, sched = classifier_optimiser(model.parameters(), tc, steps)
     eval_every = max(steps // 10, 1)
     best_acc, best_state = -1.0, None
-    order, pos = torch.randperm(len(x_all), generator=gen), 0
+    batches = Batches(len(x_all), min(tc.batch_size, len(x_all)), gen)
     model.train()
     for step in tqdm(range(steps), desc="fit encoder", disable=not progress, dynamic_ncols=True):
-        if pos + bs > len(order):
-            order, pos = torch.randperm(len(x_all), generator=gen), 0
-        idx = order[pos : pos + bs]
-        pos += bs
-        x, y = x_all[idx], y_all[idx]
-        mix = None
-        if augment is not None:
-            x = augment_batch(x, augment, generator=gen)
-            if augment.mixup > 0:
-                x, y_b, lam = mixup(x, y, augment.mixup, gen)
-                mix = (y_b.to(device), lam)
+        idx = batches.next()
+        x, mix = augmented_batch(x_all[idx], y_all[idx], augment, gen)
+        mix = None if mix is None else (mix[0].to(device), mix[1])
         w = None if w_all is None else w_all[idx].to(device)
-        loss, _ = encoder_loss(model, x.to(device), y.to(device), cfg, w, mix)
+        loss, _ = encoder_loss(model, x.to(device), y_all[idx].to(device), cfg, w, mix)
         if not torch.isfinite(loss):
-            raise DopplerDiffError(
-                f"fit_classifier diverged at step {step + 1} (loss {loss.item()}); lower the lr"
-            )
+            raise _diverged(step + 1, loss.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip > 0:

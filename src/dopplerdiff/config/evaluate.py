@@ -124,6 +124,11 @@ class EvaluateConfig:
     judge_arch: str = "plain"  # 'plain' (conv-BN-ReLU stages) or 'residual' (two-layer residual stages)
     c2st_steps: int = 200
     judge_augmentation: bool = True  # the augmentation experiment scored by judge-architecture classifiers
+    # how many of an experiment's classifiers (arms x seeds, one architecture) train at once as one grouped
+    # network; each is the model its own training gives (docs/evaluation-cost.md). 1 (one after another):
+    # on one CPU thread a group of 4-12 ran 0.5-0.9x as fast; on two threads of a busy 2-core machine 1.6-2.8x
+    # (bench/results/eval_cost_threads{1,2}.json): bench/eval_cost.py --run decides on a quiet one
+    augment_together: int = 1
     # Strategy arms of the augmentation experiment (ArmSpec): each trains the same classifiers with the same
     # steps and seeds on real + that strategy's synthetic windows; gains are paired with the real-only arm.
     augment_strategies: list[str] = field(default_factory=lambda: ["prior"])
@@ -165,6 +170,8 @@ class EvaluateConfig:
         if self.judge_arch not in JUDGE_ARCHS:
             raise ValueError(f"evaluate.judge_arch must be one of {', '.join(JUDGE_ARCHS)}, "
                              f"got {self.judge_arch!r}")
+        if self.augment_together < 1:
+            raise ValueError(f"evaluate.augment_together must be >= 1, got {self.augment_together}")
         if self.judge_steps < 0 or self.c2st_steps < 0:
             raise ValueError("evaluate.judge_steps and evaluate.c2st_steps must be >= 0")
         self._check_strategies()

@@ -13,9 +13,10 @@ The synthetic images may be the scored evaluation samples (``dopplerdiff.evaluat
 pool): generation after training sees no real test window, so nothing leaks into the test score.
 
 All images are (N, C, H, W) float32 in [-1, 1]. ``read_synthetic(folder, identities, cfg)`` reads the
-synthetic windows of a `generate` or `augment` output (any sampling strategy) into such a set. The classifier
-functions default to ``dopplerdiff.classifier.fit_classifier`` / ``predict`` and can be injected (tests,
-other models).
+synthetic windows of a `generate` or `augment` output (any sampling strategy) into such a set. The classifiers
+default to ``dopplerdiff.classifier.fit_classifier``'s recipe, trained together by
+``dopplerdiff.evaluate.together.fit_classifiers``, and ``predict``; both can be injected (tests, other
+models).
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from dopplerdiff.classifier import fit_classifier
+from dopplerdiff.classifier import FitJob
 from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import AugmentConfig, EncoderConfig
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import from_unit, read_file, resize
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.evaluate.together import Trainer, trainer_for
 from dopplerdiff.utils.paths import path_inside
 
 log = logging.getLogger(__name__)
@@ -91,6 +93,40 @@ def read_synthetic(folder: Path, identities: list[str], cfg: DataConfig) -> tupl
     return from_unit(np.stack(images)).astype(np.float32), labels
 
 
+def _checked_sets(real_train: Any, real_test: Any, synthetic: Any, num_classes: int,
+                  steps: int, seeds: Sequence[int]) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """(real train, real test, synthetic) as float32 images and int64 labels; DopplerDiffError if unusable."""
+    if steps < 1:
+        raise DopplerDiffError(f"augmentation experiment: steps must be >= 1, got {steps}")
+    if len(seeds) < 1:
+        raise DopplerDiffError("augmentation experiment: needs at least one seed (evaluate.augment_seeds)")
+    sets = tuple((np.asarray(s[0], np.float32), np.asarray(s[1], np.int64))
+                 for s in (real_train, real_test, synthetic))
+    for name, (x, y) in zip(("real train", "real test", "synthetic"), sets, strict=True):
+        _check(name, x, y, num_classes)
+    (xr, _), (xt, _), (xs, _) = sets
+    if len(xr) == 0 or len(xt) == 0:
+        raise DopplerDiffError(
+            "augmentation experiment: the real train and real test splits must not be empty"
+        )
+    if len(xs) == 0:
+        raise DopplerDiffError("augmentation experiment: no synthetic images were given")
+    if xs.shape[1:] != xr.shape[1:]:
+        raise DopplerDiffError(
+            f"augmentation experiment: synthetic images {xs.shape[1:]} differ from real images {xr.shape[1:]}"
+        )
+    return sets
+
+
+def arm_jobs(data: dict[str, tuple[np.ndarray, np.ndarray]], seeds: Sequence[int]) -> list[FitJob]:
+    """One classifier per (seed, arm), seed-major (the order the arms were once trained one by one)."""
+    return [FitJob(data[arm][0], data[arm][1], int(seed)) for seed in seeds for arm in ARMS]
+
+
+def _per_identity(pred: np.ndarray, yt: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.array([(pred[yt == k] == k).mean() if (yt == k).any() else np.nan for k in range(num_classes)])
+
+
 def run_augmentation_experiment(
     real_train: tuple[np.ndarray, np.ndarray],
     real_test: tuple[np.ndarray, np.ndarray],
@@ -106,73 +142,37 @@ def run_augmentation_experiment(
     predict: PredictFn | None = None,
     progress: bool = False,
     device: str | Any = "cpu",
+    fit_many: Trainer | None = None,
+    together: int = 1,
 ) -> dict[str, Any]:
     """Train the three arms for every seed and score them on real test; return a JSON-ready dict.
 
     ``val`` (real validation windows) is passed to every arm alike for model selection; test is never used.
+    The arms' classifiers are fitted by ``fit_many`` (a ``together`` trainer), else by ``fit`` one at a
+    time, else by ``fit_classifiers``; ``together`` of them at once (1: one after another).
     """
-    fit = fit or fit_classifier
     predict = predict or classifier_predict
-    if steps < 1:
-        raise DopplerDiffError(f"augmentation experiment: steps must be >= 1, got {steps}")
-    if len(seeds) < 1:
-        raise DopplerDiffError("augmentation experiment: needs at least one seed (evaluate.augment_seeds)")
-    xr, yr = np.asarray(real_train[0], np.float32), np.asarray(real_train[1], np.int64)
-    xt, yt = np.asarray(real_test[0], np.float32), np.asarray(real_test[1], np.int64)
-    xs, ys = np.asarray(synthetic[0], np.float32), np.asarray(synthetic[1], np.int64)
-    for name, x, y in (("real train", xr, yr), ("real test", xt, yt), ("synthetic", xs, ys)):
-        _check(name, x, y, num_classes)
-    if len(xr) == 0 or len(xt) == 0:
-        raise DopplerDiffError(
-            "augmentation experiment: the real train and real test splits must not be empty"
-        )
-    if len(xs) == 0:
-        raise DopplerDiffError("augmentation experiment: no synthetic images were given")
-    if xs.shape[1:] != xr.shape[1:]:
-        raise DopplerDiffError(
-            f"augmentation experiment: synthetic images {xs.shape[1:]} differ from real images {xr.shape[1:]}"
-        )
-    data = {
-        "real": (xr, yr),
-        "real+synthetic": (np.concatenate([xr, xs]), np.concatenate([yr, ys])),
-        "synthetic": (xs, ys),
-    }
+    (xr, yr), (xt, yt), (xs, ys) = _checked_sets(real_train, real_test, synthetic, num_classes, steps, seeds)
+    data = {"real": (xr, yr), "real+synthetic": (np.concatenate([xr, xs]), np.concatenate([yr, ys])),
+            "synthetic": (xs, ys)}
+    jobs = arm_jobs(data, seeds)
+    log.info("augmentation experiment: %d classifiers, %d at a time", len(jobs), max(together, 1))
+    models = trainer_for(fit, fit_many)(jobs, num_classes, encoder_cfg, steps=steps, augment=augment, val=val,
+                                    progress=False, device=device, together=together)
     runs: dict[str, list[float]] = {arm: [] for arm in ARMS}
     per_identity: dict[str, list[np.ndarray]] = {arm: [] for arm in ARMS}
-    total = len(ARMS) * len(seeds)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    for i, (job, model) in enumerate(zip(jobs, models, strict=True)):
+        arm = ARMS[i % len(ARMS)]  # arm_jobs: seed-major, the arms in ARMS order
+        logits, _ = predict(model, xt)
+        runs[arm].append(_accuracy(logits, yt))
+        per_identity[arm].append(_per_identity(np.asarray(logits).argmax(axis=1), yt, num_classes))
+        log.info("augmentation: seed %d arm %-15s accuracy %.3f", job.seed, arm, runs[arm][-1])
+    return _result(runs, per_identity, seeds, steps, (xr, xs, ys, xt))
 
-        bar = tqdm(total=total, desc="augmentation experiment", leave=False)
-    for seed in seeds:
-        for arm in ARMS:
-            x, y = data[arm]
-            model = fit(
-                x,
-                y,
-                num_classes,
-                encoder_cfg,
-                steps=steps,
-                seed=int(seed),
-                augment=augment,
-                val=val,
-                progress=False,
-                device=device,
-            )
-            logits, _ = predict(model, xt)
-            pred = np.asarray(logits).argmax(axis=1)
-            runs[arm].append(_accuracy(logits, yt))
-            per_identity[arm].append(
-                np.array(
-                    [(pred[yt == k] == k).mean() if (yt == k).any() else np.nan for k in range(num_classes)]
-                )
-            )
-            log.info("augmentation: seed %d arm %-15s accuracy %.3f", seed, arm, runs[arm][-1])
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+
+def _result(runs: dict[str, list[float]], per_identity: dict[str, list[np.ndarray]], seeds: Sequence[int],
+            steps: int, sets: tuple[np.ndarray, ...]) -> dict[str, Any]:
+    xr, xs, ys, xt = sets
     with warnings.catch_warnings():  # an identity absent from real test gives an all-NaN column
         warnings.simplefilter("ignore", RuntimeWarning)
         per_id_mean = {arm: np.nanmean(np.stack(per_identity[arm]), axis=0) for arm in ARMS}

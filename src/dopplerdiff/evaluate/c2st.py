@@ -11,6 +11,7 @@ classifier cannot learn to match a window with its own reconstruction across hal
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,15 @@ MIN_PER_SET = 8
 BORDER = 2  # pixels cut from each side for the border-free test
 
 
-def disjoint_pair(real: np.ndarray, transform_out: np.ndarray,
+def disjoint_pair(real: np.ndarray, transform_out: np.ndarray | Callable[[np.ndarray], np.ndarray],
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Split index set in two: originals of one half, transformed versions (same order as ``real``) of
-    the other — e.g. real test windows vs reconstructions of the other test windows."""
+    the other — e.g. real test windows vs reconstructions of the other test windows. ``transform_out``: the
+    transformed windows, or the transform itself, then applied to the half that is used only."""
+    if callable(transform_out):
+        perm = np.random.default_rng(seed).permutation(len(real))
+        half = len(real) // 2
+        return real[perm[:half]], transform_out(real[perm[half : 2 * half]])
     if len(real) != len(transform_out):
         raise DopplerDiffError("disjoint_pair: real and transformed sets must be aligned (same length)")
     perm = np.random.default_rng(seed).permutation(len(real))

@@ -217,7 +217,8 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
     res = run_augmentation_experiment(
         (train.x, train.y), (test.x, test.y), (synthetic.x, synthetic.y), k, enc_cfg,
         steps=ecfg.augment_steps, seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
-        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device)
+        augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device,
+        together=ecfg.augment_together)
     res["synthetic_seed"] = ecfg.seed
     res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
@@ -250,14 +251,14 @@ def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
         main["strategies"] = S.run_strategy_arms(
             (ctx.train.x, ctx.train.y), (ctx.test.x, ctx.test.y), arms, ctx.k, enc_cfg,
             steps=ecfg.augment_steps, seeds=seeds, augment=ctx.cfg.data.augment if fit is None else None,
-            val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit=fit,
-            predict=predict, device=ctx.device)
+            val=val, pretrain=pretrain, baseline=main["arms"]["real"]["runs"], reuse=reuse, fit_many=fit,
+            predict=predict, device=ctx.device, together=ecfg.augment_together)
     st.metrics["augmentation_recommendation"] = S.recommend(
         {arch: (st.metrics.get(key) or {}).get("strategies") for arch, key in S.ARCH_KEYS})
 
 
 def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:
-    """(metrics key, fit, predict, encoder config) of the experiment's two classifier architectures."""
+    """(metrics key, trainer, predict, encoder config) of the experiment's two classifier architectures."""
     ecfg = ctx.cfg.evaluate
     enc_cfg = ctx.cfg.encoder
     if ecfg.augment_channels:
@@ -281,7 +282,7 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
     ctx.confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
     ctx.synthetic["reconstruction"] = (rec.x, rec.y)
     if ctx.ind is not None:  # C2ST: real train windows vs reconstructions of OTHER train windows
-        pair = disjoint_pair(ctx.train.x, reconstruct(vae, ctx.train.x), seed=ecfg.seed)
+        pair = disjoint_pair(ctx.train.x, lambda x: reconstruct(vae, x), seed=ecfg.seed)  # only the half used
         ctx.ind.add_set("reconstruction", rec.x, rec.y, pair)
 
 

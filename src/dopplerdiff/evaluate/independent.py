@@ -31,13 +31,13 @@ from dopplerdiff.evaluate.borders import compare_borders, difference_maps
 from dopplerdiff.evaluate.c2st import MIN_PER_SET, c2st, without_border
 from dopplerdiff.evaluate.judge import (
     JudgeSettings,
-    fit_for_experiment,
     fit_judge,
     judge_logits,
     predict_for_experiment,
 )
 from dopplerdiff.evaluate.metrics import identity_accuracy
 from dopplerdiff.evaluate.texture import compare_texture, radial_power_spectrum
+from dopplerdiff.evaluate.together import fit_judges
 
 log = logging.getLogger(__name__)
 JUDGE_SEED_OFFSET = 1009  # the judge's own seed: never the encoder's or the generator's
@@ -109,15 +109,17 @@ class IndependentEval:
                  self.c2st_m.get(key, {}).get("accuracy"))
 
     def experiment_fns(self) -> tuple[Any, Any]:
-        """(fit, predict) of judge-architecture classifiers for the augmentation experiments."""
-        return partial(fit_for_experiment, channels=tuple(self.cfg.judge_channels)), predict_for_experiment
+        """(trainer, predict) of judge-architecture classifiers for the augmentation experiments (the
+        trainer fits many at once: ``dopplerdiff.evaluate.together``)."""
+        return partial(fit_judges, channels=tuple(self.cfg.judge_channels)), predict_for_experiment
 
     def augmentation(self, run_experiment: Any, synthetic: tuple[np.ndarray, np.ndarray], **kw: Any) -> dict:
         """The augmentation experiment with judge-architecture classifiers (its own recipe and widths; the
         same step budget as the encoder-architecture arms, evaluate.augment_steps)."""
-        fit, predict = self.experiment_fns()
+        fit_many, predict = self.experiment_fns()
         res = run_experiment(self.train, self.test, synthetic, self.k, None, steps=self.cfg.augment_steps,
-                             fit=fit, predict=predict, device=self.device, **kw)
+                             fit_many=fit_many, predict=predict, device=self.device,
+                             together=self.cfg.augment_together, **kw)
         res["classifier"] = f"judge CNN {list(self.cfg.judge_channels)}"
         return res
 

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dopplerdiff.classifier import load_backbone, sample_weights, weighted_cross_entropy
+from dopplerdiff.classifier import Batches, checked_data, load_backbone, weighted_cross_entropy
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.evaluate import JUDGE_ARCHS
 from dopplerdiff.data.augment import augment_batch, mixup
-from dopplerdiff.errors import DataError, DopplerDiffError
+from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.stacked import Rule
 
 GRID = 4  # spatial cells kept before the head: where in the window (Doppler row, time) still matters
 
@@ -90,6 +91,14 @@ class JudgeCNN(nn.Module):
         return self.head(self.features(x))
 
 
+# The judge's forward for M models at once (``models.stacked``): keep in step with the forwards above.
+JUDGE_GROUP_RULES: dict[type, Rule] = {
+    ResidualStage: lambda g, mod, pre, x: g(mod.out, pre + "out.",
+                                            g(mod.body, pre + "body.", x) + g(mod.skip, pre + "skip.", x)),
+    JudgeCNN: lambda g, mod, pre, x: g(mod.head, pre + "head.", g(mod.features, pre + "features.", x)),
+}
+
+
 def _roll_time(x: Tensor, gen: torch.Generator) -> Tensor:
     """Each sample rolled by its own random number of columns (time is the last axis)."""
     shifts = torch.randint(0, x.shape[-1], (len(x),), generator=gen)
@@ -110,15 +119,6 @@ def _accuracy(model: nn.Module, val: tuple[Any, Any]) -> float:
     return float((judge_logits(model, val[0]).argmax(1) == np.asarray(val[1])).mean())
 
 
-def _check(x: Tensor, y: Tensor, num_classes: int) -> None:
-    if x.ndim != 4 or len(x) != len(y):
-        raise DataError(f"judge: images must be (N, C, H, W) matching labels, got {tuple(x.shape)}")
-    if len(x) < 2:
-        raise DataError(f"judge: needs at least 2 training images, got {len(x)}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise DataError(f"judge: labels must be in [0, {num_classes - 1}]")
-
-
 def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSettings | None = None, *,
               seed: int = 0, val: tuple[Any, Any] | None = None, device: str | torch.device = "cpu",
               augment: bool = True, init: nn.Module | None = None,
@@ -128,17 +128,29 @@ def fit_judge(images: Any, labels: Any, num_classes: int, settings: JudgeSetting
     per-image loss weights; ``classic``: spectrogram augmentations (and mixup) in place of the judge's own
     time roll, for experiments that compare augmentation recipes."""
     s = settings or JudgeSettings()
-    x_all = torch.as_tensor(np.asarray(images), dtype=torch.float32)
-    y_all = torch.as_tensor(np.asarray(labels), dtype=torch.int64)
-    _check(x_all, y_all, num_classes)
-    w_all = sample_weights(weights, len(y_all), "judge")
+    x_all, y_all, w_all = checked_data(images, labels, num_classes, weights, "judge")
     with torch.random.fork_rng(devices=[]):  # dropout and init draw from the global RNG: seed it locally
         torch.manual_seed(seed)
-        judge = JudgeCNN(x_all.shape[1], num_classes, tuple(s.channels), s.arch)
-        model = load_backbone(judge, init).to(device)
+        model = new_judge(x_all, num_classes, s, init, device)
         _train(model, (x_all, y_all, w_all), s, torch.Generator().manual_seed(seed), val, device, augment,
                classic)
     return model.eval()
+
+
+def new_judge(x: Tensor, num_classes: int, s: JudgeSettings, init: nn.Module | None,
+              device: str | torch.device) -> JudgeCNN:
+    """A freshly initialised judge (from the global RNG) for images like ``x``, ``init``'s backbone loaded."""
+    return load_backbone(JudgeCNN(x.shape[1], num_classes, tuple(s.channels), s.arch), init).to(device)
+
+
+def judge_batch(x: Tensor, gen: torch.Generator, augment: bool) -> Tensor:
+    """The judge's own augmentation of a batch: a random circular time shift per window (or none)."""
+    return _roll_time(x, gen) if augment else x
+
+
+def judge_optimiser(params: Any, s: JudgeSettings) -> tuple[torch.optim.Optimizer, Any]:
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
 
 
 def _batch_loss(model: JudgeCNN, x: Tensor, y: Tensor, w: Tensor | None, gen: torch.Generator,
@@ -160,16 +172,13 @@ def _train(model: JudgeCNN, data: tuple[Tensor, Tensor, Tensor | None], s: Judge
            augment: bool, classic: AugmentConfig | None = None) -> None:
     """AdamW + one-cycle schedule; with ``val``, the best validation weights are loaded at the end."""
     x_all, y_all, w_all = data
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.lr, total_steps=s.steps, pct_start=0.1)
-    bs, every = min(s.batch_size, len(x_all)), max(s.steps // max(s.evals, 1), 1)
+    opt, sched = judge_optimiser(model.parameters(), s)
+    every = max(s.steps // max(s.evals, 1), 1)
     best, best_state = -1.0, None
-    order, pos = torch.randperm(len(x_all), generator=gen), 0
+    batches = Batches(len(x_all), min(s.batch_size, len(x_all)), gen)
     for step in range(s.steps):
-        if pos + bs > len(order):
-            order, pos = torch.randperm(len(x_all), generator=gen), 0
-        idx, pos = order[pos : pos + bs], pos + bs
-        x = _roll_time(x_all[idx], gen) if augment and classic is None else x_all[idx]
+        idx = batches.next()
+        x = judge_batch(x_all[idx], gen, augment and classic is None)
         model.train()
         w = None if w_all is None else w_all[idx].to(device)
         loss = _batch_loss(model, x, y_all[idx], w, gen, classic, device)

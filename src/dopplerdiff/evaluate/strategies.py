@@ -20,12 +20,13 @@ import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dopplerdiff.classifier import fit_classifier
+from dopplerdiff.classifier import FitJob
 from dopplerdiff.classifier import predict as classifier_predict
 from dopplerdiff.config import Config
 from dopplerdiff.config.evaluate import ArmSpec
@@ -34,6 +35,7 @@ from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.metrics import precision_recall
 from dopplerdiff.evaluate.parts import Part, first_per_identity
+from dopplerdiff.evaluate.together import Trainer, trainer_for
 from dopplerdiff.generate import draw
 from dopplerdiff.schedulers import check_scheduler_name
 from dopplerdiff.synthetic.strategy import Strategy, resolve
@@ -44,11 +46,13 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 @dataclasses.dataclass
 class ArmData:
-    """One arm's training additions: synthetic windows (None for ``simpre`` alone) and how they were made."""
+    """One arm's training additions: synthetic windows (None for ``simpre`` alone) and how they were made;
+    ``encoded``: their encoder (features, logits) where already computed (the evaluation pool's)."""
 
     spec: ArmSpec
     synthetic: Arrays | None
     recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    encoded: Arrays | None = None
 
 
 def t_interval(values: Sequence[float]) -> list[float] | None:
@@ -154,63 +158,73 @@ def _check_arms(arms: Sequence[ArmData], shape: tuple[int, ...], num_classes: in
                                    f"real images' shape {shape}")
 
 
+def _arm_set(arm: ArmData, xr: np.ndarray,
+             yr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """An arm's training set: the real windows plus its synthetic ones, with its loss weights (or None)."""
+    if arm.synthetic is None:
+        return xr, yr, None
+    x, y = np.concatenate([xr, arm.synthetic[0]]), np.concatenate([yr, arm.synthetic[1]])
+    w = None
+    if arm.spec.weight != 1.0:
+        w = np.concatenate([np.ones(len(yr)), np.full(len(arm.synthetic[1]), arm.spec.weight)])
+    return x, y, w
+
+
 def run_strategy_arms(
     real_train: Arrays, real_test: Arrays, arms: Sequence[ArmData], num_classes: int, encoder_cfg: Any, *,
     steps: int, seeds: Sequence[int], augment: Any = None, val: Arrays | None = None,
     pretrain: tuple[np.ndarray, np.ndarray, int] | None = None, baseline: Sequence[float] | None = None,
     reuse: dict[str, Sequence[float]] | None = None, fit: Callable[..., Any] | None = None,
-    predict: Callable[..., Any] | None = None, device: Any = "cpu",
+    predict: Callable[..., Any] | None = None, device: Any = "cpu", fit_many: Trainer | None = None,
+    together: int = 1,
 ) -> dict[str, Any]:
     """Accuracy on real test of every arm per seed, and its paired gain over the real-only baseline.
 
     ``baseline``: real-only accuracies already measured with these seeds (else fitted here); ``reuse``: arm
     name -> accuracies already measured (the 'prior' arm is the main experiment's real+synthetic arm);
-    ``pretrain``: simulated (images, labels, K) for ``simpre`` arms, one pre-trained classifier per seed."""
-    fit, predict = fit or fit_classifier, predict or classifier_predict
+    ``pretrain``: simulated (images, labels, K) for ``simpre`` arms, one pre-trained classifier per seed.
+    Classifiers are fitted as in ``run_augmentation_experiment`` (``fit_many``/``fit``, ``together``)."""
+    predict = predict or classifier_predict
     xr, yr = np.asarray(real_train[0], np.float32), np.asarray(real_train[1], np.int64)
     xt, yt = np.asarray(real_test[0], np.float32), np.asarray(real_test[1], np.int64)
     _check_arms(arms, xr.shape[1:], num_classes, pretrain)
-    common = {"steps": steps, "augment": augment, "progress": False, "device": device}
-
-    def score(x: np.ndarray, y: np.ndarray, seed: int, init: Any = None, w: Any = None) -> float:
-        extra = {k: v for k, v in (("init", init), ("weights", w)) if v is not None}
-        model = fit(x, y, num_classes, encoder_cfg, seed=int(seed), val=val, **common, **extra)
-        return float((np.asarray(predict(model, xt)[0]).argmax(1) == yt).mean())
-
-    base = list(baseline) if baseline is not None else [score(xr, yr, s) for s in seeds]
+    fit_all = partial(trainer_for(fit, fit_many), steps=steps, augment=augment, progress=False, device=device,
+                      together=together)
+    todo = [a for a in arms if not (reuse and a.spec.name in reuse)]
     pre: dict[int, Any] = {}
+    if pretrain is not None and any(a.spec.simpre for a in todo):  # one pre-training per seed, shared
+        px, py, pk = pretrain
+        pre = dict(zip(seeds, fit_all([FitJob(px, py, int(s)) for s in seeds], pk, encoder_cfg, val=None),
+                       strict=True))
+    jobs = [] if baseline is not None else [FitJob(xr, yr, int(s)) for s in seeds]
+    for arm in todo:
+        x, y, w = _arm_set(arm, xr, yr)
+        jobs += [FitJob(x, y, int(s), w, pre[s] if arm.spec.simpre else None) for s in seeds]
+    accs = [float((np.asarray(predict(m, xt)[0]).argmax(1) == yt).mean())
+            for m in fit_all(jobs, num_classes, encoder_cfg, val=val)]
+    base = list(baseline) if baseline is not None else accs[: len(seeds)]
+    measured = iter(accs[len(accs) - len(todo) * len(seeds):])
+    runs = {a.spec.name: [float(v) for v in reuse[a.spec.name]] if reuse and a.spec.name in reuse
+            else [next(measured) for _ in seeds] for a in arms}
     out: dict[str, Any] = {"baseline": summary(base), "seeds": [int(s) for s in seeds], "steps": int(steps),
                            "arms": {}}
     for arm in arms:
         name = arm.spec.name
-        x, y, w = xr, yr, None
-        if arm.synthetic is not None:
-            x, y = np.concatenate([xr, arm.synthetic[0]]), np.concatenate([yr, arm.synthetic[1]])
-            if arm.spec.weight != 1.0:
-                w = np.concatenate([np.ones(len(yr)), np.full(len(arm.synthetic[1]), arm.spec.weight)])
-        if reuse and name in reuse:
-            runs = [float(v) for v in reuse[name]]
-        else:
-            runs = []
-            for s in seeds:
-                init = None
-                if arm.spec.simpre:
-                    if s not in pre:  # same pre-training for every simpre arm of this seed
-                        px, py, pk = pretrain  # type: ignore[misc]
-                        pre[s] = fit(px, py, pk, encoder_cfg, seed=int(s), val=None, **common)
-                    init = pre[s]
-                runs.append(score(x, y, s, init, w))
-                log.info("strategy %-20s seed %d accuracy %.3f (baseline %.3f)", name, s, runs[-1],
-                         base[list(seeds).index(s)])
-        n_syn = 0 if arm.synthetic is None else len(arm.synthetic[1])
-        out["arms"][name] = {
-            "accuracy": summary(runs), "gain": summary(np.subtract(runs, base), ci=True),
-            "n_synthetic": n_syn, "synthetic_per_identity": round(n_syn / num_classes),
-            "synthetic_to_real": round(n_syn / len(yr), 4), "synthetic_weight": arm.spec.weight,
-            "pretrained_on_simulation": arm.spec.simpre,
-            "pretrain_classes": pretrain[2] if arm.spec.simpre and pretrain else None,
-        }
+        log.info("strategy %-20s accuracy %s (baseline %s)", name, runs[name], base)
+        out["arms"][name] = _arm_result(arm, runs[name], base, num_classes, len(yr), pretrain)
     return out
+
+
+def _arm_result(arm: ArmData, runs: list[float], base: Sequence[float], num_classes: int, n_real: int,
+                pretrain: tuple[np.ndarray, np.ndarray, int] | None) -> dict[str, Any]:
+    n_syn = 0 if arm.synthetic is None else len(arm.synthetic[1])
+    return {
+        "accuracy": summary(runs), "gain": summary(np.subtract(runs, base), ci=True),
+        "n_synthetic": n_syn, "synthetic_per_identity": round(n_syn / num_classes),
+        "synthetic_to_real": round(n_syn / n_real, 4), "synthetic_weight": arm.spec.weight,
+        "pretrained_on_simulation": arm.spec.simpre,
+        "pretrain_classes": pretrain[2] if arm.spec.simpre and pretrain else None,
+    }
 
 
 def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: Part,
@@ -234,7 +248,8 @@ def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: i
             missing.append(f"strategy arm '{spec.name}' left out: {base}")
             log.warning("strategy arm '%s' left out: %s", spec.name, base)
             continue
-        arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight}))
+        arms.append(ArmData(spec, base.synthetic, {**base.recipe, "synthetic_weight": spec.weight},
+                            base.encoded))
     return arms
 
 
@@ -247,7 +262,7 @@ def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Pa
         first = first_per_identity(pool, n, k)
         return ArmData(spec, (first.x, first.y), {
             "guidance": cfg.evaluate.guidance, "guidance_interval": None, "from_real": None, "strength": None,
-            "filter": None})
+            "filter": None}, (first.f, first.logits))
     return make_arm_data(spec, pipe, run, cfg, n, progress)
 
 
@@ -274,12 +289,13 @@ def recommend(per_arch: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def sample_quality(arm: ArmData, encode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                    test_features: np.ndarray, knn_k: int) -> dict[str, Any]:
-    """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows."""
+    """Encoder identity accuracy and k-NN precision/recall (vs real test) of an arm's synthetic windows
+    (``encode`` is called only for windows not encoded yet)."""
 
     if arm.synthetic is None:
         return {}
     x, y = arm.synthetic
-    feats, logits = encode(x)
+    feats, logits = arm.encoded if arm.encoded is not None else encode(x)
     out: dict[str, Any] = {"encoder_accuracy": float((logits.argmax(1) == y).mean())}
     k = min(knn_k, len(feats) - 1, len(test_features) - 1)
     if k >= 1:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from dopplerdiff.config.encoder import EncoderConfig
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.models.stacked import Grouped, Rule
 from dopplerdiff.utils.io import loadable_weights, pretrained_config
 
 ENCODER_CLASS = "SpectrogramEncoder"
@@ -202,6 +203,27 @@ class SpectrogramEncoder(ModelMixin, ConfigMixin):
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         f = self.features(x)
         return F.normalize(f, dim=-1), self.head(f)
+
+
+def _grouped_encoder(g: Grouped, mod: SpectrogramEncoder, pre: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    f = g(mod.backbone, pre + "backbone.", x)
+    return F.normalize(f, dim=-1), g(mod.head, pre + "head.", f)
+
+
+def _grouped_cnn(g: Grouped, mod: _CNNBackbone, pre: str, x: Tensor) -> Tensor:
+    h = g(mod.blocks, pre + "blocks.", x)
+    h = F.adaptive_avg_pool2d(h, (mod.doppler_bins, h.shape[-1]))
+    h = h.reshape(h.shape[0], g.m, -1, *h.shape[2:])  # (B, M, C, bins, T)
+    pooled = torch.cat([h.mean(dim=-1), h.amax(dim=-1)], dim=2)  # each model's (B, 2C, bins)
+    return g(mod.proj, pre + "proj.", pooled.flatten(2).transpose(0, 1))
+
+
+# The CNN encoder's forward for M models at once (``models.stacked``): keep in step with the forwards above.
+ENCODER_GROUP_RULES: dict[type, Rule] = {
+    SpectrogramEncoder: _grouped_encoder,
+    _CNNBackbone: _grouped_cnn,
+    _ConvBlock: lambda g, mod, pre, x: F.gelu(g(mod.net, pre + "net.", x) + g(mod.skip, pre + "skip.", x)),
+}
 
 
 def encoder_from_config(
