@@ -78,6 +78,31 @@ def build_tiny_pipeline(smoke_config, *, backbone: str = "unet", identities: int
     return pipe
 
 
+def build_tiny_vq_pipeline():
+    """An untrained, seeded DopplerVQDiffusionPipeline at smoke sizes (16x16 images, 8x8 codes of 16)."""
+    import torch
+
+    from dopplerdiff.config import load_config
+    from dopplerdiff.models.autoencoder import build_autoencoder
+    from dopplerdiff.models.condition import build_condition_encoder
+    from dopplerdiff.models.vq_transformer import build_vq_transformer
+    from dopplerdiff.pipelines.pipeline_vq_diffusion import DopplerVQDiffusionPipeline, vq_scheduler
+
+    cfg = load_config("smoke", ["autoencoder.kind=vq", "autoencoder.num_vq_embeddings=16",
+                                "diffusion.backbone=vq-diffusion", "diffusion.scheduler=vq-diffusion",
+                                "evaluate.scheduler=vq-diffusion"])
+    torch.manual_seed(0)
+    vae = build_autoencoder(cfg.autoencoder, cfg.data)
+    latent = cfg.data.size // cfg.autoencoder.downsample_factor
+    d = cfg.diffusion
+    pipe = DopplerVQDiffusionPipeline(vae, build_vq_transformer(d, 16, latent),
+                                      build_condition_encoder(d, 3, d.backbone),
+                                      vq_scheduler(16, d.vq.num_train_timesteps),
+                                      identities=["ID_1", "ID_2", "ID_3"])
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_factory(smoke_config):
     """``factory(**kwargs)`` -> a fresh tiny pipeline (see ``build_tiny_pipeline``)."""
