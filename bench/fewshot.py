@@ -52,6 +52,8 @@ from dopplerdiff.fewshot.openset import open_set, summarise_open_set
 from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
 RESULTS = Path(__file__).parent / "results"
+# copies: the k shots time-shifted up to N, no generator (the class-balance baseline of the synthetic arms)
+METHODS = ("row", "seeded", "tuned", "copies")
 
 
 def ints(text: str, flag: str) -> list[int]:
@@ -76,7 +78,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--n", default="16,64", help="synthetic windows per novel person, e.g. 16,64")
     ap.add_argument("--methods", default="row,seeded",
                     help="row (identity row only), seeded (img2img), tuned (rows + cross-attention K/V with "
-                         "prior preservation)")
+                         "prior preservation), copies (the shots time-shifted up to N: class balance)")
     ap.add_argument("--tune-steps", type=int, default=200, help="fine-tuning steps of the tuned method")
     ap.add_argument("--strengths", default="0.5,0.8", help="img2img strengths of the seeded method")
     ap.add_argument("--seeds", type=int, default=2, help="classifier seeds per arm")
@@ -92,9 +94,9 @@ def parse() -> argparse.Namespace:
 
 def check_args(a: argparse.Namespace) -> dict[str, Any]:
     methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    bad = [m for m in methods if m not in ("row", "seeded", "tuned")]
+    bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        sys.exit(f"error: --methods takes row, seeded and/or tuned, got '{a.methods}'")
+        sys.exit(f"error: --methods takes {', '.join(METHODS)}, got '{a.methods}'")
     try:
         strengths = [float(s) for s in a.strengths.split(",") if s.strip()]
     except ValueError:
@@ -117,7 +119,8 @@ def fold_k(fold: fs.Fold, k: int, run: Path, full: Any, cfg: Any, opts: dict[str
     t0 = time.time()
     device = eval_device(a.device)
     pipe = load_run_pipeline(run, device=str(device))
-    adapted = fs.adapt(pipe, shots, cfg, steps=a.adapt_steps, seed=cfg.seed)
+    generative = set(opts["methods"]) - {"copies"}
+    adapted = fs.adapt(pipe, shots, cfg, steps=a.adapt_steps, seed=cfg.seed) if generative else {}
     t1 = time.time()
     syn = fs.synthetic_sets(pipe, shots, len(base.identities), cfg, ns=opts["ns"], methods=opts["methods"],
                             strengths=opts["strengths"])

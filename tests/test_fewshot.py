@@ -178,3 +178,18 @@ def test_tuned_method_changes_only_cross_attention_kv_and_the_novel_rows(fold_ru
                                                                                      rows_before[row])
     with pytest.raises(DopplerDiffError, match="ID_9 have no identity row"):
         finetune_attention(pipe, {"ID_9": shots["ID_3"]}, (base.images, base.labels), smoke_config, steps=1)
+
+
+def test_copies_balance_the_shots_without_a_generator():
+    """The class-balance baseline: each person's k shots, time-shifted up to N, and nothing else."""
+    rng = np.random.default_rng(0)
+    shots = {"ID_7": rng.uniform(-1, 1, (2, 1, 16, 16)).astype(np.float32),
+             "ID_8": rng.uniform(-1, 1, (3, 1, 16, 16)).astype(np.float32)}
+    syn = fs.synthetic_sets(None, shots, 5, None, ns=[2, 6], methods=["copies"], strengths=[])
+    assert sorted(syn) == ["copies/n2", "copies/n6"]
+    x, y = syn["copies/n6"]
+    assert x.shape == (12, 1, 16, 16) and list(y) == [5] * 6 + [6] * 6
+    np.testing.assert_array_equal(x[:2], shots["ID_7"])  # the shots first, then shifted copies of them
+    np.testing.assert_array_equal(x[2], np.roll(shots["ID_7"][0], 16 // 7, axis=-1))
+    assert len({v.tobytes() for v in x[:6]}) == 6
+    np.testing.assert_array_equal(syn["copies/n2"][0], np.concatenate([shots["ID_7"], shots["ID_8"][:2]]))

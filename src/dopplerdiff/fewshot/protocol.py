@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,17 +212,24 @@ def sample_seeded(pipe: Any, name: str, shots: np.ndarray, n: int, strength: flo
 def synthetic_sets(pipe: Any, shots: dict[str, np.ndarray], first_label: int, cfg: Config, *, ns: list[int],
                    methods: list[str], strengths: list[float],
                    tag: str = "row") -> dict[str, tuple[np.ndarray, ...]]:
-    """'row/nN' and 'seededS/nN' -> (images, labels) for every N in ``ns``: person j of ``shots`` (already
-    adapted) gets label ``first_label + j``. Sample i of a person is the same for every N (seed-indexed), so
-    the largest N is drawn once and the smaller sets are its prefixes. ``tag`` names the from-noise sets
-    (another adaptation of the same people draws them again under its own name)."""
+    """'row/nN', 'seededS/nN' and 'copies/nN' -> (images, labels) for every N in ``ns``: person j of
+    ``shots`` (already adapted) gets label ``first_label + j``. Sample i of a person is the same for every N
+    (seed-indexed), so the largest N is drawn once and the smaller sets are its prefixes. ``tag`` names the
+    from-noise sets (another adaptation of the same people draws them again under its own name). ``copies``
+    needs no generator: the shots themselves, time-shifted up to N (``top_up``), so that an arm with them
+    has the same number of windows per novel person as a synthetic arm: the class-balance baseline."""
     top = max(ns)
-    plans = [(tag, None)] if "row" in methods else []
-    plans += [(f"seeded{s:g}", s) for s in strengths] if "seeded" in methods else []
+    plans: list[tuple[str, Callable[[str, np.ndarray], np.ndarray]]] = []
+    if "row" in methods:
+        plans.append((tag, lambda name, x: sample_row(pipe, name, top, cfg)))
+    if "seeded" in methods:
+        plans += [(f"seeded{s:g}", lambda name, x, s=s: sample_seeded(pipe, name, x, top, s, cfg))
+                  for s in strengths]
+    if "copies" in methods:
+        plans.append(("copies", lambda name, x: top_up(x, top)[:top]))
     out: dict[str, tuple[np.ndarray, ...]] = {}
-    for tag, strength in plans:
-        per = [sample_row(pipe, name, top, cfg) if strength is None
-               else sample_seeded(pipe, name, x, top, strength, cfg) for name, x in shots.items()]
+    for tag, draw in plans:
+        per = [draw(name, x) for name, x in shots.items()]
         for n in ns:
             labels = np.repeat(np.arange(first_label, first_label + len(per)), n).astype(np.int64)
             out[f"{tag}/n{n}"] = (np.concatenate([p[:n] for p in per]), labels)
