@@ -127,3 +127,16 @@ def test_missing_data_and_non_results_json_are_refused(tmp_path, cli):
     assert code == 2 and "not a few-shot results file" in err and not (tmp_path / "other.html").exists()
     code, _, err = cli("fewshot", "--out", tmp_path / "out")
     assert code == 2 and "--data DIR and --out DIR" in err
+
+
+def test_data_with_conditions_is_refused(sim_data, tmp_path, cli):
+    import shutil
+
+    data = tmp_path / "data"
+    for cond in ("normal", "backpack"):
+        for person in ("ID_1", "ID_2", "ID_3"):
+            shutil.copytree(sim_data / person, data / cond / person)
+    code, _, err = cli("fewshot", "--data", data, "--out", tmp_path / "out", *TINY)
+    assert code == 2 and "holds walking conditions (backpack, normal)" in err
+    assert "pass one condition folder" in err
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ import numpy as np
 from dopplerdiff.config import Config, load_config
 from dopplerdiff.data.contact import save_grid
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms, to_unit
+from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import ConfigError, DopplerDiffError
@@ -172,6 +173,11 @@ def prepare(o: FewshotOptions) -> Plan:
     if o.data == "sim" and not data.exists():
         simulate_dataset(cfg.simulate, data, progress=False)
     full = load_spectrograms(data, cfg.data)
+    if full.condition_names != [DEFAULT_CONDITION]:  # fold runs link the identity folders of the data root
+        names = full.condition_names
+        raise DopplerDiffError(f"--data '{data}' holds walking conditions ({', '.join(names)}); the "
+                               f"novel-people experiment reads one: pass one condition folder, e.g. "
+                               f"'{data / names[0]}'")
     folds = _checked_folds(o, full, cfg)
     return Plan(cfg, data, full, folds, o.classifier_steps or cfg.evaluate.augment_steps, device)
 
