@@ -19,6 +19,7 @@ from dopplerdiff.cli import (  # noqa: F401
     embed,
     encoder,
     evaluate,
+    fewshot,
     run,
     simulate,
     spectrogram,

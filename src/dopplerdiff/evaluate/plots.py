@@ -204,3 +204,37 @@ def difference_map_plot(maps: dict[str, dict[str, np.ndarray]], saliency: dict[s
         ax.set_yticks([])
     fig.tight_layout()
     return fig_to_png(fig)
+
+
+def gain_vs_k_plot(series: dict[str, dict[str, list[tuple[int, float, float, float]]]],
+                   ylabel: str = "novel-person gain vs real only (points)") -> bytes:
+    """One panel per classifier architecture: each arm's gain (points) against k, with its 95% interval
+    as error bars. ``series``: arch -> arm -> [(k, mean, lo, hi)]; arms are nudged apart along k so their
+    bars do not hide each other."""
+    archs = list(series)
+    every = list(dict.fromkeys(arm for arch in archs for arm in series[arch]))
+    # one colour (and past ten arms a dashed line) per arm in every panel
+    style = {arm: (f"C{i % 10}", "-" if i < 10 else "--") for i, arm in enumerate(every)}
+    fig, axes = plt.subplots(1, len(archs), figsize=(5.2 * len(archs), 3.8), squeeze=False, sharey=True)
+    for ax, arch in zip(axes[0], archs, strict=True):
+        arms = list(series[arch])
+        for i, arm in enumerate(arms):
+            pts = sorted(series[arch][arm])
+            k = np.array([p[0] for p in pts], dtype=float) * (1.0 + 0.04 * (i - (len(arms) - 1) / 2))
+            mean = np.array([p[1] for p in pts])
+            err = np.array([[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]])
+            ax.errorbar(k, mean, yerr=err, marker="o", ms=4, capsize=3, label=arm, color=style[arm][0],
+                        linestyle=style[arm][1])
+        ax.axhline(0.0, color="k", lw=0.8)
+        ks = sorted({p[0] for arm in series[arch].values() for p in arm})
+        ax.set_xscale("log")
+        ax.set_xlim(min(ks) / 1.5, max(ks) * 1.5)  # one k alone must not spread the nudged arms apart
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_xlabel("k (real windows per novel person)")
+        ax.set_title(f"{arch} architecture")
+    axes[0][0].set_ylabel(ylabel)
+    handles = [plt.Line2D([], [], color=style[a][0], linestyle=style[a][1], marker="o", ms=4, label=a)
+               for a in every]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    return fig_to_png(fig)

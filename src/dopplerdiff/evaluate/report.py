@@ -17,11 +17,13 @@ import numpy as np
 
 from dopplerdiff.evaluate.report_conditions import conditions_section
 from dopplerdiff.evaluate.report_html import (
+    PAGE_END,
     Raw,
     ci,
     fmt,
     img_tag,
     not_computed,
+    page_head,
     png_b64,
     section,
     table,
@@ -42,28 +44,6 @@ SECTIONS = (
     "missing",
     "settings",
 )
-
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
-color:#222;line-height:1.4;padding:0 16px;overflow-wrap:break-word}
-h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
-.sub{color:#666;font-size:0.9em}
-table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em;display:block;max-width:100%;
-overflow-x:auto}
-img{max-width:100%;height:auto}
-th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f3f3f3}
-td.l,th.l{text-align:left}
-tr.floor td{color:#555;background:#fafafa}
-.missing{border:2px solid #d9822b;background:#fff6ec;padding:8px 16px;border-radius:6px}
-.ok{border:2px solid #3a9a4a;background:#f0fbf1;padding:8px 16px;border-radius:6px}
-.grid td{border:none;padding:1px;text-align:center}
-.grid th{border:none;background:none;text-align:left;font-weight:normal;font-size:0.85em;padding-right:8px}
-img.px{image-rendering:pixelated}
-.note{font-size:0.88em;color:#444}
-.good{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
-@media (max-width:600px){body{margin:8px auto;padding:0 8px}th,td{padding:3px 6px}h2{margin-top:24px}}
-"""
-
 
 @dataclass
 class ExampleRow:
@@ -356,11 +336,7 @@ def render_report(
     run = html.escape(str(metrics.get("run", "")))
     created = html.escape(str(metrics.get("created", "")))
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><div class='sub'>run {run} · {created} · "
-        f"{len(metrics.get('identities', []))} identities</div>",
+        page_head(title, f"run {run} · {created} · {len(metrics.get('identities', []))} identities"),
         _missing(metrics) if metrics.get("missing") else "",
         section("headline", "Headline", _headline(metrics)),
         section(
@@ -384,6 +360,6 @@ def render_report(
         section("guidance", "Guidance sweep", _guidance(metrics, plots)),
         section("missing", "What is missing", _missing(metrics)),
         section("settings", "Settings", _settings(metrics)),
-        "</body></html>",
+        PAGE_END,
     ]
     return "\n".join(p for p in parts if p)

@@ -1,4 +1,5 @@
-"""HTML building blocks of the evaluation report: escaped cells and tables, sections, inline PNG images."""
+"""HTML building blocks of the reports (evaluation, few windows): the page and its CSS, escaped cells and
+tables, sections, inline PNG images."""
 
 from __future__ import annotations
 
@@ -13,6 +14,37 @@ import numpy as np
 from PIL import Image
 
 from dopplerdiff.data.colormap import apply_colormap
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1200px;
+color:#222;line-height:1.4;padding:0 16px;overflow-wrap:break-word}
+h1{margin-bottom:4px}h2{border-bottom:2px solid #ddd;padding-bottom:4px;margin-top:36px}
+.sub{color:#666;font-size:0.9em}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em;display:block;max-width:100%;
+overflow-x:auto}
+img{max-width:100%;height:auto}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}th{background:#f3f3f3}
+td.l,th.l{text-align:left}
+tr.floor td{color:#555;background:#fafafa}
+.missing{border:2px solid #d9822b;background:#fff6ec;padding:8px 16px;border-radius:6px}
+.ok{border:2px solid #3a9a4a;background:#f0fbf1;padding:8px 16px;border-radius:6px}
+.grid td{border:none;padding:1px;text-align:center}
+.grid th{border:none;background:none;text-align:left;font-weight:normal;font-size:0.85em;padding-right:8px}
+img.px{image-rendering:pixelated}
+.note{font-size:0.88em;color:#444}
+.good{color:#1a7f37;font-weight:bold}.bad{color:#b42318;font-weight:bold}
+@media (max-width:600px){body{margin:8px auto;padding:0 8px}th,td{padding:3px 6px}h2{margin-top:24px}}
+"""
+PAGE_END = "</body></html>"
+
+
+def page_head(title: str, subtitle_html: str) -> str:
+    """A self-contained page's head (inline CSS), title and subtitle (already HTML); end it with PAGE_END."""
+    t = html.escape(title)
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'>\n"
+            f"<title>{t}</title><style>{CSS}</style></head><body>\n"
+            f"<h1>{t}</h1><div class='sub'>{subtitle_html}</div>")
 
 
 def colorize(img01: np.ndarray, colormap: str) -> np.ndarray:
