@@ -239,8 +239,8 @@ def fit_steps(steps: int, loss_at: Callable[[int], Tensor], opt: torch.optim.Opt
     Each step: ``loss_at(step)`` (draw the batch, compute its loss), a non-finite loss refused with
     ``diverged(step + 1, loss)`` (None: not checked), zero_grad -> backward -> clip the optimised parameters'
     norm to ``grad_clip`` (0: no clipping) -> optimiser step -> ``sched`` step. With ``score`` (a validation
-    accuracy), ``model`` is scored every ``every`` steps and after the last; the best weights are loaded at
-    the end (strictly better only: ties keep the earlier, less fitted weights)."""
+    accuracy of ``model``), it is called every ``every`` steps and after the last; ``model``'s best weights
+    are loaded at the end (strictly better only: ties keep the earlier, less fitted weights)."""
     best, best_state, losses = -1.0, None, []
     params = [p for group in opt.param_groups for p in group["params"]]
     for step in tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True):
@@ -255,7 +255,7 @@ def fit_steps(steps: int, loss_at: Callable[[int], Tensor], opt: torch.optim.Opt
         opt.step()
         if sched is not None:
             sched.step()
-        if score is not None and model is not None and ((step + 1) % every == 0 or step + 1 == steps):
+        if score is not None and ((step + 1) % every == 0 or step + 1 == steps):  # model selection
             acc = score()
             if acc > best:
                 best, best_state = acc, copy.deepcopy(model.state_dict())
