@@ -346,7 +346,7 @@ def _train_steps(stage: TrainStage, s: _Setup, batches: Iterator[Any], sampler: 
                 with acc.autocast():
                     loss, terms = stage.loss(batch, step)
                 loss_sum += checked(acc, loss, step, "loss", result.checkpoint) / cfg.grad_accum
-                # backward
+                # backward (accelerate divides the loss by grad_accum and scales it under fp16)
                 acc.backward(loss)
                 if acc.sync_gradients:
                     # clip the main modules' gradients (a non-finite norm stops training too)
