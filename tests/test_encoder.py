@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from dopplerdiff.classifier import fit_steps
 from dopplerdiff.config import load_config
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config, load_encoder
@@ -189,3 +190,26 @@ def test_encoder_of_another_architecture_version_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(DopplerDiffError, match="architecture version"):
         load_encoder(tmp_path)
+
+
+def test_fit_steps_guards_nan_and_keeps_the_strictly_best_weights():
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    opt = torch.optim.SGD(model.parameters(), lr=0.25)
+    seen = []
+
+    def loss_at(step):
+        seen.append(model.weight.item())
+        return ((model.weight - 1.0) ** 2).sum()
+
+    scores = iter([0.5, 0.7, 0.7, 0.2])  # steps 2 and 3 tie: the earlier weights are kept
+    losses = fit_steps(4, loss_at, opt, model=model, score=lambda: next(scores))
+    assert losses == pytest.approx([(w - 1.0) ** 2 for w in seen]) and len(losses) == 4
+    assert model.weight.item() == pytest.approx(seen[2])  # the weights after step 2
+
+    def nan_at_3(step):
+        return model.weight.sum() * (float("nan") if step == 2 else 1.0)
+
+    with pytest.raises(DopplerDiffError, match="at step 3"):
+        fit_steps(4, nan_at_3, opt, diverged=lambda step, loss: DopplerDiffError(f"diverged at step {step}"))
+    assert np.isnan(fit_steps(3, nan_at_3, opt)[2])  # unchecked without ``diverged``

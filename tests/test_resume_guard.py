@@ -140,10 +140,10 @@ def _decoder_cfg(*extra):
 
 
 def test_decoder_resume_with_another_objective_or_size_is_refused(run):
-    from dopplerdiff.train.decoder import train_decoder
+    from dopplerdiff.train.decoder import DecoderStage, train_decoder
 
     with pytest.raises(KeyboardInterrupt):  # killed during step 2: checkpoint 1 is the latest
-        _kill_at(run, "decoder", lambda: train_decoder(run, _decoder_cfg(), progress=False), step=1)
+        _kill_at(DecoderStage, lambda: train_decoder(run, _decoder_cfg(), progress=False), step=1)
     for extra, key in ((["decoder.prediction_type=epsilon"], "decoder.prediction_type"),
                        (["decoder.size=32"], "decoder.size"), (["decoder.train.lr=0.1"], "decoder.train.lr")):
         with pytest.raises(DopplerDiffError, match=re.escape(key)):
@@ -153,22 +153,20 @@ def test_decoder_resume_with_another_objective_or_size_is_refused(run):
     assert json.loads((run / "train/decoder/metrics.json").read_text())["step"] == 3
 
 
-def _kill_at(run: Path, stage: str, fn, step: int):
-    """Run ``fn`` with the loop's optimiser step ``step`` (0-based) raising KeyboardInterrupt."""
-    import dopplerdiff.train.loop as loop
+def _kill_at(stage_cls, fn, step: int):
+    """Run ``fn`` with ``stage_cls.loss`` raising KeyboardInterrupt at optimiser step ``step`` (0-based)."""
+    orig = stage_cls.loss
 
-    orig = loop._optimizer_step
-
-    def dying(st, s, batches, i, last):
+    def dying(self, batch, i):
         if i == step:
             raise KeyboardInterrupt
-        return orig(st, s, batches, i, last)
+        return orig(self, batch, i)
 
-    loop._optimizer_step = dying
+    stage_cls.loss = dying
     try:
         fn()
     finally:
-        loop._optimizer_step = orig
+        stage_cls.loss = orig
 
 
 def test_resuming_a_finished_decoder_rewrites_nothing(run):

@@ -4,6 +4,9 @@ and identity accuracy.
 * ``fit_classifier(images, labels, num_classes, cfg, steps=, seed=, augment=, val=)``: the encoder's model
   and loss (cross-entropy + supervised contrastive) in a small in-memory loop (no files), deterministic per
   seed; used by experiments, evaluation and `train-encoder`'s building blocks.
+* ``fit_steps``: that in-memory loop (loss -> NaN guard -> backward -> clip -> step -> model selection),
+  shared with the independent judge (``evaluate.judge``) and the few-shot identity row (``train.identity``);
+  ``Batches``: how those fits draw their batches.
 * ``predict(encoder, images) -> (logits, embeddings)`` as numpy arrays.
 * ``identity_accuracy(pred, labels, num_classes)``: overall and per-identity accuracy with a percentile
   bootstrap 95 % CI and the confusion matrix.
@@ -14,7 +17,8 @@ Both ``dopplerdiff.train`` and ``dopplerdiff.evaluate`` import this module; it i
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -226,6 +230,40 @@ def _diverged(step: int, loss: float) -> DopplerDiffError:
     return DopplerDiffError(f"fit_classifier diverged at step {step} (loss {loss}); lower the lr")
 
 
+def fit_steps(steps: int, loss_at: Callable[[int], Tensor], opt: torch.optim.Optimizer, sched: Any = None, *,
+              grad_clip: float = 0.0, diverged: Callable[[int, float], Exception] | None = None,
+              model: nn.Module | None = None, score: Callable[[], float] | None = None, every: int = 1,
+              progress: bool = False, desc: str = "fit") -> list[float]:
+    """The loop of every in-memory fit; returns the per-step losses.
+
+    Each step: ``loss_at(step)`` (draw the batch, compute its loss), a non-finite loss refused with
+    ``diverged(step + 1, loss)`` (None: not checked), zero_grad -> backward -> clip the optimised parameters'
+    norm to ``grad_clip`` (0: no clipping) -> optimiser step -> ``sched`` step. With ``score`` (a validation
+    accuracy of ``model``), it is called every ``every`` steps and after the last; ``model``'s best weights
+    are loaded at the end (strictly better only: ties keep the earlier, less fitted weights)."""
+    best, best_state, losses = -1.0, None, []
+    params = [p for group in opt.param_groups for p in group["params"]]
+    for step in tqdm(range(steps), desc=desc, disable=not progress, dynamic_ncols=True):
+        loss = loss_at(step)  # batch -> loss
+        losses.append(loss.item())
+        if diverged is not None and not math.isfinite(losses[-1]):  # NaN guard
+            raise diverged(step + 1, losses[-1])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        opt.step()
+        if sched is not None:
+            sched.step()
+        if score is not None and ((step + 1) % every == 0 or step + 1 == steps):  # model selection
+            acc = score()
+            if acc > best:
+                best, best_state = acc, copy.deepcopy(model.state_dict())
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return losses
+
+
 def fit_classifier(
     images: np.ndarray, labels: np.ndarray, num_classes: int, cfg: EncoderConfig, *, steps: int, seed: int,
     augment: AugmentConfig | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
@@ -246,30 +284,20 @@ def fit_classifier(
     gen = torch.Generator().manual_seed(seed)
     model = new_classifier(cfg, num_classes, x_all, seed, init, device, identities, colormap)
     opt, sched = classifier_optimiser(model.parameters(), tc, steps)
-    eval_every = max(steps // 10, 1)
-    best_acc, best_state = -1.0, None
     batches = Batches(len(x_all), min(tc.batch_size, len(x_all)), gen)
-    model.train()
-    for step in tqdm(range(steps), desc="fit encoder", disable=not progress, dynamic_ncols=True):
+
+    def loss_at(step: int) -> Tensor:
         idx = batches.next()
         x, mix = augmented_batch(x_all[idx], y_all[idx], augment, gen)
         mix = None if mix is None else (mix[0].to(device), mix[1])
         w = None if w_all is None else w_all[idx].to(device)
-        loss, _ = encoder_loss(model, x.to(device), y_all[idx].to(device), cfg, w, mix)
-        if not torch.isfinite(loss):
-            raise _diverged(step + 1, loss.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if tc.grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        if val is not None and ((step + 1) % eval_every == 0 or step + 1 == steps):
-            acc = accuracy_of(model, val[0], np.asarray(val[1]), cfg.eval_batch_size)
-            if acc > best_acc:  # strictly better: ties keep the earlier, less fitted weights
-                best_acc, best_state = acc, copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        return encoder_loss(model, x.to(device), y_all[idx].to(device), cfg, w, mix)[0]
+
+    score = None if val is None else (lambda: accuracy_of(model, val[0], np.asarray(val[1]),
+                                                          cfg.eval_batch_size))
+    model.train()
+    fit_steps(steps, loss_at, opt, sched, grad_clip=tc.grad_clip, diverged=_diverged, model=model,
+              score=score, every=max(steps // 10, 1), progress=progress, desc="fit encoder")
     return model.eval()
 
 

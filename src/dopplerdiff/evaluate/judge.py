@@ -17,7 +17,6 @@ Images are (N, C, H, W) float32 in [-1, 1].
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dopplerdiff.classifier import Batches, checked_data, load_backbone, weighted_cross_entropy
+from dopplerdiff.classifier import Batches, checked_data, fit_steps, load_backbone, weighted_cross_entropy
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.evaluate import JUDGE_ARCHS
 from dopplerdiff.data.augment import augment_batch, mixup
@@ -173,27 +172,22 @@ def _train(model: JudgeCNN, data: tuple[Tensor, Tensor, Tensor | None], s: Judge
     """AdamW + one-cycle schedule; with ``val``, the best validation weights are loaded at the end."""
     x_all, y_all, w_all = data
     opt, sched = judge_optimiser(model.parameters(), s)
-    every = max(s.steps // max(s.evals, 1), 1)
-    best, best_state = -1.0, None
     batches = Batches(len(x_all), min(s.batch_size, len(x_all)), gen)
-    for step in range(s.steps):
+
+    def loss_at(step: int) -> Tensor:
         idx = batches.next()
         x = judge_batch(x_all[idx], gen, augment and classic is None)
-        model.train()
+        model.train()  # scoring the validation windows left it in eval mode
         w = None if w_all is None else w_all[idx].to(device)
-        loss = _batch_loss(model, x, y_all[idx], w, gen, classic, device)
-        if not torch.isfinite(loss):
-            raise DopplerDiffError(f"judge training diverged at step {step + 1}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if val is not None and len(val[1]) and ((step + 1) % every == 0 or step + 1 == s.steps):
-            acc = _accuracy(model, val)
-            if acc > best:  # strictly better: ties keep the earlier weights
-                best, best_state = acc, copy.deepcopy(model.state_dict())
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        return _batch_loss(model, x, y_all[idx], w, gen, classic, device)
+
+    score = (lambda: _accuracy(model, val)) if val is not None and len(val[1]) else None
+    fit_steps(s.steps, loss_at, opt, sched, diverged=_diverged, model=model, score=score,
+              every=max(s.steps // max(s.evals, 1), 1))
+
+
+def _diverged(step: int, loss: float) -> DopplerDiffError:
+    return DopplerDiffError(f"judge training diverged at step {step}")
 
 
 def fit_for_experiment(x: Any, y: Any, num_classes: int, cfg: Any, *, steps: int, seed: int,

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from dopplerdiff.classifier import fit_steps
 from dopplerdiff.config import Config
 from dopplerdiff.config.base import check_seed
 from dopplerdiff.errors import DopplerDiffError
@@ -158,21 +158,18 @@ def _optimise_row(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Con
     noise_sched = make_scheduler("ddpm", pipe.scheduler.config)
     ids = torch.full((min(batch_size, len(z)),), row, dtype=torch.long, device=z.device)
     den.eval()
-    losses = []
+
+    def loss_at(step: int) -> torch.Tensor:
+        pick = torch.randperm(len(z), generator=gen, device=z.device)[: len(ids)]
+        return diffusion_loss(den, enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
+
     try:
-        for _ in tqdm(range(steps), desc=desc, disable=not progress):
-            pick = torch.randperm(len(z), generator=gen, device=z.device)[: len(ids)]
-            loss = diffusion_loss(den, enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
+        return fit_steps(steps, loss_at, opt, desc=desc, progress=progress)
     finally:
         for h in hooks:  # a later relearn of another row must not inherit this row's gradient mask
             h.remove()
         for module in (enc, den):
             module.requires_grad_(False)
-    return losses
 
 
 def save_pipeline(pipe: DopplerDiffPipeline, run: Path, event: dict[str, Any]) -> Path:

@@ -25,6 +25,15 @@ Inside hooks, ``self.accelerator``, ``self.device``, ``self.model(name)`` (the p
 DDP-wrapped module: call it for forward passes that must sync gradients) and ``self.unwrapped(name)``
 are available.
 
+The loop
+--------
+``_train_steps`` is the whole training step, one commented loop in the order of diffusers' example scripts:
+batch -> accumulate (``grad_accum`` micro-batches) -> loss -> backward -> clip -> optimiser and LR step ->
+EMA -> log / checkpoint / validate. The non-obvious parts live beside it: resuming (``_start``,
+``resume.py``, ``checkpoints.py``), the NaN guard (``guards.py``), checkpoint writing and rotation
+(``checkpoints.py``), validation with EMA weights and isolated RNG (``validation.py``), the data order
+(``batching.py``) and the auxiliary optimiser's step (``_aux_step``).
+
 Semantics
 ---------
 * ``cfg.batch_size`` is the GLOBAL micro-batch, split evenly over processes (so 1 and 2 processes follow
@@ -54,7 +63,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -90,6 +98,7 @@ from dopplerdiff.train.validation import run_validation
 from dopplerdiff.utils.io import run_lock
 
 log = logging.getLogger(__name__)
+LOG_FILE = "log.jsonl"
 
 
 class TrainStage:
@@ -252,60 +261,6 @@ def _start(s: _Setup, resume: str | Path | None, work_dir: Path, log_path: Path)
     return start, ckpt
 
 
-def _micro_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | None,
-                terms_sum: dict[str, float]) -> tuple[float, float]:
-    """Forward/backward of one micro-batch (and the optimiser steps when gradients sync): (loss, norm)."""
-    acc, models = s.acc, [stage.model(k) for k in s.main + s.aux]
-    grad_norm = float("nan")
-    with acc.accumulate(*models):
-        with acc.autocast():
-            loss, terms = stage.loss(batch, step)
-        loss_f = checked(acc, loss, step, "loss", last)
-        acc.backward(loss)
-        if acc.sync_gradients:
-            main_params = _params({k: stage.model(k) for k in s.main})
-            grad_norm = clip_grads(acc, main_params, s.cfg.grad_clip, step, "", last)
-            s.opt.step()
-            s.sched.step()
-            s.opt.zero_grad(set_to_none=True)
-        if s.aux_opt is not None:
-            terms = {**terms, **_aux_step(stage, s, batch, step, last)}
-    for k, v in terms.items():
-        terms_sum[k] = terms_sum.get(k, 0.0) + float(v) / s.cfg.grad_accum
-    return loss_f, grad_norm
-
-
-def _aux_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | None) -> dict[str, float]:
-    acc = s.acc
-    with acc.autocast():
-        aloss, aterms = stage.aux_loss(batch, step)
-    if aloss is not None:
-        checked(acc, aloss, step, "auxiliary loss", last)
-        acc.backward(aloss)
-    if acc.sync_gradients:
-        aux_params = _params({k: stage.model(k) for k in s.aux})
-        clip_grads(acc, aux_params, s.cfg.grad_clip, step, "auxiliary ", last)
-        s.aux_opt.step()
-        s.aux_opt.zero_grad(set_to_none=True)
-    return dict(aterms) if aloss is not None else {}
-
-
-def _optimizer_step(stage: TrainStage, s: _Setup, batches: Iterator[Any], step: int,
-                    last: Path | None) -> dict[str, float]:
-    """``grad_accum`` micro-batches, one optimiser step and the EMA update; returns the log record."""
-    t0 = time.perf_counter()
-    loss_sum, terms_sum, grad_norm = 0.0, {}, float("nan")
-    for _ in range(s.cfg.grad_accum):
-        batch = send_to_device(next(batches), s.acc.device, non_blocking=True)
-        loss, norm = _micro_step(stage, s, batch, step, last, terms_sum)
-        loss_sum += loss / s.cfg.grad_accum
-        grad_norm = norm if math.isfinite(norm) else grad_norm
-    for k, ema in s.emas.items():
-        ema.step(stage.unwrapped(k).parameters())
-    return {"step": step + 1, "loss": loss_sum, **terms_sum, "lr": float(s.sched.get_last_lr()[0]),
-            "grad_norm": grad_norm, "step_time": time.perf_counter() - t0}
-
-
 def _loader(dataset: Dataset, collate: Any, cfg: LoopConfig, acc: Accelerator, start: int) -> tuple:
     sampler = EpochBatchSampler(
         len(dataset), cfg.batch_size, acc.process_index, acc.num_processes, cfg.seed,  # type: ignore[arg-type]
@@ -357,7 +312,7 @@ def train_loop(
     with run_lock(work_dir, enabled=main):
         s = _setup(stage, cfg, acc)
         s.record = record or stage_record(type(stage).__name__, train=cfg)
-        log_path = work_dir / "log.jsonl"
+        log_path = work_dir / LOG_FILE
         start, ckpt = _start(s, resume, work_dir, log_path)
         sampler, batches = _loader(dataset, collate, cfg, acc, start)
         start_tracking(acc, work_dir, start)
@@ -367,29 +322,78 @@ def train_loop(
         pbar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (progress and main))
         for k in s.main + s.aux:
             stage.model(k).train()
-        for step in range(start + 1, cfg.steps + 1):
-            record = _optimizer_step(stage, s, batches, step - 1, result.checkpoint)
-            record = {"step": record.pop("step"), "epoch": sampler.epoch, **record}
-            result.history.append(record)
-            pbar.update(1)
-            pbar.set_postfix(loss=f"{record['loss']:.4g}")
-            _after_step(stage, s, result, record, sampler.epoch, work_dir, log_path)
+        _train_steps(stage, s, batches, sampler, result, work_dir, pbar)
         pbar.close()
         result.step = max(start, cfg.steps)
         end_tracking(acc)
         return _finish(stage, s, result)
 
 
-def _after_step(stage: TrainStage, s: _Setup, result: LoopResult, record: dict[str, Any], epoch: int,
-                work_dir: Path, log_path: Path) -> None:
-    """Log line, checkpoint and validation due after optimiser step ``record['step']``."""
-    step, cfg = int(record["step"]), s.cfg
-    final = step == cfg.steps
-    if s.acc.is_main_process and (step % max(cfg.log_every, 1) == 0 or final):
-        append_jsonl(log_path, record)
-        log_scalars(s.acc, {k: v for k, v in record.items() if k != "step"}, step, "train/")
-    if final or (cfg.checkpoint_every > 0 and step % cfg.checkpoint_every == 0):
-        result.checkpoint = save_checkpoint(s.acc, work_dir, step, epoch, cfg.checkpoints_total_limit, s.emas,
-                                            s.record)
-    if final or (cfg.val_every > 0 and step % cfg.val_every == 0):
-        result.val = run_validation(stage, s.main, s.emas, step, work_dir, log_path)
+def _train_steps(stage: TrainStage, s: _Setup, batches: Iterator[Any], sampler: EpochBatchSampler,
+                 result: LoopResult, work_dir: Path, pbar: Any) -> None:
+    """The training loop, one optimiser step per iteration, in the order of diffusers' example scripts:
+    batch -> accumulate -> loss -> backward -> clip -> step -> EMA -> log / checkpoint / validate."""
+    acc, cfg, log_path = s.acc, s.cfg, work_dir / LOG_FILE
+    models = [stage.model(k) for k in s.main + s.aux]
+    for step in range(result.step, cfg.steps):  # ``step`` optimiser steps are done
+        t0, loss_sum, terms_sum, grad_norm = time.perf_counter(), 0.0, {}, float("nan")
+        for _ in range(cfg.grad_accum):
+            # batch: the next micro-batch of the seeded epoch stream (batching.py), on the device
+            batch = send_to_device(next(batches), acc.device, non_blocking=True)
+            # accumulate: gradients sync, and the optimisers step, on the last micro-batch only
+            with acc.accumulate(*models):
+                # loss, under mixed precision; the NaN guard stops every process together (guards.py)
+                with acc.autocast():
+                    loss, terms = stage.loss(batch, step)
+                loss_sum += checked(acc, loss, step, "loss", result.checkpoint) / cfg.grad_accum
+                # backward (accelerate divides the loss by grad_accum and scales it under fp16)
+                acc.backward(loss)
+                if acc.sync_gradients:
+                    # clip the main modules' gradients (a non-finite norm stops training too)
+                    main_params = _params({k: stage.model(k) for k in s.main})
+                    grad_norm = clip_grads(acc, main_params, cfg.grad_clip, step, "", result.checkpoint)
+                    # step: optimiser, LR schedule, gradients cleared
+                    s.opt.step()
+                    s.sched.step()
+                    s.opt.zero_grad(set_to_none=True)
+                # the auxiliary optimiser (a GAN discriminator) on the same micro-batch
+                if s.aux_opt is not None:
+                    terms = {**terms, **_aux_step(stage, s, batch, step, result.checkpoint)}
+            terms_sum.update({k: terms_sum.get(k, 0.0) + float(v) / cfg.grad_accum for k, v in terms.items()})
+        # EMA of the main modules' weights
+        for k, ema in s.emas.items():
+            ema.step(stage.unwrapped(k).parameters())
+        # log: the step's record in the history and the progress bar, every log_every steps to log.jsonl
+        done, final = step + 1, step + 1 == cfg.steps
+        record = {"step": done, "epoch": sampler.epoch, "loss": loss_sum, **terms_sum,
+                  "lr": float(s.sched.get_last_lr()[0]), "grad_norm": grad_norm,
+                  "step_time": time.perf_counter() - t0}
+        result.history.append(record)
+        pbar.update(1)
+        pbar.set_postfix(loss=f"{record['loss']:.4g}")
+        if acc.is_main_process and (done % max(cfg.log_every, 1) == 0 or final):
+            append_jsonl(log_path, record)
+            log_scalars(acc, {k: v for k, v in record.items() if k != "step"}, done, "train/")
+        # checkpoint: atomic, the oldest beyond checkpoints_total_limit removed (checkpoints.py)
+        if final or (cfg.checkpoint_every > 0 and done % cfg.checkpoint_every == 0):
+            result.checkpoint = save_checkpoint(acc, work_dir, done, sampler.epoch,
+                                                cfg.checkpoints_total_limit, s.emas, s.record)
+        # validate: main process, EMA weights swapped in, RNG isolated (validation.py)
+        if final or (cfg.val_every > 0 and done % cfg.val_every == 0):
+            result.val = run_validation(stage, s.main, s.emas, done, work_dir, log_path)
+
+
+def _aux_step(stage: TrainStage, s: _Setup, batch: Any, step: int, last: Path | None) -> dict[str, float]:
+    """The auxiliary optimiser's loss, backward, clip and step on the micro-batch (e.g. a discriminator)."""
+    acc = s.acc
+    with acc.autocast():
+        aloss, aterms = stage.aux_loss(batch, step)
+    if aloss is not None:
+        checked(acc, aloss, step, "auxiliary loss", last)
+        acc.backward(aloss)
+    if acc.sync_gradients:
+        aux_params = _params({k: stage.model(k) for k in s.aux})
+        clip_grads(acc, aux_params, s.cfg.grad_clip, step, "auxiliary ", last)
+        s.aux_opt.step()
+        s.aux_opt.zero_grad(set_to_none=True)
+    return dict(aterms) if aloss is not None else {}
