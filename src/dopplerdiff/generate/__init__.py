@@ -5,17 +5,22 @@ Sample ``i`` of identity ``k`` always starts from ``sample_seed(seed, k, i)``, s
 regenerated alone. ``write_generated`` is the plain-sampling shortcut of the Python API.
 """
 
-from dopplerdiff.generate.plan import GenerationPlan
-from dopplerdiff.generate.samples import Drawn, draw, generate_samples, render, sample, sample_seed
-from dopplerdiff.generate.writer import (
+from dopplerdiff.generate.generate import (
     FORMATS,
+    Drawn,
     check_format,
+    draw,
     generate_run,
+    generate_samples,
     output_name,
+    render,
+    sample,
+    sample_seed,
     strategy_record,
     write_generated,
     write_plan,
 )
+from dopplerdiff.generate.plan import GenerationPlan
 
 __all__ = [
     "FORMATS", "Drawn", "GenerationPlan", "check_format", "draw", "generate_run", "generate_samples",
