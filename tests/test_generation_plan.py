@@ -87,7 +87,7 @@ def test_plan_from_options_equals_plan_from_config():
     ecfg = load_config("smoke", ["evaluate.steps=7", "evaluate.guidance=3.5", "evaluate.scheduler=ddim",
                                  "evaluate.seed=3"]).evaluate
     evaluated = GenerationPlan.from_evaluate(ecfg, count=4, identities=["ID_2"])
-    assert evaluated == from_cli.replace(batch_size=evaluated.batch_size)
+    assert evaluated == from_cli.replace(batch_size=evaluated.batch_size, mix_identities=True)
 
 
 def _direct(pipe, jobs, seed, **call):
@@ -97,15 +97,20 @@ def _direct(pipe, jobs, seed, **call):
 
 
 def test_sample_equals_the_pipeline_called_with_the_plans_seeds(pipe):
-    plan = GenerationPlan(identities=["ID_1", "ID_3"], count=2, steps=2, guidance=2.0, scheduler="dpmpp",
-                          seed=5, batch_size=4)
+    plan = GenerationPlan(count=3, steps=2, guidance=2.0, scheduler="dpmpp", seed=5, batch_size=9)
+    jobs = [(k, i) for k in range(3) for i in range(3)]
+    call = {"num_inference_steps": 2, "guidance_scale": 2.0}
+    # written outputs: one identity per batch (an identity's bits do not depend on the others requested)
     got = sample(pipe, plan, progress=False)
-    jobs = [(0, 0), (0, 1), (2, 0), (2, 1)]
-    want = _direct(pipe, jobs, 5, num_inference_steps=2, guidance_scale=2.0)
+    want = np.concatenate([_direct(pipe, jobs[j : j + 3], 5, **call) for j in (0, 3, 6)])
     assert np.array_equal(got.images, want)
-    assert got.labels.tolist() == [0, 0, 2, 2] and got.indices.tolist() == [0, 1, 0, 1]
+    assert got.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and got.indices.tolist() == [0, 1, 2] * 3
     assert got.seeds == [sample_seed(5, k, i) for k, i in jobs]
-    assert got.acceptance[2] == {"attempts": 2, "passed": 2, "rate": 1.0, "kept": 2}
+    assert got.acceptance[2] == {"attempts": 3, "passed": 3, "rate": 1.0, "kept": 3}
+    # evaluation and validation: one batch of all nine (the last float bits may differ from the above)
+    mixed = sample(pipe, plan.replace(mix_identities=True), progress=False)
+    assert np.array_equal(mixed.images, _direct(pipe, jobs, 5, **call))
+    assert np.allclose(mixed.images, got.images, atol=1e-5)
 
 
 def test_sample_with_sources_interval_and_filter_equals_the_pipeline(pipe):

@@ -96,8 +96,10 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
         physics_tolerance=ecfg.augment_filter_tolerance)
     if ecfg.augment_filter_stats is not None:
         strategy.physics_stats = tuple(ecfg.augment_filter_stats)
-    # a person whose samples rarely pass gets fewer synthetic windows (recorded), not a lost arm
-    plan = GenerationPlan.from_evaluate(ecfg, count=n, batch_size=WRITE_BATCH, allow_short=True)
+    # a person whose samples rarely pass gets fewer synthetic windows (recorded), not a lost arm; batches
+    # as the written outputs' (one identity each), as the arms were measured
+    plan = GenerationPlan.from_evaluate(ecfg, count=n, batch_size=WRITE_BATCH, mix_identities=False,
+                                        allow_short=True)
     plan = with_strategy(plan, strategy, Path(run), pipe, cfg.data)
     got = sample(pipe, plan, progress=progress)
     src = plan.sources

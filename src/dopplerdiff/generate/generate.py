@@ -112,10 +112,11 @@ def _render_args(plan: GenerationPlan) -> dict[str, Any]:
 def sample(pipe: DopplerDiffPipeline, plan: GenerationPlan, *, progress: bool = True) -> Drawn:
     """The samples of ``plan``: identities in the plan's order, indices 0, 1, ... within each.
 
-    Without a filter every job ``(k, i)`` is rendered in batches of ``plan.batch_size`` (a batch may hold
-    several identities). With one, each identity is oversampled in batches until ``plan.count`` pass or
-    ``plan.attempts * plan.count`` were tried: then an error, or with ``plan.allow_short`` what passed
-    (an error only if nothing passed at all). Sets the pipeline's sampler to ``plan.scheduler``.
+    Without a filter every job ``(k, i)`` is rendered in batches of ``plan.batch_size`` (holding several
+    identities only with ``plan.mix_identities``). With one, each identity is oversampled in batches until
+    ``plan.count`` pass or ``plan.attempts * plan.count`` were tried: then an error, or with
+    ``plan.allow_short`` what passed (an error only if nothing passed at all). Sets the pipeline's sampler
+    to ``plan.scheduler``.
     """
     names = pipe.identities if plan.identities is None else list(plan.identities)
     ids = pipe.identity_ids(names)
@@ -131,9 +132,11 @@ def sample(pipe: DopplerDiffPipeline, plan: GenerationPlan, *, progress: bool = 
 
 
 def _unfiltered(pipe: Any, plan: GenerationPlan, ids: list[int], bar: Any) -> tuple:
-    jobs = [(k, i) for k in ids for i in range(plan.count)]
-    images = render(pipe, jobs, bar=bar, **_render_args(plan))
     n = plan.count
+    groups = [ids] if plan.mix_identities else [[k] for k in ids]
+    jobs = [(k, i) for k in ids for i in range(n)]
+    images = np.concatenate([render(pipe, [(k, i) for k in group for i in range(n)], bar=bar,
+                                    **_render_args(plan)) for group in groups])
     return images, jobs, {k: {"attempts": n, "passed": n, "rate": 1.0, "kept": n} for k in ids}
 
 
@@ -172,7 +175,8 @@ def generate_samples(pipe: DopplerDiffPipeline, identity_ids: list[int], num_per
     """``sample`` of the plan these settings make -> (images, labels); kept for scripts (code in
     ``src/`` builds a ``GenerationPlan``)."""
     plan = GenerationPlan(identities=identity_ids, count=num_per_identity, steps=steps, guidance=guidance,
-                          scheduler=scheduler, seed=seed, batch_size=batch_size, interval=guidance_interval)
+                          scheduler=scheduler, seed=seed, batch_size=batch_size, interval=guidance_interval,
+                          mix_identities=True)
     got = sample(pipe, plan, progress=progress)
     return got.images, got.labels
 

@@ -57,7 +57,10 @@ class GenerationPlan:
     ``strength``. ``filter`` (``accept(images01, labels)`` -> bool mask): oversample until ``count`` pass, at
     most ``attempts`` x ``count`` per identity; ``allow_short`` keeps fewer instead of failing.
     ``condition``: the walking condition of every sample, guided by ``condition_guidance`` (default
-    ``guidance``). ``batch_size``: images per sampler call (seeds do not depend on it).
+    ``guidance``). ``batch_size``: images per sampler call (seeds do not depend on it). ``mix_identities``:
+    a batch may hold several identities (fewer calls; evaluation and validation); False (written outputs)
+    keeps one identity per batch, so an identity's files are the same bits whichever others are requested
+    (batched kernels round the last float bit differently).
     """
 
     identities: tuple[int | str, ...] | None = None
@@ -75,6 +78,7 @@ class GenerationPlan:
     condition: str | None = None
     condition_guidance: float | None = None
     batch_size: int = WRITE_BATCH
+    mix_identities: bool = False
 
     def __post_init__(self) -> None:
         if self.identities is not None:
@@ -103,10 +107,11 @@ class GenerationPlan:
 
     @classmethod
     def from_diffusion(cls, d: DiffusionConfig, *, count: int, seed: int, identities: Any = None,
-                       batch_size: int = WRITE_BATCH) -> GenerationPlan:
-        """The diffusion section's sampler settings (the run's generate stage, the validation grid)."""
+                       **changes: Any) -> GenerationPlan:
+        """The diffusion section's sampler settings (the run's generate stage, the validation grid);
+        ``changes``: other fields."""
         return cls(identities=identities, count=count, steps=d.num_inference_steps, guidance=d.guidance_scale,
-                   scheduler=d.scheduler, seed=seed, batch_size=batch_size)
+                   scheduler=d.scheduler, seed=seed, **changes)
 
     @classmethod
     def from_evaluate(cls, e: EvaluateConfig, *, count: int, identities: Any = None,
@@ -114,7 +119,7 @@ class GenerationPlan:
         """The evaluate section's sampler settings (every sample evaluation and its experiments draw);
         ``changes``: other fields, or these settings changed (e.g. the guidance of a sweep)."""
         settings = {"steps": e.steps, "guidance": e.guidance, "scheduler": e.scheduler, "seed": e.seed,
-                    "batch_size": EVAL_BATCH}
+                    "batch_size": EVAL_BATCH, "mix_identities": True}
         return cls(identities=identities, count=count, **{**settings, **changes})
 
     @classmethod

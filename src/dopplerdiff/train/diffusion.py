@@ -187,7 +187,7 @@ class DiffusionStage(TrainStage):
         shown = val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
         n = self.cfg.val_samples
         plan = GenerationPlan.from_diffusion(self.cfg, identities=shown, count=n, seed=0,
-                                             batch_size=EVAL_BATCH)
+                                             batch_size=EVAL_BATCH, mix_identities=True)
         got = sample(pipe, plan, progress=False)
         images, labels = got.images, got.labels
         rows, names = [], []
