@@ -228,12 +228,14 @@ def test_filtered_arm_uses_the_configured_filter_and_train_sources(tmp_path, sim
                                 "evaluate.augment_filter_tolerance=0.5"])
     seen = {}
 
-    def fake_draw(pipe, ids, n, *, sample_filter, max_attempts, progress, allow_short, **kw):
-        seen.update(filter=sample_filter, allow_short=allow_short, **kw)
+    def fake_sample(pipe, plan, *, progress):
+        ids, n = list(range(len(pipe.identities))), plan.count
+        seen.update(filter=plan.filter, allow_short=plan.allow_short, strength=plan.strength,
+                    steps=plan.steps, guidance=plan.guidance, guidance_interval=plan.interval)
         return gen.Drawn(np.zeros((len(ids) * n, 1, 16, 16), np.float32), np.repeat(ids, n),
                          np.tile(np.arange(n), len(ids)), {k: {"rate": 1.0, "kept": n} for k in ids})
 
-    monkeypatch.setattr(S, "draw", fake_draw)
+    monkeypatch.setattr(S, "sample", fake_sample)
     arm = make_arm_data(parse_strategy("real:0.5+filtered"), load_run_pipeline(run, "cpu"), run, cfg, 2)
     assert arm.recipe["filter"] == {"min_confidence": None, "physics_stats": ["extent"],
                                     "physics_quantiles": [0.025, 0.975], "physics_tolerance": 0.5}

@@ -26,11 +26,11 @@ from dopplerdiff.edit.io import COLORMAP_RESIDUAL_WARN, output_names, read_input
 from dopplerdiff.edit.ops import inpaint, span_mask, transfer
 from dopplerdiff.embed.ops import identify_files, search_files
 from dopplerdiff.errors import DataError, DopplerDiffError
-from dopplerdiff.generate import check_format, write_generated
+from dopplerdiff.generate import GenerationPlan, check_format, write_plan
 from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.pipelines.pipeline_vq_diffusion import refuse_edits
 from dopplerdiff.schedulers import SCHEDULER_NAMES
-from dopplerdiff.synthetic.strategy import DEFAULT_STRENGTH, Strategy, resolve
+from dopplerdiff.synthetic.strategy import DEFAULT_STRENGTH, Strategy, with_strategy
 from dopplerdiff.utils.io import read_json_if_exists
 from dopplerdiff.utils.rundir import RunDir
 
@@ -125,16 +125,15 @@ def generate(ctx: AppContext, identity: str, num: int, *, guidance: float, steps
     identity, num, fmt = _identity(ctx, identity), _check_count(num), check_format(fmt)
     if strategy not in STRATEGIES:
         raise DopplerDiffError(f"strategy must be one of {', '.join(STRATEGIES)}, got '{strategy}'")
-    real = strategy == "real-seeded"
-    plan_of = Strategy(from_real="split", strength=float(strength)) if real else Strategy()
+    how = Strategy(from_real="split", strength=float(strength)) if strategy == "real-seeded" else Strategy()
+    plan = GenerationPlan(identities=(identity,), count=num, steps=int(steps), guidance=float(guidance),
+                          scheduler=sampler, seed=_seed(seed))
     out = ctx.new_dir("generate")
     with ctx.lock:
-        plan = resolve(plan_of, ctx.run, ctx.pipe.identities, ctx.data_cfg, int(steps))
-        write_generated(ctx.pipe, out / "samples", [identity], num, steps=int(steps),
-                        guidance=float(guidance), scheduler=sampler, seed=_seed(seed), fmt=fmt,
-                        colormap=ctx.meta.get("colormap"), native_size=ctx.meta.get("native_size"),
-                        progress=False, extra_manifest={"run": str(ctx.run), "app": True},
-                        config=ctx.cfg, **plan)
+        plan = with_strategy(plan, how, ctx.run, ctx.pipe, ctx.data_cfg)
+        write_plan(ctx.pipe, plan, out / "samples", fmt=fmt, colormap=ctx.meta.get("colormap"),
+                   native_size=ctx.meta.get("native_size"), progress=False,
+                   extra_manifest={"run": str(ctx.run), "app": True}, config=ctx.cfg)
     manifest = read_json_if_exists(out / "samples" / "manifest.json") or {}
     files = [out / "samples" / f for f in manifest.get("files", {}).get(identity, [])]
     images = np.stack([read_file(f, ctx.data_cfg).array for f in files])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import typer
@@ -57,10 +56,10 @@ def augment_cmd(
 ) -> None:
     """Write OUT/<identity>/: the run's real training windows plus synthetic_* windows, and a manifest."""
     from dopplerdiff.data.run_data import read_run_data
+    from dopplerdiff.generate import GenerationPlan
     from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
-    from dopplerdiff.schedulers import check_scheduler_name
     from dopplerdiff.synthetic.augment import check_out, real_windows, synthetic_counts, write_augmented
-    from dopplerdiff.synthetic.strategy import resolve
+    from dopplerdiff.synthetic.strategy import with_strategy
 
     setup_logging(quiet)
     existing_dir(run, "--run")
@@ -68,21 +67,17 @@ def augment_cmd(
                              physics_quantiles, max_attempts, physics_tolerance)
     check_out(out, overwrite)
     cfg = config_for(run, None, [])
-    d = cfg.diffusion
-    steps = steps if steps is not None else d.num_inference_steps
-    strategy.check(steps)
+    plan = GenerationPlan.from_options(cfg, count=1, seed=seed, steps=steps, guidance=guidance,
+                                       scheduler=scheduler, batch_size=batch_size)
+    strategy.check(plan.steps)
     meta = read_run_data(run).get("meta", {})
     pipe = load_run_pipeline(run)
-    pipe.set_scheduler(check_scheduler_name(scheduler or d.scheduler))
-    pipe.set_progress_bar_config(disable=True)
     root, real = real_windows(run, pipe.identities, real_budget)
     counts = synthetic_counts(real, per_identity, ratio)
-    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
-    plan = resolve(strategy, run, pipe.identities, data_cfg, steps, budget=real_budget)
-    man = write_augmented(pipe, run, out, counts=counts, root=root, real=real, plan=plan, steps=steps,
-                          guidance=d.guidance_scale if guidance is None else guidance, seed=seed,
-                          batch_size=batch_size, native_size=meta.get("native_size"), overwrite=overwrite,
-                          progress=not quiet, config=cfg)
+    plan = with_strategy(plan, strategy, run, pipe, cfg.data, budget=real_budget)
+    man = write_augmented(pipe, run, out, plan, counts=counts, root=root, real=real,
+                          native_size=meta.get("native_size"), overwrite=overwrite, progress=not quiet,
+                          config=cfg)
     if not quiet:
         n_syn = sum(1 for f in man["files"] if f["synthetic"])
         rates = ", ".join(f"{n} {a['rate']:.0%}" for n, a in man["acceptance"].items())

@@ -54,25 +54,21 @@ def train_diffusion_cmd(
     train_in_run(run, config, extra, resume, quiet, train_diffusion, "pipeline")
 
 
-def _generate(run: Path, out: Path, cfg: Any, strategy: Any, identities: list[str] | None, num: int, *,
-              condition: str | None, **settings: Any) -> Path:
+def _generate(run: Path, out: Path, cfg: Any, strategy: Any, plan: Any, *, fmt: str, progress: bool) -> Path:
     """``generate`` once its options are checked: the run's pipeline, the strategy's plan, the files."""
-    import dataclasses
-
     from dopplerdiff.data.run_data import read_run_data
-    from dopplerdiff.generate import write_generated
+    from dopplerdiff.generate import check_format, write_plan
     from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
-    from dopplerdiff.synthetic.strategy import resolve
+    from dopplerdiff.synthetic.strategy import with_strategy
 
+    strategy.check(plan.steps)
+    check_format(fmt)
     pipe = load_run_pipeline(run)
-    if condition is not None:
-        pipe.condition_ids([condition])  # an unknown condition: one error before anything is written
-    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
-    plan = resolve(strategy, run, pipe.identities, data_cfg, settings["steps"])
+    plan = with_strategy(plan, strategy, run, pipe, cfg.data)
     meta = read_run_data(run).get("meta", {}) if RunDir(run).data_record.is_file() else {}
-    return write_generated(pipe, out, identities, num, colormap=meta.get("colormap"),
-                           native_size=meta.get("native_size"), extra_manifest={"run": str(run)}, config=cfg,
-                           condition=condition, **settings, **plan)
+    return write_plan(pipe, plan, out, fmt=fmt, colormap=meta.get("colormap"),
+                      native_size=meta.get("native_size"), progress=progress,
+                      extra_manifest={"run": str(run)}, config=cfg)
 
 
 @app.command("generate")
@@ -122,6 +118,8 @@ def generate_cmd(
 
     Strategies: --guidance-interval; --from-real split|DIR --strength S (variations of real windows);
     --filter (oversample until N samples pass the run's encoder confidence and physics ranges)."""
+    from dopplerdiff.generate import GenerationPlan
+
     setup_logging(quiet)
     existing_dir(run, "--run")
     if bool(identity) == all_ids:
@@ -130,12 +128,10 @@ def generate_cmd(
                              physics_quantiles, max_attempts, physics_tolerance)
     new_out(out)
     cfg = config_for(run, config, list(overrides or []))
-    d = cfg.diffusion
-    steps = steps if steps is not None else d.num_inference_steps
-    strategy.check(steps)
-    path = _generate(run, out, cfg, strategy, None if all_ids else list(identity), num, steps=steps,
-                     guidance=guidance if guidance is not None else d.guidance_scale,
-                     scheduler=scheduler or d.scheduler, seed=seed, fmt=fmt, batch_size=batch_size,
-                     progress=not quiet, condition=condition, condition_guidance=condition_guidance)
+    plan = GenerationPlan.from_options(
+        cfg, identities=None if all_ids else list(identity), count=num, seed=seed, steps=steps,
+        guidance=guidance, scheduler=scheduler, batch_size=batch_size, condition=condition,
+        condition_guidance=condition_guidance)
+    path = _generate(run, out, cfg, strategy, plan, fmt=fmt, progress=not quiet)
     if not quiet:
         typer.echo(f"wrote {path}")

@@ -2,7 +2,7 @@
 recognised as the person and as the condition?
 
 For a run trained on several conditions (``pipe.conditions``): per condition c, the people with real test
-windows in c get ``n`` samples each in c (``generate.render`` with the condition; same seeds as the main
+windows in c get ``n`` samples each in c (``generate.sample`` with the condition; same seeds as the main
 pool, so only the condition differs); scored are
 
 - identity accuracy of the samples and of the real test windows of c (the run's encoder),
@@ -26,8 +26,7 @@ from dopplerdiff.evaluate.context import EvalContext
 from dopplerdiff.evaluate.judge import JudgeSettings, fit_judge, judge_logits
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance
 from dopplerdiff.evaluate.parts import encode_images
-from dopplerdiff.generate import render
-from dopplerdiff.schedulers import check_scheduler_name
+from dopplerdiff.generate import GenerationPlan, sample
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +43,8 @@ def condition_judge(train: SpectrogramSet, ecfg: EvaluateConfig, device: Any) ->
 
 
 def _samples(pipe: Any, rows: list[int], n: int, condition: str, ecfg: EvaluateConfig) -> np.ndarray:
-    pipe.set_scheduler(check_scheduler_name(ecfg.scheduler))
-    jobs = [(r, i) for r in rows for i in range(n)]
-    img = render(pipe, jobs, steps=ecfg.steps, guidance=ecfg.guidance, seed=ecfg.seed, condition=condition)
-    return (img * 2.0 - 1.0).astype(np.float32)
+    plan = GenerationPlan.from_evaluate(ecfg, identities=rows, count=n, condition=condition)
+    return (sample(pipe, plan, progress=False).images * 2.0 - 1.0).astype(np.float32)
 
 
 def condition_metrics(pipe: Any, encoder: Any, train: SpectrogramSet, test: SpectrogramSet, n: int,

@@ -67,7 +67,7 @@ from dopplerdiff.evaluate.parts import (
     reconstruct,
 )
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
-from dopplerdiff.generate import generate_samples
+from dopplerdiff.generate import GenerationPlan, sample
 from dopplerdiff.utils.io import (
     atomic_dir,
     atomic_write_bytes,
@@ -104,14 +104,15 @@ def _sanitize(obj: Any) -> Any:
 
 def _generate(pipe: Any, k: int, n: int, ecfg: Any, guidance: float, seed: int, progress: bool,
               data_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-
-    imgs01, labels = generate_samples(pipe, list(range(k)), n, steps=ecfg.steps, guidance=guidance,
-                                      scheduler=ecfg.scheduler, seed=seed, progress=progress)
-    imgs = to_data_size(np.asarray(imgs01, np.float32) * 2.0 - 1.0, data_shape)
+    """``n`` samples of each of the first ``k`` identity rows (the data's) with the evaluation's sampler
+    at ``guidance`` and ``seed``, in [-1, 1] at the data's size."""
+    plan = GenerationPlan.from_evaluate(ecfg, identities=range(k), count=n, guidance=guidance, seed=seed)
+    got = sample(pipe, plan, progress=progress)
+    imgs = to_data_size(np.asarray(got.images, np.float32) * 2.0 - 1.0, data_shape)
     if imgs.shape[1:] != data_shape:
         raise DopplerDiffError(f"the pipeline generates images of shape {imgs.shape[1:]} but the run's data "
                                f"is {data_shape}; the pipeline does not belong to this run's data settings")
-    return imgs, np.asarray(labels, np.int64)
+    return imgs, np.asarray(got.labels, np.int64)
 
 
 def to_data_size(imgs: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:

@@ -8,7 +8,7 @@ synthetic windows). Scored on real test; the gain of an arm is paired with the b
 95% t-interval over seeds.
 
 Synthetic windows are made with the single implementations of the ``synthetic`` package and
-``generate.draw`` (img2img from the run's TRAIN windows only, guidance intervals, the filter), never from a
+``generate.sample`` (img2img from the run's TRAIN windows only, guidance intervals, the filter), never from a
 validation or test window. Images are (N, C, H, W) float32 in [-1, 1].
 """
 
@@ -36,9 +36,9 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.metrics import precision_recall
 from dopplerdiff.evaluate.parts import Part, first_per_identity
 from dopplerdiff.evaluate.together import Trainer, trainer_for
-from dopplerdiff.generate import draw
-from dopplerdiff.schedulers import check_scheduler_name
-from dopplerdiff.synthetic.strategy import Strategy, resolve
+from dopplerdiff.generate import GenerationPlan, sample, strategy_record
+from dopplerdiff.generate.plan import WRITE_BATCH
+from dopplerdiff.synthetic.strategy import Strategy, with_strategy
 
 log = logging.getLogger(__name__)
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -82,8 +82,9 @@ def summary(runs: Sequence[float], ci: bool = False) -> dict[str, Any]:
 def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
                   progress: bool = False) -> ArmData:
     """Synthetic windows of one arm: ``n`` per identity drawn with the evaluation's steps, guidance, sampler
-    and seed by ``generate.draw`` with the plan of ``synthetic.strategy.resolve`` (sources: the run's
-    training windows). ``simpre`` alone: no synthetic windows."""
+    and seed: ``generate.sample`` of the evaluation's plan with the strategy's sources and filter
+    (``synthetic.strategy.with_strategy``; sources: the run's training windows). ``simpre`` alone: no
+    synthetic windows."""
     if not spec.synthetic:
         return ArmData(spec, None, {"synthetic": None})
 
@@ -95,22 +96,17 @@ def make_arm_data(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int,
         physics_tolerance=ecfg.augment_filter_tolerance)
     if ecfg.augment_filter_stats is not None:
         strategy.physics_stats = tuple(ecfg.augment_filter_stats)
-    data_cfg = dataclasses.replace(cfg.data, colormap=pipe.config.colormap)
-    plan = resolve(strategy, Path(run), list(pipe.identities), data_cfg, steps=ecfg.steps)
-    max_attempts, sample_filter = plan.pop("max_attempts"), plan.pop("sample_filter")
-    pipe.set_scheduler(check_scheduler_name(ecfg.scheduler))
-    pipe.set_progress_bar_config(disable=True)
-    ids = list(range(len(pipe.identities)))
-    # a person whose samples rarely pass gets fewer synthetic windows (recorded), not a lost arm
-    got = draw(pipe, ids, n, sample_filter=sample_filter, max_attempts=max_attempts, progress=progress,
-               allow_short=True, steps=ecfg.steps, guidance=ecfg.guidance, seed=ecfg.seed, **plan)
-    src = plan.get("sources")
+    # a person whose samples rarely pass gets fewer synthetic windows (recorded), not a lost arm; batches
+    # as the written outputs' (one identity each), as the arms were measured
+    plan = GenerationPlan.from_evaluate(ecfg, count=n, batch_size=WRITE_BATCH, mix_identities=False,
+                                        allow_short=True)
+    plan = with_strategy(plan, strategy, Path(run), pipe, cfg.data)
+    got = sample(pipe, plan, progress=progress)
+    src = plan.sources
     names = [src.name(k, i) for k, i in zip(got.labels.tolist(), got.indices.tolist(), strict=True)] if src \
         else []
     recipe = {
-        "guidance": ecfg.guidance, "guidance_interval": plan["guidance_interval"],
-        "from_real": None if src is None else src.origin, "strength": spec.strength,
-        "filter": None if sample_filter is None else sample_filter.describe(),
+        "guidance": ecfg.guidance, **strategy_record(plan), "strength": spec.strength,
         "acceptance": {pipe.identities[k]: v["rate"] for k, v in got.acceptance.items()},
         "kept_per_identity": {pipe.identities[k]: v["kept"] for k, v in got.acceptance.items()},
         "source_windows": sorted(set(names)), "seconds": round(time.time() - t0, 1),

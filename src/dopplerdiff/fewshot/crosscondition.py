@@ -30,8 +30,7 @@ from dopplerdiff.data.images import SpectrogramSet
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.fewshot.arms import Arrays
 from dopplerdiff.fewshot.protocol import split_novel
-from dopplerdiff.generate import render
-from dopplerdiff.schedulers import check_scheduler_name
+from dopplerdiff.generate import GenerationPlan, sample
 
 
 def condition_index(ds: SpectrogramSet, name: str, what: str) -> int:
@@ -150,7 +149,7 @@ def crosscondition_set(run_ds: SpectrogramSet, split: dict[str, np.ndarray], ful
 
 
 class _Sources:
-    """``generate.render`` sources: job (row, i) starts from the person's source window ``i`` (cycled)."""
+    """``generate.sample`` sources: job (row, i) starts from the person's source window ``i`` (cycled)."""
 
     def __init__(self, per_row: dict[int, np.ndarray]):
         self.per_row = per_row
@@ -166,18 +165,14 @@ def synthetic_sets(pipe: Any, cs: CrossSet, target: str, cfg: Config, *, n: int,
     for s in strengths:
         if not 0.0 < s <= 1.0:
             raise DopplerDiffError(f"strength must be in (0, 1], got {s}")
-    ecfg = cfg.evaluate
-    pipe.set_scheduler(check_scheduler_name(ecfg.scheduler))
-    pipe.set_progress_bar_config(disable=True)
     rows = [pipe.identities.index(p) for p in cs.names]
-    jobs = [(r, i) for r in rows for i in range(n)]
     labels = np.repeat(np.arange(len(rows)), n).astype(np.int64)
-    kw = {"steps": ecfg.steps, "guidance": ecfg.guidance, "seed": ecfg.seed, "condition": target,
-          "condition_guidance": condition_guidance}
-    out = {f"row/n{n}": ((render(pipe, jobs, **kw) * 2 - 1).astype(np.float32), labels)}
+    plan = GenerationPlan.from_evaluate(cfg.evaluate, identities=rows, count=n, condition=target,
+                                        condition_guidance=condition_guidance)
+    out = {f"row/n{n}": ((sample(pipe, plan, progress=False).images * 2 - 1).astype(np.float32), labels)}
     x, y = cs.source_train
     per_row = {r: x[y == j] for j, r in enumerate(rows)}  # the person's source-condition training windows
     for s in strengths:
-        img = render(pipe, jobs, sources=_Sources(per_row), strength=s, **kw)
+        img = sample(pipe, plan.replace(sources=_Sources(per_row), strength=s), progress=False).images
         out[f"transfer{s:g}/n{n}"] = ((img * 2 - 1).astype(np.float32), labels)
     return out

@@ -10,7 +10,7 @@ and synthetic windows of each novel person after adapting the generator to its k
   only serve a report (generate, evaluate, and the encoder unless the first stage needs it) left out;
 * ``adapt`` / ``sample_row`` / ``sample_seeded``: method (a), a new identity row learned from the shots
   (``train.identity.learn_identity``, denoiser frozen) and sampled from noise; method (c), img2img from the
-  shots with the adapted row at a strength (``generate.render`` with sources).
+  shots with the adapted row at a strength (``generate.sample`` with sources).
 
 Like ``bench/`` it drives the run's stages, so it sits above them (nothing below imports it). Images are
 (N, C, H, W) float32 in [-1, 1].
@@ -31,8 +31,7 @@ from dopplerdiff.config import Config, saved_config
 from dopplerdiff.config.base import to_dict
 from dopplerdiff.data.images import SpectrogramSet, natural_key
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.generate import render
-from dopplerdiff.schedulers import check_scheduler_name
+from dopplerdiff.generate import GenerationPlan, sample
 from dopplerdiff.train.identity import MIN_WINDOWS, learn_identity
 from dopplerdiff.utils.io import run_lock
 from dopplerdiff.utils.rundir import RunDir
@@ -150,7 +149,7 @@ def train_base(run: Path, cfg: Config, data: Path, progress: bool = False) -> li
 
 
 class _ShotSource:
-    """``generate.render`` sources: job (row, i) starts from shot ``i mod k`` of the person."""
+    """``generate.sample`` sources: job (row, i) starts from shot ``i mod k`` of the person."""
 
     def __init__(self, shots: np.ndarray):
         self.shots = np.asarray(shots, np.float32)
@@ -187,13 +186,9 @@ def top_up(x: np.ndarray, n: int) -> np.ndarray:
 
 def _render(pipe: Any, name: str, n: int, cfg: Config, sources: Any = None,
             strength: float = 1.0) -> np.ndarray:
-    ecfg = cfg.evaluate
-    pipe.set_scheduler(check_scheduler_name(ecfg.scheduler))
-    pipe.set_progress_bar_config(disable=True)
-    row = pipe.identities.index(name)
-    img = render(pipe, [(row, i) for i in range(n)], steps=ecfg.steps, guidance=ecfg.guidance, seed=ecfg.seed,
-                 sources=sources, strength=strength)
-    return (img * 2.0 - 1.0).astype(np.float32)
+    plan = GenerationPlan.from_evaluate(cfg.evaluate, identities=(name,), count=n, sources=sources,
+                                        strength=strength)
+    return (sample(pipe, plan, progress=False).images * 2.0 - 1.0).astype(np.float32)
 
 
 def sample_row(pipe: Any, name: str, n: int, cfg: Config) -> np.ndarray:

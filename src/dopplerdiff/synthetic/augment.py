@@ -18,7 +18,7 @@ from typing import Any
 
 from dopplerdiff.data.images import write_image
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.generate import draw, output_name, sample_seed
+from dopplerdiff.generate import GenerationPlan, output_name, sample, strategy_record
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.synthetic.sources import split_files
 from dopplerdiff.utils.io import atomic_dir, write_manifest
@@ -84,42 +84,35 @@ def synthetic_counts(
 
 
 def write_augmented(
-    pipe: DopplerDiffPipeline, run: Path, out: Path, *, counts: dict[str, int], root: Path,
-    real: dict[str, list[str]], plan: dict[str, Any], steps: int, guidance: float, seed: int,
-    batch_size: int = 16, native_size: Any = None, overwrite: bool = False, progress: bool = True,
-    config: Any = None,
+    pipe: DopplerDiffPipeline, run: Path, out: Path, plan: GenerationPlan, *, counts: dict[str, int],
+    root: Path, real: dict[str, list[str]], native_size: Any = None, overwrite: bool = False,
+    progress: bool = True, config: Any = None,
 ) -> dict[str, Any]:
-    """Copy the real windows and add ``counts[identity]`` synthetic ones made by ``plan`` (the keyword
-    arguments of ``synthetic.strategy.resolve``); returns the manifest written."""
+    """Copy the real windows and add ``counts[identity]`` synthetic ones sampled by ``plan`` (its
+    identities and count set per identity); returns the manifest written."""
     check_out(out, overwrite)
-    plan = dict(plan)
-    max_attempts, sample_filter = plan.pop("max_attempts", 10), plan.pop("sample_filter", None)
-    sources = plan.get("sources")
     size = native_size if native_size is not None else pipe.config.native_size
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
         listing = _copy_real(root, real, tmp)
         acceptance = {}
         for name, n in counts.items():
-            k = pipe.identity_ids([name])[0]
             ext = Path(real[name][0]).suffix.lstrip(".").lower() if real.get(name) else "png"
-            got = draw(pipe, [k], n, sample_filter=sample_filter, max_attempts=max_attempts,
-                       batch_size=batch_size, progress=progress, steps=steps, guidance=guidance, seed=seed,
-                       **plan)
+            got = sample(pipe, plan.replace(identities=(name,), count=n), progress=progress)
+            k = int(got.labels[0])
             acceptance[name] = got.acceptance[k]
-            for img, i in zip(got.images, got.indices.tolist(), strict=True):
+            for img, i, seed in zip(got.images, got.indices.tolist(), got.seeds, strict=True):
                 rel = f"{name}/{synthetic_name(name, i, ext)}"
                 write_image(tmp / rel, img, pipe.config.colormap, size=size)
-                listing.append({"file": rel, "identity": name, "synthetic": True, "index": i,
-                                "seed": sample_seed(seed, k, i),
-                                "source": None if sources is None else sources.name(k, i)})
+                listing.append({"file": rel, "identity": name, "synthetic": True, "index": i, "seed": seed,
+                                "source": None if plan.sources is None else plan.sources.name(k, i)})
         if config is not None:
             config.save(tmp / "config.yaml")
         manifest = write_manifest(
             tmp, kind=KIND, run=str(run), data_root=str(root), label_map=pipe.identities,
             real_per_identity={n: len(fs) for n, fs in real.items()}, synthetic_per_identity=counts,
-            steps=steps, guidance=guidance, scheduler=pipe.scheduler_name, seed=seed,
-            seed_rule="generate.sample_seed(seed, identity_index, index)",
-            strategy=_describe(plan, sample_filter), acceptance=acceptance, colormap=pipe.config.colormap,
+            steps=plan.steps, guidance=plan.guidance, scheduler=pipe.scheduler_name,
+            seed=plan.seed, seed_rule="generate.sample_seed(seed, identity_index, index)",
+            strategy=strategy_record(plan), acceptance=acceptance, colormap=pipe.config.colormap,
             size=size, files=listing,
         )
     log.info("wrote %d real and %d synthetic windows to %s", sum(map(len, real.values())),
@@ -135,11 +128,3 @@ def _copy_real(root: Path, real: dict[str, list[str]], tmp: Path) -> list[dict[s
             shutil.copy2(root / rel, tmp / rel)
             listing.append({"file": rel, "identity": name, "synthetic": False})
     return listing
-
-
-def _describe(plan: dict[str, Any], sample_filter: Any) -> dict[str, Any]:
-    src, gi = plan.get("sources"), plan.get("guidance_interval")
-    return {"guidance_interval": list(gi) if gi else None,
-            "from_real": None if src is None else src.origin,
-            "strength": plan.get("strength") if src is not None else None,
-            "filter": None if sample_filter is None else sample_filter.describe()}

@@ -1,7 +1,7 @@
 """Sampling strategies of `generate` and `augment`, checked and resolved against a run.
 
-A ``Strategy`` names what to do (guidance interval, real-seeded variations, filtering); ``resolve`` turns it
-into the keyword arguments of ``generate.write_generated`` / ``generate.draw`` (sources, filter, ...).
+A ``Strategy`` names what to do (guidance interval, real-seeded variations, filtering); ``with_strategy``
+adds what it needs (sources, filter, ...) to a ``generate.GenerationPlan``.
 Every bad setting is one ``DopplerDiffError`` raised before anything is generated or written.
 """
 
@@ -15,6 +15,7 @@ import numpy as np
 
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.errors import DopplerDiffError
+from dopplerdiff.generate.plan import GenerationPlan
 from dopplerdiff.models.encoder import load_encoder
 from dopplerdiff.pipelines.sampling import check_interval, check_strength
 from dopplerdiff.synthetic.filtering import (
@@ -81,26 +82,22 @@ def _encoder(run: Path, label_map: list[str]) -> Any:
     return enc
 
 
-def resolve(
-    strategy: Strategy, run: Path, label_map: list[str], cfg: DataConfig, steps: int,
+def with_strategy(
+    plan: GenerationPlan, strategy: Strategy, run: Path, pipe: Any, cfg: DataConfig,
     budget: int | None = None,
-) -> dict[str, Any]:
-    """Keyword arguments for ``write_generated``/``draw``: guidance_interval, sources, strength, filter.
+) -> GenerationPlan:
+    """``plan`` with the strategy's guidance interval, sources (+ strength), filter and attempts.
 
-    ``budget``: only the first ``budget`` training windows per identity seed samples and set physics ranges.
+    ``pipe``: the run's pipeline (its identities and colormap read the sources); ``budget``: only the first
+    ``budget`` training windows per identity seed samples and set physics ranges.
     """
-    strategy.check(steps)
-    s = strategy
+    strategy.check(plan.steps)
+    s, label_map = strategy, list(pipe.identities)
+    cfg = dataclasses.replace(cfg, colormap=pipe.config.colormap)
     sources = real_sources(s.from_real, run, label_map, cfg) if s.from_real else None
     if sources is not None and budget is not None and s.from_real == "split":
         sources = sources.limit(budget)
-    out: dict[str, Any] = {
-        "guidance_interval": tuple(s.guidance_interval) if s.guidance_interval else None,
-        "sources": sources,
-        "strength": (s.strength or DEFAULT_STRENGTH) if sources is not None else 1.0,
-        "sample_filter": None,
-        "max_attempts": s.max_attempts,
-    }
+    sample_filter = None
     if s.filter:
         enc = _encoder(run, label_map) if s.min_confidence > 0 else None
         real01 = labels = None
@@ -109,7 +106,9 @@ def resolve(
             train = train.limit(budget) if budget is not None else train
             real01 = np.concatenate([(train.images[k] + 1) / 2 for k in sorted(train.images)])
             labels = np.concatenate([np.full(train.count(k), k) for k in sorted(train.images)])
-        out["sample_filter"] = build_filter(enc, real01, labels, min_confidence=s.min_confidence,
-                                            stats=tuple(s.physics_stats), quantiles=s.physics_quantiles,
-                                            tolerance=s.physics_tolerance)
-    return out
+        sample_filter = build_filter(enc, real01, labels, min_confidence=s.min_confidence,
+                                     stats=tuple(s.physics_stats), quantiles=s.physics_quantiles,
+                                     tolerance=s.physics_tolerance)
+    return plan.replace(interval=tuple(s.guidance_interval) if s.guidance_interval else None, sources=sources,
+                        strength=(s.strength or DEFAULT_STRENGTH) if sources is not None else 1.0,
+                        filter=sample_filter, attempts=s.max_attempts)

@@ -38,7 +38,8 @@ from dopplerdiff.data.latents import LatentDataset, read_latent_info
 from dopplerdiff.data.layout import DEFAULT_CONDITION
 from dopplerdiff.data.run_data import read_run_data
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.generate import generate_samples
+from dopplerdiff.generate import GenerationPlan, sample
+from dopplerdiff.generate.plan import EVAL_BATCH
 from dopplerdiff.models.autoencoder import load_autoencoder
 from dopplerdiff.models.condition import IdentityConditionEncoder, build_condition_encoder
 from dopplerdiff.models.decoder import load_decoder
@@ -185,17 +186,10 @@ class DiffusionStage(TrainStage):
         pipe = self.pipeline()
         shown = val_identities(self.val_labels, len(self.identities), self.cfg.val_identities)
         n = self.cfg.val_samples
-        images, labels = generate_samples(
-            pipe,
-            shown,
-            n,
-            steps=self.cfg.num_inference_steps,
-            guidance=self.cfg.guidance_scale,
-            scheduler=self.cfg.scheduler,
-            seed=0,
-            batch_size=32,
-            progress=False,
-        )
+        plan = GenerationPlan.from_diffusion(self.cfg, identities=shown, count=n, seed=0,
+                                             batch_size=EVAL_BATCH, mix_identities=True)
+        got = sample(pipe, plan, progress=False)
+        images, labels = got.images, got.labels
         rows, names = [], []
         for k in shown:
             real_z = self.val_latents[self.val_labels == k][:n].to(device)
