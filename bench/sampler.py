@@ -101,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.run is None and not args.quick:
         ap.error("give --run RUN or --quick")
-    from dopplerdiff.generate import generate_samples
+    from dopplerdiff.generate import GenerationPlan, sample
     from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 
     tmp = None
@@ -141,17 +141,10 @@ def main() -> None:
             }
         )
         del imgs
-    fd_images, _ = generate_samples(
-        pipe,
-        list(range(k)),
-        max(2, 64 // k) if args.quick else 100 // k + 1,
-        steps=20,
-        guidance=args.guidance,
-        scheduler="dpmpp",
-        seed=0,
-        batch_size=batch,
-        progress=False,
-    )
+    fd_plan = GenerationPlan(identities=list(range(k)), count=max(2, 64 // k) if args.quick else 100 // k + 1,
+                             steps=20, guidance=args.guidance, scheduler="dpmpp", batch_size=batch,
+                             mix_identities=True)
+    fd_images = sample(pipe, fd_plan, progress=False).images
     fd = frechet(run, fd_images)
     result = {
         "run": str(args.run) if args.run else "quick (smoke run built on simulated data)",

@@ -37,7 +37,7 @@ from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.evaluate.metrics import frechet_distance, precision_recall
 from dopplerdiff.evaluate.parts import make_part
-from dopplerdiff.generate import generate_samples
+from dopplerdiff.generate import GenerationPlan, sample
 from dopplerdiff.models.condition import build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser
 from dopplerdiff.models.encoder import load_encoder
@@ -115,8 +115,10 @@ def score(run: Path, cfg, encoder, test, num: int) -> dict[str, Any]:
     k = len(pipe.identities)
     e = cfg.evaluate
     t0 = time.time()
-    imgs, labels = generate_samples(pipe, list(range(k)), num, steps=e.steps, guidance=e.guidance,
-                                    scheduler=e.scheduler, seed=0, batch_size=32, progress=False)
+    plan = GenerationPlan(identities=list(range(k)), count=num, steps=e.steps, guidance=e.guidance,
+                          scheduler=e.scheduler, batch_size=32, mix_identities=True)
+    got = sample(pipe, plan, progress=False)
+    imgs, labels = got.images, got.labels
     sample_s = time.time() - t0
     gen = make_part(encoder, imgs * 2.0 - 1.0, labels)
     pr = precision_recall(test.f, gen.f, k=min(3, len(test.f) - 1, len(gen.f) - 1))  # k < 3: smoke sizes

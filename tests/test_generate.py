@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.generate import generate_samples, output_name, sample_seed, write_generated
+from dopplerdiff.generate import GenerationPlan, output_name, sample, sample_seed, write_generated
 
 NAMES = ["ID_1", "ID_2", "ID_3"]
 
@@ -21,18 +21,20 @@ def pipe(tiny_pipeline_factory):
 
 @pytest.mark.parametrize("scheduler", ["ddim", "euler_a"])  # deterministic and stochastic samplers
 def test_sample_reproducible_alone_regardless_of_batch(pipe, scheduler):
-    kw = dict(steps=2, guidance=2.0, scheduler=scheduler, seed=7, progress=False)
-    imgs, labels = generate_samples(pipe, [0, 2], 3, batch_size=4, **kw)
+    plan = GenerationPlan(identities=[0, 2], count=3, steps=2, guidance=2.0, scheduler=scheduler, seed=7,
+                          batch_size=4, mix_identities=True)
+    got = sample(pipe, plan, progress=False)
+    imgs, labels = got.images, got.labels
     assert imgs.shape == (6, 1, 16, 16) and labels.tolist() == [0, 0, 0, 2, 2, 2]
     assert imgs.min() >= 0 and imgs.max() <= 1
     # batch size 1 gives the same samples
-    single, _ = generate_samples(pipe, [0, 2], 3, batch_size=1, **kw)
+    single = sample(pipe, plan.replace(batch_size=1), progress=False).images
     np.testing.assert_allclose(single, imgs, atol=1e-5)
     # sample 2 of identity 2 alone: the first 3 of identity 2 computed without identity 0
-    alone, _ = generate_samples(pipe, [2], 3, batch_size=2, **kw)
+    alone = sample(pipe, plan.replace(identities=[2], batch_size=2), progress=False).images
     np.testing.assert_allclose(alone, imgs[3:], atol=1e-5)
     # a different seed changes samples; distinct samples differ
-    other, _ = generate_samples(pipe, [0, 2], 3, batch_size=4, **{**kw, "seed": 8})
+    other = sample(pipe, plan.replace(seed=8), progress=False).images
     assert not np.allclose(other, imgs, atol=1e-3)
     assert not np.allclose(imgs[0], imgs[1], atol=1e-3)
 
@@ -87,7 +89,7 @@ def test_errors(pipe, tmp_path):
     with pytest.raises(DopplerDiffError, match="ID_1, ID_2, ID_3"):
         write_generated(pipe, tmp_path / "x", ["ID_9"], 1, steps=2, guidance=1.0, scheduler="ddim", seed=0)
     with pytest.raises(DopplerDiffError, match="valid: ddpm"):
-        generate_samples(pipe, [0], 1, steps=2, guidance=1.0, scheduler="plms", seed=0)
+        sample(pipe, GenerationPlan(identities=[0], steps=2, guidance=1.0, scheduler="plms"))
     assert not (tmp_path / "x").exists()
 
 

@@ -12,7 +12,7 @@ from synthetic_helpers import make_run
 
 from dopplerdiff.data.physics import physics_stats
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.generate import draw, render
+from dopplerdiff.generate import GenerationPlan, render, sample
 from dopplerdiff.models.encoder import encoder_from_config
 from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
 from dopplerdiff.synthetic.filtering import SampleFilter, build_filter
@@ -90,7 +90,8 @@ def _bright_half_filter(pipe):
 def test_filter_oversamples_and_every_output_passes(setup):
     _, _, pipe, _ = setup
     filt, unfiltered, v = _bright_half_filter(pipe)
-    got = draw(pipe, [0], 4, sample_filter=filt, batch_size=3, progress=False, steps=2, guidance=1.0, seed=0)
+    plan = GenerationPlan(identities=[0], count=4, filter=filt, batch_size=3, steps=2, guidance=1.0)
+    got = sample(pipe, plan, progress=False)
     assert filt.accept(got.images, got.labels).all()
     assert list(got.indices) == list(np.flatnonzero(v >= np.median(v))[:4])  # first passing indices, in order
     assert np.allclose(got.images, unfiltered[got.indices], atol=1e-5)  # sample i is still sample i
@@ -102,7 +103,8 @@ def test_filter_cap_names_the_identity(setup):
     _, _, pipe, _ = setup
     never = SampleFilter(ranges={0: {"mean_intensity": (2.0, 3.0)}})
     with pytest.raises(DopplerDiffError, match="identity 'ID_1'.*within 6 attempts"):
-        draw(pipe, [0], 2, sample_filter=never, max_attempts=3, progress=False, steps=2, guidance=1.0, seed=0)
+        sample(pipe, GenerationPlan(identities=[0], count=2, filter=never, attempts=3, steps=2, guidance=1.0),
+               progress=False)
 
 
 def test_allow_short_keeps_what_passed_per_identity_and_fails_only_when_nothing_did(setup):
@@ -110,14 +112,14 @@ def test_allow_short_keeps_what_passed_per_identity_and_fails_only_when_nothing_
     _, _, pipe, _ = setup
     filt, _, v = _bright_half_filter(pipe)  # ranges for identity 0 only: identity 1 passes everything
     filt.ranges[0] = {"mean_intensity": (float(np.sort(v)[-2]), 1.0)}  # 2 of the first 16 pass
-    got = draw(pipe, [0, 1], 4, sample_filter=filt, max_attempts=4, progress=False, allow_short=True, steps=2,
-               guidance=1.0, seed=0)
+    short = GenerationPlan(identities=[0, 1], count=4, filter=filt, attempts=4, allow_short=True, steps=2,
+                           guidance=1.0)
+    got = sample(pipe, short, progress=False)
     assert got.acceptance[0]["kept"] == 2 and got.acceptance[1]["kept"] == 4
     assert list(got.labels) == [0, 0, 1, 1, 1, 1]
     never = SampleFilter(ranges={0: {"mean_intensity": (2.0, 3.0)}})
     with pytest.raises(DopplerDiffError, match="no sample passed the filter"):
-        draw(pipe, [0], 2, sample_filter=never, max_attempts=3, progress=False, allow_short=True, steps=2,
-             guidance=1.0, seed=0)
+        sample(pipe, short.replace(identities=[0], count=2, filter=never, attempts=3), progress=False)
 
 
 def test_physics_filter_from_real_windows_accepts_real_rejects_blank(setup):

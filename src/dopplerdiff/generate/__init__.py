@@ -9,9 +9,7 @@ from dopplerdiff.generate.generate import (
     FORMATS,
     Drawn,
     check_format,
-    draw,
     generate_run,
-    generate_samples,
     output_name,
     render,
     sample,
@@ -23,6 +21,6 @@ from dopplerdiff.generate.generate import (
 from dopplerdiff.generate.plan import GenerationPlan
 
 __all__ = [
-    "FORMATS", "Drawn", "GenerationPlan", "check_format", "draw", "generate_run", "generate_samples",
+    "FORMATS", "Drawn", "GenerationPlan", "check_format", "generate_run",
     "output_name", "render", "sample", "sample_seed", "strategy_record", "write_generated", "write_plan",
 ]

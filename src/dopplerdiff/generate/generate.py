@@ -169,29 +169,6 @@ def _filtered(pipe: Any, plan: GenerationPlan, ids: list[int], bar: Any) -> tupl
     return np.stack(images).astype(np.float32), jobs, acceptance
 
 
-def generate_samples(pipe: DopplerDiffPipeline, identity_ids: list[int], num_per_identity: int, *, steps: int,
-                     guidance: float, scheduler: str, seed: int, batch_size: int = 32, progress: bool = True,
-                     guidance_interval: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """``sample`` of the plan these settings make -> (images, labels); kept for scripts (code in
-    ``src/`` builds a ``GenerationPlan``)."""
-    plan = GenerationPlan(identities=identity_ids, count=num_per_identity, steps=steps, guidance=guidance,
-                          scheduler=scheduler, seed=seed, batch_size=batch_size, interval=guidance_interval,
-                          mix_identities=True)
-    got = sample(pipe, plan, progress=progress)
-    return got.images, got.labels
-
-
-def draw(pipe: DopplerDiffPipeline, ids: list[int], num_per_identity: int, *, sample_filter: Any = None,
-         max_attempts: int = 10, batch_size: int = 16, progress: bool = True, allow_short: bool = False,
-         guidance_interval: tuple[float, float] | None = None, **settings: Any) -> Drawn:
-    """``sample`` with the pipeline's current sampler and these settings (``settings``: steps, guidance,
-    seed, sources, strength, condition, condition_guidance); kept for scripts."""
-    plan = GenerationPlan(identities=ids, count=num_per_identity, filter=sample_filter,
-                          attempts=max_attempts, batch_size=batch_size, allow_short=allow_short,
-                          interval=guidance_interval, **settings)
-    return sample(pipe, plan, progress=progress)
-
-
 def check_format(fmt: str) -> str:
     """``fmt`` if it is an output format, else one error listing them (checked before any sampling)."""
     if fmt not in FORMATS:
