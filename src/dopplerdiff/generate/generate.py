@@ -207,7 +207,7 @@ def _write_samples(tmp: Path, names: list[str], got: Drawn, plan: GenerationPlan
     return files, seeds, origin
 
 
-def write_plan(pipe: DopplerDiffPipeline, plan: GenerationPlan, out: Path, *, fmt: str = "png",
+def write_plan(pipe: DopplerDiffPipeline, plan: GenerationPlan, out: str | Path, *, fmt: str = "png",
                colormap: str | None = None, native_size: int | list[int] | None = None, progress: bool = True,
                extra_manifest: dict[str, Any] | None = None, config: Any = None) -> Path:
     """Sample ``plan`` and write ``out/<identity>/<ID>_gen_<i>.<fmt>`` at the native size, atomically.
