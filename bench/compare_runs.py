@@ -20,7 +20,7 @@ from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
 # differ by design between two runs of the same job
-VOLATILE = {"seconds", "created", "run", "date", "wall_s", "time"}
+VOLATILE = {"seconds", "seconds_by_part", "created", "run", "date", "wall_s", "time"}
 
 
 def flat(x: Any, prefix: str = "") -> dict[str, Any]:
@@ -36,7 +36,7 @@ def metric_diffs(a: Path, b: Path) -> dict[str, Any]:
     fa = flat(json.loads((a / "eval" / "metrics.json").read_text()))
     fb = flat(json.loads((b / "eval" / "metrics.json").read_text()))
     diff = {k: [fa.get(k), fb.get(k)] for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)}
-    volatile = {k: v for k, v in diff.items() if k.rsplit("/", 1)[-1].split("[")[0] in VOLATILE}
+    volatile = {k: v for k, v in diff.items() if VOLATILE & {p.split("[")[0] for p in k.split("/")}}
     return {"compared": len(set(fa) & set(fb)), "only_before": sorted(set(fa) - set(fb)),
             "only_after": sorted(set(fb) - set(fa)),
             "differ": {k: v for k, v in diff.items() if k not in volatile and k in fa and k in fb},

@@ -108,6 +108,10 @@ def test_full_evaluation_with_a_tiny_pipeline(base_run, smoke_config, tmp_path):
     assert set(arms) == {"real", "real+synthetic", "synthetic"}
     assert all(len(a["runs"]) == ecfg.augment_seeds for a in arms.values())
     assert m["missing"] == []
+    parts = m["seconds_by_part"]  # where the stage's time goes, part by part, within the stage's wall time
+    assert {"data, encoder, real features", "sample pool", "guidance sweep", "augmentation experiment",
+            "judge, C2ST, texture"} <= set(parts)
+    assert all(v >= 0 for v in parts.values()) and sum(parts.values()) <= m["seconds"] + 0.5
     judge = m["judge"]  # the independent judge scores every set; its ratios are to its own real accuracy
     assert {"real_test", "reconstruction", "generated"} <= set(judge)
     assert judge["seed"] != smoke_config.seed and judge["steps"] == ecfg.judge_steps

@@ -4,6 +4,8 @@ encoder's feature space, the encoder, the independent judge, and the state the m
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,17 @@ class EvalState:
     plots: dict[str, bytes] = field(default_factory=dict)
     examples: list[ExampleRow] = field(default_factory=list)
     pairs: list[MemorisationPair] = field(default_factory=list)
+    # wall seconds of each part of the evaluation (metrics.json "seconds_by_part"): where the time goes
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def timed(self, part: str) -> Iterator[None]:
+        """Add the wall seconds of the block to ``seconds[part]``."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[part] = round(self.seconds.get(part, 0.0) + time.perf_counter() - t0, 2)
 
 
 @dataclass

@@ -296,20 +296,26 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
     st.metrics["settings"]["decoder"] = "diffusion" if pipe.decodes_with_diffusion else "vae"
     augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
     n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
-    pool = _sample_pool(pipe, ctx.encoder, ctx.cfg, ctx.k, n_pool, ctx.test.x.shape[1:], ctx.progress)
+    with st.timed("sample pool"):
+        pool = _sample_pool(pipe, ctx.encoder, ctx.cfg, ctx.k, n_pool, ctx.test.x.shape[1:], ctx.progress)
     gen = first_per_identity(pool, ecfg.num_per_identity, ctx.k)
-    _generated_metrics(gen, ctx.cfg, ctx.train, ctx.test, ctx.ids, st)
+    with st.timed("sample metrics"):
+        _generated_metrics(gen, ctx.cfg, ctx.train, ctx.test, ctx.ids, st)
     ctx.confusions["generated"] = st.metrics["accuracy"]["generated"]["confusion"]
     if ctx.ind is not None:
         ctx.ind.add_set("generated", gen.x, gen.y, (ctx.train.x, gen.x))
     ctx.synthetic["generated"] = (gen.x, gen.y)
-    condition_part(ctx, pipe)
-    _guidance_sweep(pipe, ctx.encoder, ctx.cfg, pool, ctx.test, ctx.k, ctx.progress, st)
+    with st.timed("walking conditions"):
+        condition_part(ctx, pipe)
+    with st.timed("guidance sweep"):
+        _guidance_sweep(pipe, ctx.encoder, ctx.cfg, pool, ctx.test, ctx.k, ctx.progress, st)
     if augment_on:
         synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
-        _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
-                      ctx.device)
-        _strategies(ctx, run, pipe, pool)
+        with st.timed("augmentation experiment"):
+            _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
+                          ctx.device)
+        with st.timed("strategy arms"):
+            _strategies(ctx, run, pipe, pool)
     else:
         st.missing.append("augmentation experiment disabled (evaluate.augment_seeds or "
                           "evaluate.augment_synthetic_per_identity is 0)")
@@ -329,19 +335,25 @@ def evaluate_run(
     out = Path(out) if out is not None else RunDir(run).eval
     check_out_dir(out, overwrite, "pass --overwrite or choose --out")  # before minutes of work, not after
     t0 = time.time()
+    t_context = time.perf_counter()
     ctx, ds = build_context(run, cfg, data_root, eval_device(device), progress)
     st, test = ctx.st, ctx.test
-    _reconstruction_part(ctx, run)
+    st.seconds["data, encoder, real features"] = round(time.perf_counter() - t_context, 2)
+    with st.timed("reconstructions"):
+        _reconstruction_part(ctx, run)
     gen = _generation_part(ctx, run)
     if cfg.evaluate.native_judge:
-        native_part(ctx, run, data_root, ds.meta.get("native_size"))
+        with st.timed("native-size judge"):
+            native_part(ctx, run, data_root, ds.meta.get("native_size"))
     if ctx.ind is not None:
-        ctx.ind.write(st.metrics, st.plots)
+        with st.timed("judge, C2ST, texture"):
+            ctx.ind.write(st.metrics, st.plots)
     st.plots["confusion"] = plots.confusion_plot(ctx.confusions, ctx.ids)
     st.examples = _examples(to_unit(test.x), test.y, None if gen is None else to_unit(gen.x),
                             None if gen is None else gen.y, ctx.ids)
     st.metrics["missing"] = st.missing
     st.metrics["seconds"] = round(time.time() - t0, 1)
+    st.metrics["seconds_by_part"] = st.seconds
     metrics = _sanitize(st.metrics)
     html_text = render_report(metrics, examples=st.examples, memorisation_pairs=st.pairs, plots=st.plots,
                               colormap=cfg.data.colormap)
