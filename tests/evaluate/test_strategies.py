@@ -419,7 +419,7 @@ def test_strategy_arms_together_equal_one_by_one(smoke_config):
     one = run_strategy_arms(train, test, arms, K, cfg, together=1, **kw)
     four = run_strategy_arms(train, test, arms, K, cfg, together=4, **kw)
     assert set(four["arms"]) == set(one["arms"]) == {"interval", "simpre"}
-    # one test window's worth (see tests/test_together.py for why not bit-equal)
+    # one test window's worth (see tests/evaluate/test_together.py for why not bit-equal)
     assert np.allclose(four["baseline"]["runs"], one["baseline"]["runs"], atol=1 / len(test[1]) + 1e-9)
     for name in one["arms"]:
         assert np.allclose(four["arms"][name]["accuracy"]["runs"], one["arms"][name]["accuracy"]["runs"],
