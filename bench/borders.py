@@ -25,8 +25,8 @@ from dopplerdiff.data.images import to_unit
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.borders import compare_borders
 from dopplerdiff.evaluate.loading import load_run_autoencoder, run_data_config
-from dopplerdiff.evaluate.parts import reconstruct
 from dopplerdiff.evaluate.texture import compare_texture
+from dopplerdiff.evaluate.windows import reconstruct
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHOWN = ("corner_top_left", "corner_top_right", "corner_bottom_left", "corner_bottom_right",

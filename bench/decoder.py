@@ -42,7 +42,7 @@ from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.metrics import frechet_distance
-from dopplerdiff.evaluate.parts import encode_images
+from dopplerdiff.evaluate.windows import encoder_outputs
 from dopplerdiff.models.autoencoder import decode, encode, load_autoencoder
 from dopplerdiff.models.decoder import load_decoder
 from dopplerdiff.models.encoder import load_encoder
@@ -118,7 +118,7 @@ def score(name: str, x: np.ndarray, sec: float, s: dict[str, Any], ind: Independ
            "hf_ratio": tex["ratio_to_real"]["high_frequency_ratio"], "texture": tex}
     if enc is not None:
         small = F.adaptive_avg_pool2d(torch.from_numpy(x), (data_size, data_size)).numpy()
-        feats, logits = encode_images(enc, small)
+        feats, logits = encoder_outputs(enc, small)
         row["encoder"] = identity_accuracy(logits, s["y"], ind.k, 200, seed)["overall"]
         row["fd"] = frechet_distance(feats, s["test_feats"])
     return row
@@ -166,9 +166,9 @@ def main() -> None:
     ind = IndependentEval(cfg.evaluate, s["train"], s["val"], (s["test"], s["y"]), s["k"])
     real = {"judge": ind.judge_m["real_test"]["overall"]}
     if enc is not None:
-        s["test_feats"], logits = encode_images(enc, s["test_small"].numpy())
+        s["test_feats"], logits = encoder_outputs(enc, s["test_small"].numpy())
         real["encoder"] = identity_accuracy(logits, s["y"], s["k"], 200, args.seed)["overall"]
-        train_feats = encode_images(enc, s["train_small"])[0]
+        train_feats = encoder_outputs(enc, s["train_small"])[0]
         real["fd_floor_train_vs_test"] = frechet_distance(train_feats, s["test_feats"])
     rows, grid = [], [to_unit(s["test"][:8])]
     for name, fn in decoders(vae, dec, s["test_small"], size, args.seed, args.steps).items():

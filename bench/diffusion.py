@@ -40,10 +40,10 @@ def _timed(fn, steps: int, warmup: int = 2) -> float:
     return (time.perf_counter() - t0) / steps
 
 
-def train_step_factory(cfg, denoiser, encoder, vae, images, z, ids, *, bf16: bool, encode: bool):
+def train_step_factory(cfg, denoiser, condition_encoder, vae, images, z, ids, *, bf16: bool, encode: bool):
     """A closure doing one optimiser step (optionally encoding ``images`` first)."""
     sched = training_scheduler(cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type)
-    params = [*denoiser.parameters(), *encoder.parameters()]
+    params = [*denoiser.parameters(), *condition_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-4)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
@@ -55,7 +55,7 @@ def train_step_factory(cfg, denoiser, encoder, vae, images, z, ids, *, bf16: boo
                     latents = (lat - vae.config.shift_factor) * vae.config.scaling_factor
             else:
                 latents = z
-            loss = diffusion_loss(denoiser, encoder, sched, latents, ids, cfg)
+            loss = diffusion_loss(denoiser, condition_encoder, sched, latents, ids, cfg)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -70,7 +70,7 @@ def bench_training(cfg, k: int, batch: int, steps: int) -> dict:
     vae = build_autoencoder(ae, data).eval().requires_grad_(False)
     vae.register_to_config(scaling_factor=1.0, shift_factor=0.0)
     denoiser = build_denoiser(d, ae.latent_channels, latent, k).train()
-    encoder = build_condition_encoder(d, k, d.backbone).train()
+    condition_encoder = build_condition_encoder(d, k, d.backbone).train()
     images = torch.rand(batch, data.channels, data.size, data.size) * 2 - 1
     z = torch.randn(batch, ae.latent_channels, latent, latent)
     ids = torch.randint(0, k + 1, (batch,))
@@ -78,7 +78,8 @@ def bench_training(cfg, k: int, batch: int, steps: int) -> dict:
            "latent": [ae.latent_channels, latent, latent]}
     for name, bf16, encode in [("fp32 cached", False, False), ("bf16 cached", True, False),
                                ("fp32 encode-every-batch", False, True)]:
-        step = train_step_factory(d, denoiser, encoder, vae, images, z, ids, bf16=bf16, encode=encode)
+        step = train_step_factory(d, denoiser, condition_encoder, vae, images, z, ids, bf16=bf16,
+                                  encode=encode)
         out[name] = 1.0 / _timed(step, steps)
     out["bf16/fp32"] = out["bf16 cached"] / out["fp32 cached"]
     out["cached/encode-every-batch"] = out["fp32 cached"] / out["fp32 encode-every-batch"]

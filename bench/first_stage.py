@@ -41,7 +41,7 @@ from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.independent import IndependentEval
-from dopplerdiff.evaluate.parts import reconstruct as reconstruct_images
+from dopplerdiff.evaluate.windows import reconstruct as reconstruct_images
 from dopplerdiff.models.autoencoder import load_autoencoder, reconstruct
 from dopplerdiff.pipelines.pipeline_dopplerdiff import DopplerDiffPipeline
 from dopplerdiff.train.autoencoder import train_autoencoder

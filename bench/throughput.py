@@ -27,7 +27,7 @@ from dopplerdiff.config import config_for
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.evaluate.loading import load_run_encoder, run_data_config
 from dopplerdiff.evaluate.metrics import frechet_distance
-from dopplerdiff.evaluate.parts import encode_images
+from dopplerdiff.evaluate.windows import encoder_outputs
 from dopplerdiff.generate import render
 from dopplerdiff.pipelines import load_run_pipeline
 from dopplerdiff.schedulers import check_scheduler_name
@@ -79,7 +79,7 @@ def main() -> None:
     tr, va, te = (ds.subset(split[p]) for p in ("train", "val", "test"))
     encoder = load_run_encoder(a.run, cfg, (tr.images, tr.labels), (va.images, va.labels),
                                list(ds.identities), [], progress=False)
-    real_f, _ = encode_images(encoder, te.images)
+    real_f, _ = encoder_outputs(encoder, te.images)
     pipe = load_run_pipeline(a.run, "cpu")
     pipe.set_progress_bar_config(disable=True)
     k, rows, ref_pred = len(ds.identities), [], None
@@ -89,7 +89,7 @@ def main() -> None:
         for _ in range(a.reps):
             x, t = draw(pipe, s, k, a.num, a.guidance)
             secs.append(t)
-        f, logits = encode_images(encoder, x)
+        f, logits = encoder_outputs(encoder, x)
         pred = logits.argmax(1)
         ref_pred = pred if ref_pred is None else ref_pred
         rows.append({**s, "samples": len(x), "seconds": min(secs), "samples_per_s": len(x) / min(secs),

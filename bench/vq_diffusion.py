@@ -36,7 +36,7 @@ from dopplerdiff.config import load_config
 from dopplerdiff.data.run_data import prepare_run_data
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.evaluate.metrics import frechet_distance, precision_recall
-from dopplerdiff.evaluate.parts import make_part
+from dopplerdiff.evaluate.windows import encode_windows
 from dopplerdiff.generate import GenerationPlan, sample
 from dopplerdiff.models.condition import build_condition_encoder
 from dopplerdiff.models.denoiser import build_denoiser
@@ -120,7 +120,7 @@ def score(run: Path, cfg, encoder, test, num: int) -> dict[str, Any]:
     got = sample(pipe, plan, progress=False)
     imgs, labels = got.images, got.labels
     sample_s = time.time() - t0
-    gen = make_part(encoder, imgs * 2.0 - 1.0, labels)
+    gen = encode_windows(encoder, imgs * 2.0 - 1.0, labels)
     pr = precision_recall(test.f, gen.f, k=min(3, len(test.f) - 1, len(gen.f) - 1))  # k < 3: smoke sizes
     return {"accuracy": float((gen.logits.argmax(1) == gen.y).mean()), "fd": frechet_distance(gen.f, test.f),
             "precision": pr["precision"], "recall": pr["recall"], "num": int(len(gen.y)),
@@ -185,8 +185,8 @@ def main() -> None:
     encoder_s = time.time() - t0
     encoder = load_encoder(work / "encoder").eval()
     ds, split = prepare_run_data(work / "encoder-data", data, base.data)
-    test = make_part(encoder, ds.images[split["test"]], ds.labels[split["test"]])
-    train = make_part(encoder, ds.images[split["train"]], ds.labels[split["train"]])
+    test = encode_windows(encoder, ds.images[split["test"]], ds.labels[split["test"]])
+    train = encode_windows(encoder, ds.images[split["train"]], ds.labels[split["train"]])
     k = len(ds.identities)
     rows: dict[str, Any] = {}
     for arm in arms:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+TESTS = Path(__file__).resolve().parent
+SRC = TESTS.parent / "src"
 ROOT_PKG = "dopplerdiff"
 MAX_FUNCTION_LINES = 60  # body lines, docstring excluded
 MAX_FILE_LINES = 400
@@ -27,6 +28,7 @@ FORBIDDEN = [
     ("synthetic", "evaluate"),
 ]
 CLI_IMPORTERS = {"cli", "__main__"}  # the only packages that may import cli
+PROJECT_TESTS = {"test_architecture.py", "test_docs.py"}  # the only test files at the top of tests/
 
 
 def module_name(path: Path, src: Path) -> str:
@@ -186,6 +188,17 @@ def test_files_are_short():
 
 
 # -- the checks themselves ----------------------------------------------------------------------------------
+def test_tests_mirror_the_packages():
+    """tests/<package>/ for each package of src/dopplerdiff (and bench/ for the bench scripts); basenames stay
+    unique, as pytest's default import mode (no __init__.py) needs."""
+    packages = {p.name for p in (SRC / ROOT_PKG).iterdir() if (p / "__init__.py").is_file()} | {"bench"}
+    folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name[0] not in "._"}
+    assert sorted(folders - packages) == []
+    assert sorted({p.name for p in TESTS.glob("test_*.py")} - PROJECT_TESTS) == []
+    names = [p.name for p in TESTS.rglob("*.py") if "__pycache__" not in p.parts]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
 def _package(tmp_path: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
         path = tmp_path / ROOT_PKG / rel

@@ -99,3 +99,10 @@ def test_cli_table_names_every_command_and_only_real_ones():
     real = app_commands()
     assert sorted(set(named) - real) == [], "README names commands the CLI does not have"
     assert sorted(real - set(named)) == [], "commands missing from the README's command table"
+
+
+def test_named_test_files_exist():
+    """Docs that point at a test file (`tests/<package>/test_x.py`) name one that is there."""
+    named = {m for path in DOCS for m in re.findall(r"\btests/[\w/]+\.py", path.read_text(encoding="utf-8"))}
+    assert named, "no doc names a test file: the pattern no longer matches"
+    assert sorted(p for p in named if not (ROOT / p).is_file()) == []

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.encoder import EncoderConfig
-from dopplerdiff.data.augment import augment_batch, mixup
+from dopplerdiff.data.transforms import augment_batch, mixup
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 

@@ -81,7 +81,7 @@ def _data_summary(run: RunDir) -> str:
 
 
 def _check_data(run: RunDir, data_root: Path) -> None:
-    """Refuse data that cannot make a run before any training: < 2 identities or an empty split part."""
+    """Refuse data that cannot make a run before any training: < 2 identities or an empty split."""
     data = read_json(run.data_record)
     names, split = data.get("identities", []), data.get("split", {})
     if len(names) < 2:
@@ -89,10 +89,10 @@ def _check_data(run: RunDir, data_root: Path) -> None:
             f"'{data_root}' has {len(names)} identity folder(s); identity-conditional training and "
             "identity evaluation need at least 2"
         )
-    empty = [part for part in ("train", "test") if not split.get(part)]
+    empty = [name for name in ("train", "test") if not split.get(name)]
     if empty:
         raise DataError(
-            f"the leak-free split of '{data_root}' leaves the {' and '.join(empty)} part(s) empty; "
+            f"the leak-free split of '{data_root}' leaves the {' and '.join(empty)} split(s) empty; "
             "add windows per recording or lower data.split.gap_windows"
         )
 

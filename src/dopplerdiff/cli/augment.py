@@ -58,7 +58,7 @@ def augment_cmd(
     from dopplerdiff.data.run_data import read_run_data
     from dopplerdiff.generate import GenerationPlan
     from dopplerdiff.pipelines.auto_pipeline import load_run_pipeline
-    from dopplerdiff.synthetic.augment import check_out, real_windows, synthetic_counts, write_augmented
+    from dopplerdiff.synthetic.folder import check_out, real_windows, synthetic_counts, write_synthetic_folder
     from dopplerdiff.synthetic.strategy import with_strategy
 
     setup_logging(quiet)
@@ -75,7 +75,7 @@ def augment_cmd(
     root, real = real_windows(run, pipe.identities, real_budget)
     counts = synthetic_counts(real, per_identity, ratio)
     plan = with_strategy(plan, strategy, run, pipe, cfg.data, budget=real_budget)
-    man = write_augmented(pipe, run, out, plan, counts=counts, root=root, real=real,
+    man = write_synthetic_folder(pipe, run, out, plan, counts=counts, root=root, real=real,
                           native_size=meta.get("native_size"), overwrite=overwrite, progress=not quiet,
                           config=cfg)
     if not quiet:

@@ -40,8 +40,8 @@ class AutoencoderConfig:
     # How 3x3 convolutions pad the image edge: 'zeros' (diffusers' default) or 'replicate' (continues the
     # dark background; see models/autoencoder.set_padding).
     padding_mode: Literal["zeros", "replicate"] = "replicate"
-    # VQ: codes whose running usage falls below 3% of uniform are re-seeded from encoder outputs every
-    # this many steps (until 90% of training); 0 disables.
+    # VQ: codes whose running usage falls below 3% of uniform are re-seeded from outputs of encode every this
+    # many steps (until 90% of training); 0 disables.
     vq_restart_every: int = 100
     disc_channels: int = 64  # PatchGAN width (used when loss.adversarial > 0)
     val_max: int = 256  # validation images reconstructed at each val step (the final metrics use all)

@@ -35,7 +35,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         x = self.images[i]
         if self.augment is not None:
-            from dopplerdiff.data.augment import augment_batch
+            from dopplerdiff.data.transforms import augment_batch
 
             x = augment_batch(x[None], self.augment)[0]
         return {"pixel_values": x, "labels": self.labels[i]}

@@ -44,14 +44,14 @@ def from_model_space(z_model: torch.Tensor, scale: float, shift: float) -> torch
 def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], info: dict[str, Any],
                        overwrite: bool = False) -> Path:
     """Write the cache directory ``out`` atomically (an existing cache only with ``overwrite``)."""
-    for part, t in tensors.items():
+    for name, t in tensors.items():
         missing = {"mean", "std", "labels"} - set(t)
         if missing:
-            raise ValueError(f"latent split '{part}' lacks {sorted(missing)}")
+            raise ValueError(f"latent split '{name}' lacks {sorted(missing)}")
         if not (len(t["mean"]) == len(t["std"]) == len(t["labels"])):
-            raise ValueError(f"latent split '{part}': mean/std/labels lengths differ")
+            raise ValueError(f"latent split '{name}': mean/std/labels lengths differ")
     with atomic_dir(Path(out), overwrite=overwrite) as tmp:
-        for part, t in tensors.items():
+        for name, t in tensors.items():
             arrays = {
                 "mean": t["mean"].float().contiguous(), "std": t["std"].float().contiguous(),
                 "labels": t["labels"].long().contiguous(),
@@ -59,7 +59,7 @@ def write_latent_cache(out: Path, tensors: dict[str, dict[str, torch.Tensor]], i
             for extra in ("indices", "conditions"):
                 if extra in t:
                     arrays[extra] = t[extra].long().contiguous()
-            save_file(arrays, str(tmp / f"{part}.safetensors"))
+            save_file(arrays, str(tmp / f"{name}.safetensors"))
         write_json(tmp / INFO, info)
     return Path(out)
 

@@ -17,7 +17,7 @@ from dopplerdiff.config.base import to_dict
 from dopplerdiff.config.data import DataConfig
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms
 from dopplerdiff.data.layout import DEFAULT_CONDITION
-from dopplerdiff.data.split import PARTS, make_split
+from dopplerdiff.data.split import SPLITS, make_split
 from dopplerdiff.errors import DataError
 from dopplerdiff.utils.io import write_json
 from dopplerdiff.utils.names import check_identity_names
@@ -43,7 +43,7 @@ def read_run_data(run: Path) -> dict[str, Any]:
     check_identity_names(data["identities"], f"'{path}'")
     split = data["split"]
     if not isinstance(split, dict) or not all(isinstance(v, list) for v in split.values()):
-        raise DataError(f"'{path}': 'split' is not a mapping of parts to file lists")
+        raise DataError(f"'{path}': 'split' is not a mapping of split names to file lists")
     for files in split.values():  # entries become paths under the data root (and under augment's --out)
         for rel in files:
             check_relpath(rel, f"'{path}'")
@@ -56,7 +56,7 @@ def read_run_data(run: Path) -> dict[str, Any]:
 
 def _recorded_split(ds: SpectrogramSet, recorded: dict[str, list[str]], path: Path) -> dict[str, np.ndarray]:
     pos = {f: i for i, f in enumerate(ds.files)}
-    missing = [f for part in PARTS for f in recorded.get(part, []) if f not in pos]
+    missing = [f for name in SPLITS for f in recorded.get(name, []) if f not in pos]
     if missing:
         raise DataError(
             f"{len(missing)} file(s) of the split recorded in '{path}' are not in the data under "
@@ -64,7 +64,7 @@ def _recorded_split(ds: SpectrogramSet, recorded: dict[str, list[str]], path: Pa
             "use the same data or a new run directory"
         )
     return {
-        part: np.asarray(sorted(pos[f] for f in recorded.get(part, [])), dtype=np.int64) for part in PARTS
+        name: np.asarray(sorted(pos[f] for f in recorded.get(name, [])), dtype=np.int64) for name in SPLITS
     }
 
 
@@ -108,7 +108,7 @@ def prepare_run_data(
         "data_root": str(Path(data_root).resolve()),
         "identities": ds.identities,
         "conditions": ds.condition_names,
-        "split": {part: [ds.files[i] for i in split[part]] for part in PARTS},
+        "split": {name: [ds.files[i] for i in split[name]] for name in SPLITS},
         "meta": ds.meta,
         "data_config": to_dict(cfg),
         "train_per_identity": cfg.train_per_identity,

@@ -31,13 +31,13 @@ def _generators(pipe: DopplerDiffPipeline, seed: int, key: int, start: int, n: i
 
 
 def _batched(n: int, batch_size: int, run: Callable[[slice], torch.Tensor]) -> np.ndarray:
-    """``run(part)`` -> images, over consecutive parts of at most ``batch_size`` of ``n`` items, joined."""
+    """``run(batch)`` -> images, over consecutive batches of at most ``batch_size`` of ``n`` items, joined."""
     if batch_size < 1:
         raise DopplerDiffError(f"--batch-size must be >= 1, got {batch_size}")
     if n < 1:
         raise DopplerDiffError("nothing to edit: no input windows")
-    parts = [run(slice(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
-    return np.concatenate([p.float().cpu().numpy() for p in parts])
+    outs = [run(slice(s, min(s + batch_size, n))) for s in range(0, n, batch_size)]
+    return np.concatenate([o.float().cpu().numpy() for o in outs])
 
 
 def _seed_noise(seed: int, shape: tuple[int, ...], what: str) -> torch.Tensor:
@@ -66,10 +66,10 @@ def transfer(
     if condition is not None:
         walk = {"conditions": condition, "condition_guidance_scale": condition_guidance}
 
-    def run(part: slice) -> torch.Tensor:
-        x = torch.from_numpy(images[part])
+    def run(batch: slice) -> torch.Tensor:
+        x = torch.from_numpy(images[batch])
         return pipe([k] * len(x), num_inference_steps=steps, guidance_scale=guidance, image=x,
-                    generator=_generators(pipe, seed, k, part.start, len(x)), strength=strength,
+                    generator=_generators(pipe, seed, k, batch.start, len(x)), strength=strength,
                     output_type="pt", **walk).images
 
     return _batched(len(images), batch_size, run)
@@ -122,10 +122,10 @@ def inpaint(
     k = pipe.identity_ids([identity])[0] if identity is not None else 0
     g = guidance if identity is not None else 0.0
 
-    def run(part: slice) -> torch.Tensor:
-        x = torch.from_numpy(images[part])
+    def run(batch: slice) -> torch.Tensor:
+        x = torch.from_numpy(images[batch])
         return pipe([k] * len(x), num_inference_steps=steps, guidance_scale=g, image=x,
-                    generator=_generators(pipe, seed, k, part.start, len(x)), mask=torch.from_numpy(mask),
+                    generator=_generators(pipe, seed, k, batch.start, len(x)), mask=torch.from_numpy(mask),
                     resample_steps=resample_steps, output_type="pt").images
 
     out = _batched(len(images), batch_size, run)
@@ -159,9 +159,9 @@ def mix_strip(
     noise = _seed_noise(seed, pipe.latent_shape, "--seed")
     mixes: list[Any] = [{a: 1.0 - w, b: w} for w in ws]
 
-    def run(part: slice) -> torch.Tensor:
-        n = len(mixes[part])
-        return pipe(mixes[part], num_inference_steps=steps, guidance_scale=guidance,
+    def run(batch: slice) -> torch.Tensor:
+        n = len(mixes[batch])
+        return pipe(mixes[batch], num_inference_steps=steps, guidance_scale=guidance,
                     latents=noise.expand(n, *pipe.latent_shape).clone(), output_type="pt").images
 
     return _batched(num, batch_size, run), ws
@@ -178,8 +178,8 @@ def noise_strip(
     ws = [float(w) for w in np.linspace(0.0, 1.0, num)]
     noise = torch.cat([slerp(a, b, w) for w in ws])
 
-    def run(part: slice) -> torch.Tensor:
-        x = noise[part]
+    def run(batch: slice) -> torch.Tensor:
+        x = noise[batch]
         return pipe([identity] * len(x), num_inference_steps=steps, guidance_scale=guidance, latents=x,
                     output_type="pt").images
 
@@ -194,9 +194,9 @@ def mix_samples(
     if num < 1:
         raise DopplerDiffError(f"--num must be >= 1, got {num}")
 
-    def run(part: slice) -> torch.Tensor:
-        n = len(range(num)[part])
+    def run(batch: slice) -> torch.Tensor:
+        n = len(range(num)[batch])
         return pipe([mix] * n, num_inference_steps=steps, guidance_scale=guidance, output_type="pt",
-                    generator=_generators(pipe, seed, MIX_KEY, part.start, n)).images
+                    generator=_generators(pipe, seed, MIX_KEY, batch.start, n)).images
 
     return _batched(num, batch_size, run)

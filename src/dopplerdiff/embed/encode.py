@@ -8,7 +8,7 @@ in another space).
 Which split a window belongs to: if the encoder was trained inside a run directory (``RUN/encoder`` with
 ``RUN/data.json``) on the same data, the split recorded there is reused, so windows the encoder trained on
 never end up in ``val``/``test``; otherwise the leak-free split of the config is computed. Guard-gap windows
-(in no part) are not indexed, because they overlap windows of two parts in time.
+(in no split) are not indexed, because they overlap windows of two splits in time.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from dopplerdiff.data.images import (
     resize,
 )
 from dopplerdiff.data.run_data import read_run_data
-from dopplerdiff.data.split import PARTS, leak_free_split
+from dopplerdiff.data.split import SPLITS, leak_free_split
 from dopplerdiff.embed.index import STRANGER, EmbeddingIndex, fingerprint_dir
 from dopplerdiff.errors import DataError, DopplerDiffError
 from dopplerdiff.models.encoder import SpectrogramEncoder, load_encoder
@@ -40,7 +40,7 @@ from dopplerdiff.utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
 QUERY_EXTS = tuple(IMAGE_EXTS) + (".npy", ".mat")
-SPLIT_CHOICES = ("all", "none", *PARTS)
+SPLIT_CHOICES = ("all", "none", *SPLITS)
 
 
 def encoder_data_config(encoder: SpectrogramEncoder, base: DataConfig) -> DataConfig:
@@ -130,8 +130,8 @@ def _run_split(encoder_path: Path, ds: SpectrogramSet) -> dict[str, np.ndarray] 
         log.warning("encoder run '%s' was trained on other data; computing a fresh split", run)
         return None
     pos = {f: i for i, f in enumerate(ds.files)}
-    return {part: np.asarray(sorted(pos[f] for f in rec["split"].get(part, []) if f in pos), np.int64)
-            for part in PARTS}
+    return {name: np.asarray(sorted(pos[f] for f in rec["split"].get(name, []) if f in pos), np.int64)
+            for name in SPLITS}
 
 
 def recorded_data_root(encoder_path: Path) -> Path | None:
@@ -150,23 +150,23 @@ def build_index(
     ``strangers``: identities whose windows are all indexed as ``stranger`` rows (never gallery), the
     impostors of threshold calibration; best if the encoder was trained without them.
     """
-    parts = [s.strip() for s in split.split(",")]
-    bad = [p for p in parts if p not in SPLIT_CHOICES]
+    chosen = [s.strip() for s in split.split(",")]
+    bad = [p for p in chosen if p not in SPLIT_CHOICES]
     if bad:
-        raise DopplerDiffError(f"--split '{split}': unknown part '{bad[0]}' (use {', '.join(SPLIT_CHOICES)})")
+        raise DopplerDiffError(f"--split '{split}': no split '{bad[0]}' (use {', '.join(SPLIT_CHOICES)})")
     encoder = load_encoder(encoder_path)
     dcfg = encoder_data_config(encoder, cfg.data)
     ds = load_spectrograms(Path(data_root), dcfg, progress=progress)
-    if "none" in parts:
+    if "none" in chosen:
         names = np.array(["gallery"] * len(ds), dtype=object)  # no held-out rows: everything is gallery
         source = "none"
     else:
         recorded = _run_split(encoder_path, ds)
-        parts_idx = recorded if recorded is not None else leak_free_split(ds, dcfg.split)
+        split_idx = recorded if recorded is not None else leak_free_split(ds, dcfg.split)
         source = "run" if recorded is not None else "computed"
         names = np.array([""] * len(ds), dtype=object)
-        for part in PARTS:
-            names[parts_idx[part]] = part
+        for name in SPLITS:
+            names[split_idx[name]] = name
     strangers = list(strangers or [])
     unknown = [n for n in strangers if n not in ds.identities]
     if unknown:
@@ -175,7 +175,7 @@ def build_index(
         raise DopplerDiffError("--strangers leaves no identity to enroll")
     is_stranger = np.isin(np.asarray(ds.identities, dtype=object)[ds.labels], strangers)
     names[is_stranger] = STRANGER  # every window: strangers share no recording with the gallery
-    wanted = set(PARTS) if "all" in parts else set(parts) | ({"gallery"} if "none" in parts else set())
+    wanted = set(SPLITS) if "all" in chosen else set(chosen) | ({"gallery"} if "none" in chosen else set())
     wanted.add(STRANGER)
     rows = np.flatnonzero(np.isin(names, list(wanted)))
     if len(rows) == 0:

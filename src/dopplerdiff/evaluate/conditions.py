@@ -25,7 +25,7 @@ from dopplerdiff.data.images import SpectrogramSet
 from dopplerdiff.evaluate.context import EvalContext
 from dopplerdiff.evaluate.judge import JudgeSettings, fit_judge, judge_logits
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance
-from dopplerdiff.evaluate.parts import encode_images
+from dopplerdiff.evaluate.windows import encoder_outputs
 from dopplerdiff.generate import GenerationPlan, sample
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ def condition_metrics(pipe: Any, encoder: Any, train: SpectrogramSet, test: Spec
         real_x, real_y = test.images[mask], test.labels[mask]
         gen = _samples(pipe, [pipe.identities.index(test.identities[p]) for p in people], n, name, ecfg)
         gen_y = np.repeat(np.asarray(people, np.int64), n)
-        (rf, rl), (gf, gl) = encode_images(encoder, real_x), encode_images(encoder, gen)
+        (rf, rl), (gf, gl) = encoder_outputs(encoder, real_x), encoder_outputs(encoder, gen)
         enough = min(len(rf), len(gf)) >= MIN_SAMPLES_FD
-        as_c = {part: _accuracy(judge_logits(judge, x), np.full(len(x), c))
-                for part, x in (("real_test", real_x), ("generated", gen))}
+        as_c = {name: _accuracy(judge_logits(judge, x), np.full(len(x), c))
+                for name, x in (("real_test", real_x), ("generated", gen))}
         rows.append({
             "condition": name, "people": len(people), "real_test": int(mask.sum()), "samples": len(gen_y),
             "identity_accuracy": {"real_test": _accuracy(rl, real_y), "generated": _accuracy(gl, gen_y)},
@@ -76,7 +76,7 @@ def condition_metrics(pipe: Any, encoder: Any, train: SpectrogramSet, test: Spec
     return rows
 
 
-def condition_part(ctx: EvalContext, pipe: Any) -> None:
+def condition_section(ctx: EvalContext, pipe: Any) -> None:
     """metrics.json ``conditions`` for a run trained on walking conditions (nothing for a flat run)."""
     ecfg = ctx.cfg.evaluate
     if not getattr(pipe, "conditions", None):

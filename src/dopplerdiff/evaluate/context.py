@@ -1,5 +1,6 @@
-"""What every part of one evaluation shares (``EvalContext``): settings, the run's data as real parts in the
-encoder's feature space, the encoder, the independent judge, and the state the metrics accumulate in."""
+"""What every section of one evaluation shares (``EvalContext``): settings, the run's data as real window sets
+in the spectrogram encoder's feature space, that encoder, the independent judge, and the state the metrics
+accumulate in."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import Arrays, load_run_encoder, run_data_config
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, identity_accuracy
-from dopplerdiff.evaluate.parts import Part, distribution, make_part
 from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair
+from dopplerdiff.evaluate.windows import WindowSet, distribution, encode_windows
 
 
 @dataclass
@@ -47,20 +48,20 @@ class EvalState:
 
 @dataclass
 class EvalContext:
-    """What every part of one evaluation shares: settings, real parts, encoder, judge, accumulated state."""
+    """What every section of one evaluation shares: settings, real window sets, encoder, judge, state."""
 
     cfg: Config
     device: torch.device
     ids: list[str]
-    train: Part
+    train: WindowSet
     val: Arrays
-    test: Part
+    test: WindowSet
     encoder: Any
     st: EvalState
     ind: IndependentEval | None
     progress: bool
     confusions: dict[str, Any] = field(default_factory=dict)
-    # the real parts as loaded (walking conditions, files) and the model-size synthetic sets scored so far
+    # the real windows as loaded (walking conditions, files) and the model-size synthetic sets scored so far
     sets: dict[str, SpectrogramSet] = field(default_factory=dict)
     synthetic: dict[str, Arrays] = field(default_factory=dict)
 
@@ -82,7 +83,7 @@ def check_sample_sizes(n_test: int, k: int, num_per_identity: int) -> None:
 
 def build_context(run: Path, cfg: Config, data_root: Path | None, device: torch.device,
              progress: bool) -> tuple[EvalContext, Any]:
-    """Data, encoder, real parts, the independent judge and the metrics skeleton."""
+    """Data, encoder, real window sets, the independent judge and the metrics skeleton."""
     ecfg = cfg.evaluate
     cfg.data = run_data_config(run, cfg.data)
     ds, split = prepare_run_data(run, data_root, cfg.data, progress=progress)
@@ -100,8 +101,8 @@ def build_context(run: Path, cfg: Config, data_root: Path | None, device: torch.
     encoder = load_run_encoder(run, cfg, (tr.images, tr.labels), (va.images, va.labels), ids, st.missing,
                                progress)
     encoder = encoder.to(device)
-    train = make_part(encoder, tr.images, tr.labels, tr.files)
-    test = make_part(encoder, te.images, te.labels, te.files)
+    train = encode_windows(encoder, tr.images, tr.labels, tr.files)
+    test = encode_windows(encoder, te.images, te.labels, te.files)
     st.metrics["accuracy"]["real_test"] = identity_accuracy(test.logits, test.y, k, bootstrap=ecfg.bootstrap,
                                                             seed=ecfg.seed)
     st.metrics["distribution"]["train_vs_test"] = distribution(train.f, test.f, ecfg.knn_k, ecfg.seed)

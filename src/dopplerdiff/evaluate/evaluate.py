@@ -44,9 +44,8 @@ from dopplerdiff.data.physics import compare_physics, physics_stats
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate import plots
 from dopplerdiff.evaluate import strategies as S
-from dopplerdiff.evaluate.augmentation import run_augmentation_experiment
 from dopplerdiff.evaluate.c2st import disjoint_pair
-from dopplerdiff.evaluate.conditions import condition_part
+from dopplerdiff.evaluate.conditions import condition_section
 from dopplerdiff.evaluate.context import EvalContext, EvalState, build_context
 from dopplerdiff.evaluate.independent import IndependentEval
 from dopplerdiff.evaluate.loading import (
@@ -57,16 +56,17 @@ from dopplerdiff.evaluate.loading import (
 )
 from dopplerdiff.evaluate.memorisation import memorisation
 from dopplerdiff.evaluate.metrics import MIN_SAMPLES_FD, frechet_distance, identity_accuracy
-from dopplerdiff.evaluate.native import native_part
-from dopplerdiff.evaluate.parts import (
-    Part,
+from dopplerdiff.evaluate.native import native_section
+from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
+from dopplerdiff.evaluate.synthetic_gain import run_synthetic_gain
+from dopplerdiff.evaluate.windows import (
+    WindowSet,
     distribution,
-    encode_images,
+    encode_windows,
+    encoder_outputs,
     first_per_identity,
-    make_part,
     reconstruct,
 )
-from dopplerdiff.evaluate.report import ExampleRow, MemorisationPair, render_report
 from dopplerdiff.generate import GenerationPlan, sample
 from dopplerdiff.utils.io import (
     atomic_dir,
@@ -124,7 +124,7 @@ def to_data_size(imgs: np.ndarray, data_shape: tuple[int, ...]) -> np.ndarray:
     return F.adaptive_avg_pool2d(torch.from_numpy(imgs), (h, w)).numpy()
 
 
-def _memorisation(gen: Part, train: Part, test: Part, ids: list[str], st: EvalState) -> None:
+def _memorisation(gen: WindowSet, train: WindowSet, test: WindowSet, ids: list[str], st: EvalState) -> None:
     """Nearest-training-window check in encoder-feature and pixel space; closest pairs for the report."""
 
     per_sample = ("flags", "gen_nn_index", "gen_nn_distance", "test_nn_distance", "examples")
@@ -167,15 +167,15 @@ def _examples(test01: np.ndarray, test_y: np.ndarray, gen01: np.ndarray | None, 
 
 
 def _sample_pool(pipe: Any, encoder: Any, cfg: Config, k: int, n: int, shape: tuple[int, ...],
-                 progress: bool) -> Part:
+                 progress: bool) -> WindowSet:
     ecfg = cfg.evaluate
     log.info("generating %d samples per identity (%s, %d steps, guidance %g)", n, ecfg.scheduler, ecfg.steps,
              ecfg.guidance)
     gx, gy = _generate(pipe, k, n, ecfg, ecfg.guidance, ecfg.seed, progress, shape)
-    return make_part(encoder, gx, gy)
+    return encode_windows(encoder, gx, gy)
 
 
-def _generated_metrics(gen: Part, cfg: Config, train: Part, test: Part, ids: list[str],
+def _generated_metrics(gen: WindowSet, cfg: Config, train: WindowSet, test: WindowSet, ids: list[str],
                        st: EvalState) -> None:
     """Accuracy, distribution, physics and memorisation of the scored samples."""
     ecfg, k = cfg.evaluate, len(ids)
@@ -189,33 +189,34 @@ def _generated_metrics(gen: Part, cfg: Config, train: Part, test: Part, ids: lis
 
 
 def _guidance_sweep(
-    pipe: Any, encoder: Any, cfg: Config, pool: Part, test: Part, k: int, progress: bool, st: EvalState
+    pipe: Any, encoder: Any, cfg: Config, pool: WindowSet, test: WindowSet, k: int, progress: bool,
+    st: EvalState,
 ) -> None:
     ecfg = cfg.evaluate
     n = ecfg.sweep_num_per_identity
     rows = []
     for g in ecfg.guidance_sweep:
         if g == ecfg.guidance and n <= np.bincount(pool.y, minlength=k).min():
-            part = first_per_identity(pool, n, k)  # already generated: same seeds, same guidance
+            ws = first_per_identity(pool, n, k)  # already generated: same seeds, same guidance
         else:
             x, y = _generate(pipe, k, n, ecfg, float(g), ecfg.seed, progress, test.x.shape[1:])
-            part = make_part(encoder, x, y)
-        fd = frechet_distance(part.f, test.f) if len(part.f) >= MIN_SAMPLES_FD else None
-        acc = float((part.logits.argmax(1) == part.y).mean())
-        rows.append({"guidance": float(g), "accuracy": acc, "fd": fd, "num": len(part.y)})
+            ws = encode_windows(encoder, x, y)
+        fd = frechet_distance(ws.f, test.f) if len(ws.f) >= MIN_SAMPLES_FD else None
+        acc = float((ws.logits.argmax(1) == ws.y).mean())
+        rows.append({"guidance": float(g), "accuracy": acc, "fd": fd, "num": len(ws.y)})
         log.info("guidance %g: accuracy %.3f, Fréchet distance %s", g, acc, fd)
     st.metrics["guidance_sweep"] = rows
     st.plots["guidance"] = plots.guidance_sweep_plot(rows, st.metrics["accuracy"]["real_test"]["overall"])
 
 
-def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: Part, k: int,
+def _synthetic_gain(synthetic: WindowSet, cfg: Config, train: WindowSet, val: Arrays, test: WindowSet, k: int,
                   progress: bool, st: EvalState, ind: IndependentEval | None, device: Any) -> None:
 
     ecfg = cfg.evaluate
     enc_cfg = cfg.encoder
     if ecfg.augment_channels:  # a lighter classifier for every arm alike: the experiment is a comparison
         enc_cfg = replace(enc_cfg, channels=list(ecfg.augment_channels))
-    res = run_augmentation_experiment(
+    res = run_synthetic_gain(
         (train.x, train.y), (test.x, test.y), (synthetic.x, synthetic.y), k, enc_cfg,
         steps=ecfg.augment_steps, seeds=[ecfg.seed + i for i in range(ecfg.augment_seeds)],
         augment=cfg.data.augment, val=val if len(val[1]) else None, progress=progress, device=device,
@@ -223,15 +224,15 @@ def _augmentation(synthetic: Part, cfg: Config, train: Part, val: Arrays, test: 
     res["synthetic_seed"] = ecfg.seed
     res["classifier_channels"] = list(enc_cfg.channels) if enc_cfg.kind == "cnn" else None
     st.metrics["augmentation"] = res
-    st.plots["augmentation"] = plots.augmentation_plot(res["arms"])
+    st.plots["augmentation"] = plots.synthetic_gain_plot(res["arms"])
     if ind is not None and ecfg.judge_augmentation:
         seeds = [ecfg.seed + i for i in range(ecfg.augment_seeds)]
-        st.metrics["augmentation_judge"] = ind.augmentation(
-            run_augmentation_experiment, (synthetic.x, synthetic.y), seeds=seeds,
+        st.metrics["augmentation_judge"] = ind.synthetic_gain(
+            run_synthetic_gain, (synthetic.x, synthetic.y), seeds=seeds,
             val=val if len(val[1]) else None, progress=progress)
 
 
-def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
+def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: WindowSet) -> None:
     """Strategy arms (evaluate.augment_strategies) under the encoder's and the judge's architecture; the
     baseline and the 'prior' arm are the main experiment's real and real+synthetic runs (same seeds)."""
 
@@ -240,7 +241,7 @@ def _strategies(ctx: EvalContext, run: Path, pipe: Any, pool: Part) -> None:
                         ctx.progress)
     pretrain = S.simulated_set(ctx.cfg) if any(a.spec.simpre for a in arms) else None
     st.metrics["augmentation_strategies"] = {
-        a.spec.name: {**a.recipe, **S.sample_quality(a, lambda x: encode_images(ctx.encoder, x), ctx.test.f,
+        a.spec.name: {**a.recipe, **S.sample_quality(a, lambda x: encoder_outputs(ctx.encoder, x), ctx.test.f,
                                                      ecfg.knn_k)} for a in arms}
     seeds = [ecfg.seed + i for i in range(ecfg.augment_seeds)]
     val = ctx.val if len(ctx.val[1]) else None
@@ -270,14 +271,14 @@ def _strategy_classifiers(ctx: EvalContext) -> list[tuple[str, Any, Any, Any]]:
     return out
 
 
-def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
+def _reconstruction_section(ctx: EvalContext, run: Path) -> None:
     """Test windows through the first stage alone: the floor generated samples can at best reach."""
     ecfg, acc, dist = ctx.cfg.evaluate, ctx.st.metrics["accuracy"], ctx.st.metrics["distribution"]
     vae = load_run_autoencoder(run, ctx.device)
     if vae is None:
         ctx.st.missing.append(f"no autoencoder at '{RunDir(run).autoencoder}': no reconstruction floor")
         return
-    rec = make_part(ctx.encoder, reconstruct(vae, ctx.test.x), ctx.test.y)
+    rec = encode_windows(ctx.encoder, reconstruct(vae, ctx.test.x), ctx.test.y)
     acc["reconstruction"] = identity_accuracy(rec.logits, rec.y, ctx.k, ecfg.bootstrap, ecfg.seed)
     dist["recon_vs_test"] = distribution(rec.f, ctx.test.f, ecfg.knn_k, ecfg.seed)
     ctx.confusions["test reconstructions"] = acc["reconstruction"]["confusion"]
@@ -287,15 +288,15 @@ def _reconstruction_part(ctx: EvalContext, run: Path) -> None:
         ctx.ind.add_set("reconstruction", rec.x, rec.y, pair)
 
 
-def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
+def _generation_section(ctx: EvalContext, run: Path) -> WindowSet | None:
     """One pool of samples: scored, swept over guidance and used by the augmentation experiment."""
     ecfg, st = ctx.cfg.evaluate, ctx.st
     pipe = load_eval_pipeline(run, ctx.ids, st.missing, ctx.device)
     if pipe is None:
         return None
     st.metrics["settings"]["decoder"] = "diffusion" if pipe.decodes_with_diffusion else "vae"
-    augment_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
-    n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if augment_on else 0)
+    gain_on = ecfg.augment_seeds > 0 and ecfg.augment_synthetic_per_identity > 0
+    n_pool = max(ecfg.num_per_identity, ecfg.augment_synthetic_per_identity if gain_on else 0)
     with st.timed("sample pool"):
         pool = _sample_pool(pipe, ctx.encoder, ctx.cfg, ctx.k, n_pool, ctx.test.x.shape[1:], ctx.progress)
     gen = first_per_identity(pool, ecfg.num_per_identity, ctx.k)
@@ -306,14 +307,14 @@ def _generation_part(ctx: EvalContext, run: Path) -> Part | None:
         ctx.ind.add_set("generated", gen.x, gen.y, (ctx.train.x, gen.x))
     ctx.synthetic["generated"] = (gen.x, gen.y)
     with st.timed("walking conditions"):
-        condition_part(ctx, pipe)
+        condition_section(ctx, pipe)
     with st.timed("guidance sweep"):
         _guidance_sweep(pipe, ctx.encoder, ctx.cfg, pool, ctx.test, ctx.k, ctx.progress, st)
-    if augment_on:
+    if gain_on:
         synthetic = first_per_identity(pool, ecfg.augment_synthetic_per_identity, ctx.k)
         with st.timed("augmentation experiment"):
-            _augmentation(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st, ctx.ind,
-                          ctx.device)
+            _synthetic_gain(synthetic, ctx.cfg, ctx.train, ctx.val, ctx.test, ctx.k, ctx.progress, st,
+                            ctx.ind, ctx.device)
         with st.timed("strategy arms"):
             _strategies(ctx, run, pipe, pool)
     else:
@@ -340,11 +341,11 @@ def evaluate_run(
     st, test = ctx.st, ctx.test
     st.seconds["data, encoder, real features"] = round(time.perf_counter() - t_context, 2)
     with st.timed("reconstructions"):
-        _reconstruction_part(ctx, run)
-    gen = _generation_part(ctx, run)
+        _reconstruction_section(ctx, run)
+    gen = _generation_section(ctx, run)
     if cfg.evaluate.native_judge:
         with st.timed("native-size judge"):
-            native_part(ctx, run, data_root, ds.meta.get("native_size"))
+            native_section(ctx, run, data_root, ds.meta.get("native_size"))
     if ctx.ind is not None:
         with st.timed("judge, C2ST, texture"):
             ctx.ind.write(st.metrics, st.plots)

@@ -113,7 +113,8 @@ class IndependentEval:
         trainer fits many at once: ``dopplerdiff.evaluate.together``)."""
         return partial(fit_judges, channels=tuple(self.cfg.judge_channels)), predict_for_experiment
 
-    def augmentation(self, run_experiment: Any, synthetic: tuple[np.ndarray, np.ndarray], **kw: Any) -> dict:
+    def synthetic_gain(self, run_experiment: Any, synthetic: tuple[np.ndarray, np.ndarray],
+                       **kw: Any) -> dict:
         """The augmentation experiment with judge-architecture classifiers (its own recipe and widths; the
         same step budget as the encoder-architecture arms, evaluate.augment_steps)."""
         fit_many, predict = self.experiment_fns()

@@ -10,7 +10,7 @@ validation windows. It is never used to train any generative stage.
 * ``fit_judge(x, y, num_classes, ...)`` -> ``JudgeCNN`` (eval mode), deterministic per seed;
 * ``judge_logits(model, x)`` -> numpy logits;
 * ``fit_for_experiment`` / ``predict_for_experiment``: the same with the call signatures of the
-  augmentation experiment (``dopplerdiff.evaluate.augmentation``), so its arms can be scored by the judge.
+  augmentation experiment (``dopplerdiff.evaluate.synthetic_gain``), so its arms can be scored by the judge.
 
 Images are (N, C, H, W) float32 in [-1, 1].
 """
@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from dopplerdiff.classifier import Batches, checked_data, fit_steps, load_backbone, weighted_cross_entropy
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.evaluate import JUDGE_ARCHS
-from dopplerdiff.data.augment import augment_batch, mixup
+from dopplerdiff.data.transforms import augment_batch, mixup
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.models.stacked import Rule
 

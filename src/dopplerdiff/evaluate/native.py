@@ -71,7 +71,7 @@ def native_judge(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np
     return out
 
 
-def native_part(ctx: EvalContext, run: Path, data_root: Path | None, native_size: Any) -> None:
+def native_section(ctx: EvalContext, run: Path, data_root: Path | None, native_size: Any) -> None:
     """metrics.json ``judge_native``: the run's real windows loaded again at the native size (the same split),
     a judge trained on them, and the run's reconstructions and samples scored after resizing."""
     shape, model = native_shape(native_size), tuple(ctx.test.x.shape[-2:])

@@ -92,7 +92,7 @@ def guidance_sweep_plot(sweep: Sequence[dict], real_accuracy: float | None = Non
     return fig_to_png(fig)
 
 
-def augmentation_plot(arms: dict[str, dict]) -> bytes:
+def synthetic_gain_plot(arms: dict[str, dict]) -> bytes:
     """Bar chart of real-test accuracy per training arm (mean ± std over seeds, seeds as dots)."""
     names = list(arms)
     means = [arms[n]["mean"] for n in names]

@@ -276,7 +276,7 @@ def _widths(channels: list[int] | None) -> str:
     return f" (CNN widths {channels})" if channels else ""
 
 
-def _augmentation(m: dict, plots: dict[str, bytes]) -> str:
+def _synthetic_gain(m: dict, plots: dict[str, bytes]) -> str:
     aug = m.get("augmentation")
     if not aug or not aug.get("arms"):
         return not_computed(aug.get("skipped", "") if aug else "no generated samples")
@@ -310,7 +310,7 @@ def _guidance(m: dict, plots: dict[str, bytes]) -> str:
 def _missing(m: dict) -> str:
     missing = m.get("missing") or []
     if not missing:
-        return "<div class='ok'>Nothing is missing: every part of the evaluation ran.</div>"
+        return "<div class='ok'>Nothing is missing: every section of the evaluation ran.</div>"
     items = "".join(f"<li>{html.escape(s)}</li>" for s in missing)
     return f"<div class='missing'><b>What is missing</b><ul>{items}</ul></div>"
 
@@ -335,7 +335,7 @@ def render_report(
     plots = plots or {}
     run = html.escape(str(metrics.get("run", "")))
     created = html.escape(str(metrics.get("created", "")))
-    parts = [
+    sections = [
         page_head(title, f"run {run} · {created} · {len(metrics.get('identities', []))} identities"),
         _missing(metrics) if metrics.get("missing") else "",
         section("headline", "Headline", _headline(metrics)),
@@ -355,11 +355,11 @@ def render_report(
         section(
             "augmentation",
             "Does synthetic data help? (augmentation experiment)",
-            _augmentation(metrics, plots),
+            _synthetic_gain(metrics, plots),
         ),
         section("guidance", "Guidance sweep", _guidance(metrics, plots)),
         section("missing", "What is missing", _missing(metrics)),
         section("settings", "Settings", _settings(metrics)),
         PAGE_END,
     ]
-    return "\n".join(p for p in parts if p)
+    return "\n".join(p for p in sections if p)

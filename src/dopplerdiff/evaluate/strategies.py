@@ -34,8 +34,8 @@ from dopplerdiff.data.images import load_spectrograms
 from dopplerdiff.data.simulate import simulate_dataset
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.evaluate.metrics import precision_recall
-from dopplerdiff.evaluate.parts import Part, first_per_identity
 from dopplerdiff.evaluate.together import Trainer, trainer_for
+from dopplerdiff.evaluate.windows import WindowSet, first_per_identity
 from dopplerdiff.generate import GenerationPlan, sample, strategy_record
 from dopplerdiff.generate.plan import WRITE_BATCH
 from dopplerdiff.synthetic.strategy import Strategy, with_strategy
@@ -179,7 +179,7 @@ def run_strategy_arms(
     ``baseline``: real-only accuracies already measured with these seeds (else fitted here); ``reuse``: arm
     name -> accuracies already measured (the 'prior' arm is the main experiment's real+synthetic arm);
     ``pretrain``: simulated (images, labels, K) for ``simpre`` arms, one pre-trained classifier per seed.
-    Classifiers are fitted as in ``run_augmentation_experiment`` (``fit_many``/``fit``, ``together``)."""
+    Classifiers are fitted as in ``run_synthetic_gain`` (``fit_many``/``fit``, ``together``)."""
     predict = predict or classifier_predict
     xr, yr = np.asarray(real_train[0], np.float32), np.asarray(real_train[1], np.int64)
     xt, yt = np.asarray(real_test[0], np.float32), np.asarray(real_test[1], np.int64)
@@ -223,7 +223,7 @@ def _arm_result(arm: ArmData, runs: list[float], base: Sequence[float], num_clas
     }
 
 
-def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: Part,
+def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: int, pool: WindowSet,
                missing: list[str], progress: bool = False) -> list[ArmData]:
     """ArmData for every spec (``n`` synthetic windows per identity unless the spec has ``n:N``): 'prior' is
     the evaluation pool's first windows per identity (the same seeds would make the same images); arms that
@@ -249,7 +249,7 @@ def build_arms(specs: Sequence[ArmSpec], pipe: Any, run: Path, cfg: Config, n: i
     return arms
 
 
-def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: Part,
+def _draw_arm(spec: ArmSpec, pipe: Any, run: Path, cfg: Config, n: int, pool: WindowSet,
               progress: bool) -> ArmData:
     """The windows of one sampling spec (`prior` from the pool while it has enough); DopplerDiffError if
     they cannot be made."""

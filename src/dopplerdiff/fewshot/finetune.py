@@ -59,12 +59,12 @@ def finetune_attention(pipe: Any, shots: dict[str, np.ndarray], prior: tuple[np.
     if unknown:
         raise DopplerDiffError(f"people {', '.join(unknown)} have no identity row yet: learn their rows "
                                "first")
-    enc, den = pipe.condition_encoder, pipe.denoiser
+    cond_enc, den = pipe.condition_encoder, pipe.denoiser
     rows = [pipe.identities.index(n) for n in shots]
     z = _encode(pipe, np.concatenate(list(shots.values())))
     z_ids = torch.as_tensor(np.repeat(rows, [len(x) for x in shots.values()]), device=z.device)
     zp, zp_ids = _encode(pipe, prior[0]), torch.as_tensor(prior[1], device=z.device)
-    row_params, hooks = train_only_row(enc, den, rows)
+    row_params, hooks = train_only_row(cond_enc, den, rows)
     kv = cross_attention_kv(den)
     for p in kv:
         p.requires_grad_(True)
@@ -76,12 +76,12 @@ def finetune_attention(pipe: Any, shots: dict[str, np.ndarray], prior: tuple[np.
     try:
         for _ in range(steps):
             i = torch.randint(len(z), (batch_size,), generator=gen, device=z.device)
-            loss = diffusion_loss(den, enc, sched, z[i], z_ids[i], cfg.diffusion, generator=gen)
+            loss = diffusion_loss(den, cond_enc, sched, z[i], z_ids[i], cfg.diffusion, generator=gen)
             if prior_weight > 0 and len(zp):
                 j = torch.randint(len(zp), (batch_size,), generator=gen, device=z.device)
                 # dropped to the null as in training, so the guidance's unconditional prediction is kept too
-                ids = enc.drop(zp_ids[j], cfg.diffusion.condition.dropout, generator=gen)
-                loss = loss + prior_weight * diffusion_loss(den, enc, sched, zp[j], ids, cfg.diffusion,
+                ids = cond_enc.drop(zp_ids[j], cfg.diffusion.condition.dropout, generator=gen)
+                loss = loss + prior_weight * diffusion_loss(den, cond_enc, sched, zp[j], ids, cfg.diffusion,
                                                             generator=gen)
             if not torch.isfinite(loss):
                 raise DopplerDiffError(f"fine-tuning diverged at step {len(losses)} (loss {float(loss)}); "
@@ -93,7 +93,7 @@ def finetune_attention(pipe: Any, shots: dict[str, np.ndarray], prior: tuple[np.
     finally:
         for h in hooks:
             h.remove()
-        for module in (enc, den):
+        for module in (cond_enc, den):
             module.requires_grad_(False)
     return {"steps": steps, "lr": lr, "row_lr": row_lr, "prior_weight": prior_weight,
             "tuned_weights": int(sum(p.numel() for p in kv)), "loss_first": float(np.mean(losses[:10])),

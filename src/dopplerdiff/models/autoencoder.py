@@ -9,7 +9,7 @@ measured (diffusers' default 0.18215 still in its config) is refused.
   ``latents_std`` in its config.
 * VQModel has only ``scaling_factor``; the per-channel latent mean is therefore folded into the weights
   (``quant_conv`` bias, codebook and ``post_quant_conv`` bias shifted together, which leaves every
-  reconstruction unchanged), so its shift is exactly 0. VQ latents are the pre-quantisation encoder output;
+  reconstruction unchanged), so its shift is exactly 0. VQ latents are the pre-quantisation output of encode;
   ``decode`` quantises them (LDM's "VQ-reg" convention).
 """
 

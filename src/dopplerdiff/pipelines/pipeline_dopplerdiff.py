@@ -140,10 +140,11 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
     def _condition(self, ids: torch.Tensor, weights: torch.Tensor | None, conds: Any = None) -> torch.Tensor:
         """Tokens of ids (B,) or UNet mixtures ``weights`` (B, K+1), with walking conditions ``conds``."""
-        enc = self.condition_encoder
-        if weights is None or enc.config.kind == "label":  # the DiT mixes inside its label tables (_forward)
-            return enc.encode(ids) if conds is None else enc.encode(ids, conds)
-        return mixed_tokens(enc, weights, conds)
+        cond_enc = self.condition_encoder
+        # the DiT mixes inside its label tables (_forward)
+        if weights is None or cond_enc.config.kind == "label":
+            return cond_enc.encode(ids) if conds is None else cond_enc.encode(ids, conds)
+        return mixed_tokens(cond_enc, weights, conds)
 
     def _forward(self, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, soft: torch.Tensor | None):
         """One denoiser forward; ``soft`` (B, K+1) mixes the DiT's label-table rows for this call."""
@@ -165,16 +166,16 @@ class DopplerDiffPipeline(DiffusionPipeline):
 
         ``weights`` (B, K+1), when given, replaces the one-hot condition of ``ids`` by a mixture of rows;
         ``conds`` (B,) walking conditions, guided with ``condition_scale``."""
-        enc = self.condition_encoder
+        cond_enc = self.condition_encoder
         if conds is not None:
             return self._predict_composed(latents, t, ids, guidance_scale, weights, conds, condition_scale)
-        dit_mix = weights is not None and enc.config.kind == "label"
+        dit_mix = weights is not None and cond_enc.config.kind == "label"
         if guidance_scale == 1.0:
             return self._forward(latents, t, self._condition(ids, weights), weights if dit_mix else None)
-        null_ids = enc.null_ids(latents.shape[0], latents.device)
+        null_ids = cond_enc.null_ids(latents.shape[0], latents.device)
         if guidance_scale == 0.0:
-            return self._forward(latents, t, enc.encode(null_ids), None)
-        cond = torch.cat([self._condition(ids, weights), enc.encode(null_ids)])
+            return self._forward(latents, t, cond_enc.encode(null_ids), None)
+        cond = torch.cat([self._condition(ids, weights), cond_enc.encode(null_ids)])
         soft = None
         if dit_mix:
             soft = torch.cat([weights, F.one_hot(null_ids, weights.shape[1]).to(weights.dtype)])

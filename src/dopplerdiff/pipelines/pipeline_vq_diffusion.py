@@ -172,13 +172,13 @@ class DopplerVQDiffusionPipeline(DiffusionPipeline):
     # -- sampling ----------------------------------------------------------------------------------------
     def predict(self, codes: torch.Tensor, t: int, ids: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         """Guided ``log p(x_0 | x_t)`` (B, codebook, h*w) at training timestep ``t`` (cond + null batched)."""
-        enc = self.condition_encoder
+        cond_enc = self.condition_encoder
         if guidance_scale == 1.0:
-            return log_p_x0(self.denoiser, codes, t, enc.encode(ids))
-        null = enc.null_ids(codes.shape[0], codes.device)
+            return log_p_x0(self.denoiser, codes, t, cond_enc.encode(ids))
+        null = cond_enc.null_ids(codes.shape[0], codes.device)
         if guidance_scale == 0.0:
-            return log_p_x0(self.denoiser, codes, t, enc.encode(null))
-        out = log_p_x0(self.denoiser, torch.cat([codes, codes]), t, enc.encode(torch.cat([ids, null])))
+            return log_p_x0(self.denoiser, codes, t, cond_enc.encode(null))
+        out = log_p_x0(self.denoiser, torch.cat([codes, codes]), t, cond_enc.encode(torch.cat([ids, null])))
         cond, uncond = out.chunk(2)
         guided = uncond + guidance_scale * (cond - uncond)
         return guided - torch.logsumexp(guided, dim=1, keepdim=True)

@@ -2,7 +2,7 @@
 the guidance interval and spherical interpolation of noise.
 
 Identity mixtures: a condition is a (B, K+1) weight matrix over the condition rows (one-hot for a plain
-identity, row K = null). For the UNet the mixed condition is the convex mix of the encoder's outputs
+identity, row K = null). For the UNet the mixed condition is the convex mix of the condition encoder's outputs
 ``sum_k w_k encode(k)``; for the DiT (whose label tables live inside every transformer block) it is the same
 mix of every block's label-table rows, applied by ``soft_labels`` for the duration of one forward.
 """
@@ -110,12 +110,14 @@ def check_sample_args(steps: int, guidance: float, strength: float, resample: in
         )
 
 
-def mixed_tokens(encoder: Any, weights: torch.Tensor, conditions: torch.Tensor | None = None) -> torch.Tensor:
+def mixed_tokens(condition_encoder: Any, weights: torch.Tensor,
+                 conditions: torch.Tensor | None = None) -> torch.Tensor:
     """UNet conditioning of (B, K+1) weights: the convex mix of every row's identity tokens (then the
-    walking-condition token of ``conditions``, the null condition if None, when the encoder has one)."""
-    rows = encoder.identity_tokens(torch.arange(weights.shape[1], device=weights.device))
+    walking-condition token of ``conditions``, the null condition if None, when the condition encoder has
+    one)."""
+    rows = condition_encoder.identity_tokens(torch.arange(weights.shape[1], device=weights.device))
     mixed = torch.einsum("bk,ktd->btd", weights.to(rows.dtype), rows)
-    return encoder.add_condition(mixed, conditions)
+    return condition_encoder.add_condition(mixed, conditions)
 
 
 def compose_guidance(null_null: torch.Tensor, id_null: torch.Tensor, id_cond: torch.Tensor,
@@ -311,7 +313,8 @@ def pipeline_conditions(names: list[str] | None, count: int) -> list[str] | None
         return None
     names = list(names) if names else [f"condition_{i}" for i in range(count)]
     if len(names) != count:
-        raise DopplerDiffError(f"pipeline has {len(names)} condition names but the encoder has {count}")
+        raise DopplerDiffError(
+            f"pipeline has {len(names)} condition names but the condition encoder has {count}")
     return names
 
 

@@ -1,1 +1,1 @@
-"""Synthetic training data: real-seeded sampling sources, sample filters and augmented training folders."""
+"""Synthetic training data: real-seeded sampling sources, sample filters, real + generated folders."""

@@ -2,7 +2,7 @@
 
 Sample ``i`` of identity ``k`` is seeded by window ``i mod n_k`` of that identity's windows in a fixed
 (natural file-name) order, so a sample is reproducible alone. Validation and test windows of the run never
-seed a sample: the split reader takes the train part only, and a folder whose files repeat (byte for byte)
+seed a sample: the split reader takes the train split only, and a folder whose files repeat (byte for byte)
 a val/test window of the run is refused.
 """
 
@@ -56,14 +56,14 @@ class RealSources:
                            {k: v[cut[k]] for k, v in self.images.items()})
 
 
-def split_files(run: Path, part: str = "train") -> tuple[Path, dict[str, list[str]]]:
-    """(data root, {identity: files of ``part`` relative to the root, natural order}) from RUN/data.json.
+def split_files(run: Path, which: str = "train") -> tuple[Path, dict[str, list[str]]]:
+    """(data root, {identity: files of ``which`` relative to the root, natural order}) from RUN/data.json.
 
     Every entry is checked to name a file inside the data root (``utils.paths.path_inside``)."""
     data = read_run_data(run)
     root, source = Path(data["data_root"]), f"'{RunDir(run).data_record}'"
     out: dict[str, list[str]] = {}
-    for rel in data["split"].get(part, []):
+    for rel in data["split"].get(which, []):
         path_inside(root, rel, source)
         out.setdefault(rel.split("/", 1)[0], []).append(rel)
     return root, {k: sorted(v, key=natural_key) for k, v in out.items()}
@@ -83,7 +83,7 @@ def _load(origin: str, root: Path, files: dict[str, list[str]], label_map: list[
 
 
 def train_sources(run: Path, label_map: list[str], cfg: DataConfig) -> RealSources:
-    """The run's training windows (RUN/data.json, train part only)."""
+    """The run's training windows (RUN/data.json, train split only)."""
     root, files = split_files(run, "train")
     if not files:
         raise DopplerDiffError(f"run '{run}' records no training windows in data.json")
@@ -111,10 +111,10 @@ def folder_sources(folder: Path, run: Path, label_map: list[str], cfg: DataConfi
 
 def _refuse_held_out(src: RealSources, run: Path) -> None:
     held: dict[str, str] = {}
-    for part in ("val", "test"):
-        root, files = split_files(run, part)
+    for which in ("val", "test"):
+        root, files = split_files(run, which)
         for rels in files.values():
-            held.update({_digest(root / r): f"{part} window {r}" for r in rels if (root / r).is_file()})
+            held.update({_digest(root / r): f"{which} window {r}" for r in rels if (root / r).is_file()})
     for ps in src.paths.values():
         for p in ps:
             hit = held.get(_digest(p))

@@ -63,7 +63,7 @@ VAL_LOSS_MAX = 256
 
 def diffusion_loss(
     denoiser: nn.Module,
-    encoder: nn.Module,
+    condition_encoder: nn.Module,
     noise_scheduler: Any,
     z: Tensor,
     ids: Tensor,
@@ -77,7 +77,7 @@ def diffusion_loss(
     t = torch.randint(0, cfg.num_train_timesteps, (z.shape[0],), generator=generator, device=z.device)
     noisy = noise_scheduler.add_noise(z, noise, t)
     target = noise if cfg.prediction_type == "epsilon" else noise_scheduler.get_velocity(z, noise, t)
-    tokens = encoder(ids) if conditions is None else encoder(ids, conditions)
+    tokens = condition_encoder(ids) if conditions is None else condition_encoder(ids, conditions)
     pred = denoise(denoiser, noisy, t, tokens)
     per_sample = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
     if cfg.snr_gamma > 0:
@@ -95,7 +95,7 @@ class DiffusionStage(TrainStage):
         self,
         cfg: DiffusionConfig,
         denoiser: nn.Module,
-        encoder: IdentityConditionEncoder,
+        condition_encoder: IdentityConditionEncoder,
         vae: nn.Module,
         val_latents: Tensor,
         val_labels: Tensor,
@@ -106,7 +106,8 @@ class DiffusionStage(TrainStage):
         condition_names: list[str] | None = None,
     ):
         self.cfg, self.best = cfg, best
-        self.denoiser, self.encoder, self.vae = denoiser, encoder, vae.eval().requires_grad_(False)
+        self.denoiser, self.condition_encoder = denoiser, condition_encoder
+        self.vae = vae.eval().requires_grad_(False)
         self.noise_scheduler = training_scheduler(
             cfg.num_train_timesteps, cfg.beta_schedule, cfg.prediction_type
         )
@@ -117,29 +118,31 @@ class DiffusionStage(TrainStage):
 
     def modules(self) -> dict[str, nn.Module]:
         mods: dict[str, nn.Module] = {"denoiser": self.denoiser}
-        if any(True for _ in self.encoder.parameters()):  # the DiT's label encoder has no weights
-            mods["condition_encoder"] = self.encoder
+        # the DiT's condition encoder has no weights
+        if any(True for _ in self.condition_encoder.parameters()):
+            mods["condition_encoder"] = self.condition_encoder
         return mods
 
     def selectable(self) -> dict[str, nn.Module]:
         """The weights model selection keeps (unwrapped; EMA weights while validating)."""
         return {k: self.unwrapped(k) for k in self.modules()}
 
-    def _encoder(self, prepared: bool) -> nn.Module:
+    def _condition_encoder(self, prepared: bool) -> nn.Module:
         if "condition_encoder" in self._prepared:
             return self.model("condition_encoder") if prepared else self.unwrapped("condition_encoder")
-        return self.encoder
+        return self.condition_encoder
 
     def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         z, labels = batch["latents"], batch["labels"].long()
-        ids = self.encoder.drop(labels, self.cfg.condition.dropout)
-        logs = {"null_frac": float((ids == self.encoder.null_id).float().mean())}
+        cond_enc = self.condition_encoder
+        ids = cond_enc.drop(labels, self.cfg.condition.dropout)
+        logs = {"null_frac": float((ids == cond_enc.null_id).float().mean())}
         conds = None
-        if self.encoder.has_conditions:  # flat runs draw no extra random numbers
-            conds = self.encoder.drop_conditions(batch["conditions"].long(), self.cfg.condition.walk_dropout)
-            logs["null_condition_frac"] = float((conds == self.encoder.null_condition).float().mean())
+        if cond_enc.has_conditions:  # flat runs draw no extra random numbers
+            conds = cond_enc.drop_conditions(batch["conditions"].long(), self.cfg.condition.walk_dropout)
+            logs["null_condition_frac"] = float((conds == cond_enc.null_condition).float().mean())
         loss = diffusion_loss(
-            self.model("denoiser"), self._encoder(True), self.noise_scheduler, z, ids, self.cfg,
+            self.model("denoiser"), self._condition_encoder(True), self.noise_scheduler, z, ids, self.cfg,
             conditions=conds,
         )
         return loss, logs
@@ -149,7 +152,7 @@ class DiffusionStage(TrainStage):
         pipe = DopplerDiffPipeline(
             self.vae,
             self.unwrapped("denoiser"),
-            self._encoder(False),
+            self._condition_encoder(False),
             make_scheduler(self.cfg.scheduler, self.noise_scheduler.config),
             identities=self.identities,
             colormap=self.colormap,
@@ -164,14 +167,14 @@ class DiffusionStage(TrainStage):
         z = self.val_latents[:VAL_LOSS_MAX].to(device)
         ids = self.val_labels[:VAL_LOSS_MAX].to(device)
         conds = None
-        if self.encoder.has_conditions and self.val_conditions is not None:
+        if self.condition_encoder.has_conditions and self.val_conditions is not None:
             conds = self.val_conditions[:VAL_LOSS_MAX].to(device)
         gen = torch.Generator(device=device).manual_seed(1234)
         metrics = {
             "val_loss": float(
                 diffusion_loss(
                     self.unwrapped("denoiser"),
-                    self._encoder(False),
+                    self._condition_encoder(False),
                     self.noise_scheduler,
                     z,
                     ids,
@@ -260,10 +263,11 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], meta: dict[str
         conditions = [DEFAULT_CONDITION]
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     denoiser = build_denoiser(cfg, c, h, len(identities))
-    encoder = build_condition_encoder(cfg, len(identities), cfg.backbone, num_conditions=len(conditions))
+    condition_encoder = build_condition_encoder(cfg, len(identities), cfg.backbone,
+                                                num_conditions=len(conditions))
     vae = load_autoencoder(RunDir(run).autoencoder)
     colormap = str(meta.get("colormap", config.data.colormap))
-    return DiffusionStage(cfg, denoiser, encoder, vae, val_z, val_y, identities, colormap, best,
+    return DiffusionStage(cfg, denoiser, condition_encoder, vae, val_z, val_y, identities, colormap, best,
                           val_conditions=val_ds.conditions, condition_names=conditions)
 
 
@@ -271,10 +275,10 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
                   meta: dict[str, Any], manifest: dict[str, Any], overwrite: bool) -> None:
     """RUN/diffusion (denoiser, condition encoder) and RUN/pipeline, each atomically with its manifest."""
     cfg = config.diffusion
-    den, enc = modules["denoiser"], modules.get("condition_encoder", stage.encoder)
+    den, cond_enc = modules["denoiser"], modules.get("condition_encoder", stage.condition_encoder)
     with atomic_dir(RunDir(run).diffusion, overwrite=overwrite) as tmp:
         den.save_pretrained(tmp / "denoiser")
-        enc.save_pretrained(tmp / "condition_encoder")
+        cond_enc.save_pretrained(tmp / "condition_encoder")
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="diffusion", **manifest)
     stage.vae.to(den.device)
@@ -282,7 +286,7 @@ def _save_outputs(run: Path, config: Config, stage: DiffusionStage, modules: dic
     def build(current: Path | None) -> tuple[DopplerDiffPipeline, Any]:
         old = load_parts(current) if current is not None else None
         pipe = DopplerDiffPipeline(
-            stage.vae, den, enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
+            stage.vae, den, cond_enc, make_scheduler(cfg.scheduler, stage.noise_scheduler.config),
             identities=stage.identities, colormap=stage.colormap, conditions=stage.condition_names,
             channels=int(meta.get("channels", config.data.channels)), native_size=meta.get("native_size"),
             decoder=_decoder(run, config, old),
@@ -346,7 +350,7 @@ def train_diffusion(run: Path, config: Config, *, resume: str | None = None, pro
     best = _best_weights(cfg, work, resume)
     stage = _build_stage(run, config, info, meta, best)
     params = {"denoiser": count_parameters(stage.denoiser),
-              "condition_encoder": count_parameters(stage.encoder)}
+              "condition_encoder": count_parameters(stage.condition_encoder)}
     log.info("diffusion: %s %.2fM params, %d train latents %s", cfg.backbone, params["denoiser"] / 1e6,
              len(train_ds), tuple(info["latent_shape"]))
     start = time.time()

@@ -36,9 +36,9 @@ from dopplerdiff.classifier import (  # noqa: F401
 from dopplerdiff.config import Config
 from dopplerdiff.config.data import AugmentConfig
 from dopplerdiff.config.encoder import EncoderConfig
-from dopplerdiff.data.augment import augment_batch
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.run_data import prepare_run_data
+from dopplerdiff.data.transforms import augment_batch
 from dopplerdiff.errors import DataError
 from dopplerdiff.models.encoder import SpectrogramEncoder, encoder_from_config
 from dopplerdiff.train.checkpoints import checkpoint_step

@@ -61,12 +61,12 @@ def learn_identity(
     that did not fall (a diverged row would replace a working pipeline)."""
     refuse_edits(pipe, "learning a new identity row")
     _check_request(pipe, images, name, replace, steps, lr, seed)
-    enc, den = pipe.condition_encoder, pipe.denoiser
+    cond_enc, den = pipe.condition_encoder, pipe.denoiser
     if name in pipe.identities:
         row = pipe.identities.index(name)
-        reset_identity_row(enc, den, row)
+        reset_identity_row(cond_enc, den, row)
     else:
-        row = add_identity_row(enc, den)
+        row = add_identity_row(cond_enc, den)
         pipe.register_to_config(identities=[*pipe.identities, name])
     z = _encode(pipe, images, batch_size)
     before = _fixed_loss(pipe, z, row, cfg, seed, batch_size)
@@ -134,7 +134,7 @@ def _fixed_loss(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Confi
                 batch_size: int) -> float:
     """The training loss of identity ``row`` on ``FIXED_DRAWS`` draws fixed by ``seed``: the same noise and
     timesteps before and after learning, so the two values compare the row alone."""
-    enc, den = pipe.condition_encoder, pipe.denoiser
+    cond_enc, den = pipe.condition_encoder, pipe.denoiser
     sched = make_scheduler("ddpm", pipe.scheduler.config)
     gen = torch.Generator(device=z.device).manual_seed(seed)
     zs = z.repeat(-(-FIXED_DRAWS // len(z)), 1, 1, 1)
@@ -142,18 +142,18 @@ def _fixed_loss(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Confi
     total = 0.0
     with torch.no_grad():
         for s in range(0, len(zs), batch_size):
-            part = zs[s : s + batch_size]
-            ids = torch.full((len(part),), row, dtype=torch.long, device=z.device)
-            loss = diffusion_loss(den, enc, sched, part, ids, cfg.diffusion, generator=gen)
-            total += float(loss) * len(part)
+            chunk = zs[s : s + batch_size]
+            ids = torch.full((len(chunk),), row, dtype=torch.long, device=z.device)
+            loss = diffusion_loss(den, cond_enc, sched, chunk, ids, cfg.diffusion, generator=gen)
+            total += float(loss) * len(chunk)
     return total / len(zs)
 
 
 def _optimise_row(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Config, *, steps: int, lr: float,
                   batch_size: int, gen: torch.Generator, desc: str, progress: bool) -> list[float]:
     """Adam on identity ``row`` alone with the diffusion stage's loss on latents ``z``; returns the losses."""
-    enc, den = pipe.condition_encoder, pipe.denoiser
-    params, hooks = train_only_row(enc, den, row)
+    cond_enc, den = pipe.condition_encoder, pipe.denoiser
+    params, hooks = train_only_row(cond_enc, den, row)
     opt = torch.optim.Adam(params, lr=lr, weight_decay=0.0)  # no decay: the frozen rows must not move
     noise_sched = make_scheduler("ddpm", pipe.scheduler.config)
     ids = torch.full((min(batch_size, len(z)),), row, dtype=torch.long, device=z.device)
@@ -161,14 +161,14 @@ def _optimise_row(pipe: DopplerDiffPipeline, z: torch.Tensor, row: int, cfg: Con
 
     def loss_at(step: int) -> torch.Tensor:
         pick = torch.randperm(len(z), generator=gen, device=z.device)[: len(ids)]
-        return diffusion_loss(den, enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
+        return diffusion_loss(den, cond_enc, noise_sched, z[pick], ids, cfg.diffusion, generator=gen)
 
     try:
         return fit_steps(steps, loss_at, opt, desc=desc, progress=progress)
     finally:
         for h in hooks:  # a later relearn of another row must not inherit this row's gradient mask
             h.remove()
-        for module in (enc, den):
+        for module in (cond_enc, den):
             module.requires_grad_(False)
 
 

@@ -48,8 +48,8 @@ def cache_latents(run: Path, cfg: Config | None = None, *, data_root: Path | Non
     ds, split = prepare_run_data(rd.root, data_root, saved.data, progress=progress)
     c, f = saved.autoencoder.latent_channels, saved.data.size // saved.autoencoder.downsample_factor
     with tqdm(total=sum(len(v) for v in split.values()), desc="cache latents", disable=not progress) as bar:
-        tensors = {part: _encode(vae, ds, idx, (c, f), batch_size, bar) for part, idx in split.items()}
-    info = {"files": {part: [ds.files[i] for i in idx] for part, idx in split.items()},
+        tensors = {name: _encode(vae, ds, idx, (c, f), batch_size, bar) for name, idx in split.items()}
+    info = {"files": {name: [ds.files[i] for i in idx] for name, idx in split.items()},
             "identities": ds.identities, "conditions": list(ds.condition_names),
             "scaling_factor": scale, "shift_factor": shift,
             "kind": autoencoder_kind(vae), "latent_shape": list(tensors["train"]["mean"].shape[1:])}

@@ -62,7 +62,7 @@ def kl_loss(mean: Tensor, logvar: Tensor) -> Tensor:
 
 
 def vq_losses(h: Tensor, codes: Tensor) -> tuple[Tensor, Tensor]:
-    """(codebook, commitment) losses for encoder output ``h`` and its nearest codebook vectors ``codes``."""
+    """(codebook, commitment) losses of the first stage's encode output ``h`` and its nearest ``codes``."""
     codebook = F.mse_loss(codes.float(), h.detach().float())
     commitment = F.mse_loss(h.float(), codes.detach().float())
     return codebook, commitment

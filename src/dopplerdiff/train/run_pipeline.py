@@ -63,16 +63,17 @@ def enrolled_history(pipeline: Path | None) -> list[dict[str, Any]]:
 def graft_identities(dst: dict[str, Any], src: Any, names: list[str]) -> dict[str, int]:
     """Copy the identity rows ``names`` of pipeline ``src`` into pipeline parts ``dst`` (as load_parts
     returns them): a name ``dst`` has is overwritten, a new one gets a new row. Returns name -> row."""
-    enc, den = dst["condition_encoder"], dst["denoiser"]
-    identities = list(dst.get("identities") or [f"ID_{i + 1}" for i in range(enc.num_identities)])
+    cond_enc, den = dst["condition_encoder"], dst["denoiser"]
+    identities = list(dst.get("identities") or [f"ID_{i + 1}" for i in range(cond_enc.num_identities)])
     rows = {}
     for name in names:
         if name in identities:
             row = identities.index(name)
         else:
-            row = add_identity_row(enc, den)
+            row = add_identity_row(cond_enc, den)
             identities.append(name)
-        copy_identity_row((src.condition_encoder, src.denoiser), src.identities.index(name), (enc, den), row)
+        copy_identity_row((src.condition_encoder, src.denoiser), src.identities.index(name), (cond_enc, den),
+                          row)
         rows[name] = row
     dst["identities"] = identities
     return rows

@@ -86,14 +86,14 @@ def vb_terms(log_p0: Tensor, x0: Tensor, xt: Tensor, t: Tensor, sched: VQDiffusi
     return out
 
 
-def vq_diffusion_loss(model: nn.Module, encoder: nn.Module, sched: VQDiffusionScheduler, x0: Tensor,
+def vq_diffusion_loss(model: nn.Module, condition_encoder: nn.Module, sched: VQDiffusionScheduler, x0: Tensor,
                       ids: Tensor, aux_weight: float, generator: torch.Generator | None = None
                       ) -> tuple[Tensor, dict[str, float]]:
     """The batch loss (``ids`` already dropped) and its terms; ``generator`` fixes t and the corruption."""
     big_t = int(sched.config.num_train_timesteps)
     t = torch.randint(0, big_t, (x0.shape[0],), generator=generator, device=x0.device)
     xt, corrupted = corrupt(x0, t, sched, generator)
-    log_p0 = log_p_x0(model, xt, t, encoder(ids)).float().clamp(min=-70)
+    log_p0 = log_p_x0(model, xt, t, condition_encoder(ids)).float().clamp(min=-70)
     vb = vb_terms(log_p0, x0, xt, t, sched).mean()
     nll = -log_p0.gather(1, x0[:, None]).squeeze(1)
     aux = (nll * corrupted).sum() / corrupted.sum().clamp(min=1)
@@ -103,31 +103,33 @@ def vq_diffusion_loss(model: nn.Module, encoder: nn.Module, sched: VQDiffusionSc
 class VQDiffusionStage(TrainStage):
     """The shared loop's view of discrete diffusion training."""
 
-    def __init__(self, cfg: DiffusionConfig, transformer: nn.Module, encoder: IdentityConditionEncoder,
-                 vae: VQModel, val_codes: Tensor, val_labels: Tensor, identities: list[str], colormap: str):
+    def __init__(self, cfg: DiffusionConfig, transformer: nn.Module,
+                 condition_encoder: IdentityConditionEncoder, vae: VQModel, val_codes: Tensor,
+                 val_labels: Tensor, identities: list[str], colormap: str):
         self.cfg = cfg
-        self.transformer, self.encoder, self.vae = transformer, encoder, vae.eval().requires_grad_(False)
+        self.transformer, self.condition_encoder = transformer, condition_encoder
+        self.vae = vae.eval().requires_grad_(False)
         self.sched = vq_scheduler(int(vae.config.num_vq_embeddings), cfg.vq.num_train_timesteps)
         self.val_codes, self.val_labels = val_codes, val_labels
         self.identities, self.colormap = identities, colormap
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"denoiser": self.transformer, "condition_encoder": self.encoder}
+        return {"denoiser": self.transformer, "condition_encoder": self.condition_encoder}
 
     def loss(self, batch: Any, step: int) -> tuple[Tensor, dict[str, float]]:
         x0, labels = batch["codes"].long(), batch["labels"].long()
-        ids = self.encoder.drop(labels, self.cfg.condition.dropout)
+        ids = self.condition_encoder.drop(labels, self.cfg.condition.dropout)
         loss, terms = vq_diffusion_loss(self.model("denoiser"), self.model("condition_encoder"), self.sched,
                                         x0, ids, self.cfg.vq.aux_weight)
-        return loss, {**terms, "null_frac": float((ids == self.encoder.null_id).float().mean())}
+        return loss, {**terms, "null_frac": float((ids == self.condition_encoder.null_id).float().mean())}
 
-    def pipeline(self, den: nn.Module | None = None, enc: nn.Module | None = None,
+    def pipeline(self, den: nn.Module | None = None, cond_enc: nn.Module | None = None,
                  meta: dict[str, Any] | None = None) -> DopplerVQDiffusionPipeline:
         """A pipeline over the given (default: the live, unwrapped) modules."""
         meta = meta or {}
         pipe = DopplerVQDiffusionPipeline(
             self.vae, den if den is not None else self.unwrapped("denoiser"),
-            enc if enc is not None else self.unwrapped("condition_encoder"), self.sched,
+            cond_enc if cond_enc is not None else self.unwrapped("condition_encoder"), self.sched,
             identities=self.identities, colormap=self.colormap, channels=int(meta.get("channels", 1)),
             native_size=meta.get("native_size"), truncation_rate=self.cfg.vq.truncation_rate,
         )
@@ -185,20 +187,21 @@ def _build_stage(run: Path, config: Config, info: dict[str, Any], colormap: str)
     val = CodeDataset(run, "val")
     torch.manual_seed(cfg.train.seed if cfg.train.seed else config.seed)
     transformer = build_vq_transformer(cfg, int(vae.config.num_vq_embeddings), int(info["latent_shape"][-1]))
-    encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
-    return VQDiffusionStage(cfg, transformer, encoder, vae, val.codes, val.labels, identities, colormap)
+    condition_encoder = build_condition_encoder(cfg, len(identities), cfg.backbone)
+    return VQDiffusionStage(cfg, transformer, condition_encoder, vae, val.codes, val.labels, identities,
+                            colormap)
 
 
 def _save_outputs(run: Path, config: Config, stage: VQDiffusionStage, modules: dict[str, nn.Module],
                   meta: dict[str, Any], manifest: dict[str, Any], overwrite: bool) -> None:
-    den, enc = modules["denoiser"], modules["condition_encoder"]
+    den, cond_enc = modules["denoiser"], modules["condition_encoder"]
     with atomic_dir(RunDir(run).diffusion, overwrite=overwrite) as tmp:
         den.save_pretrained(tmp / "denoiser")
-        enc.save_pretrained(tmp / "condition_encoder")
+        cond_enc.save_pretrained(tmp / "condition_encoder")
         config.save(tmp / "config.yaml")
         write_manifest(tmp, kind="diffusion", **manifest)
     stage.vae.to(den.device)
-    pipe = stage.pipeline(den, enc, {"channels": meta.get("channels", config.data.channels),
+    pipe = stage.pipeline(den, cond_enc, {"channels": meta.get("channels", config.data.channels),
                                      "native_size": meta.get("native_size")})
 
     def records(tmp: Path) -> None:
@@ -224,7 +227,7 @@ def train_vq_diffusion(run: Path, config: Config, *, resume: str | None = None,
     train_ds = CodeDataset(run, "train")
     stage = _build_stage(run, config, info, str(meta.get("colormap", config.data.colormap)))
     params = {"denoiser": count_parameters(stage.transformer),
-              "condition_encoder": count_parameters(stage.encoder)}
+              "condition_encoder": count_parameters(stage.condition_encoder)}
     log.info("diffusion: vq-diffusion transformer %.2fM params, %d train windows of %s codes (codebook %d)",
              params["denoiser"] / 1e6, len(train_ds), "x".join(map(str, train_ds.shape)),
              stage.vae.config.num_vq_embeddings)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dopplerdiff.errors import DopplerDiffError
-from dopplerdiff.evaluate.augmentation import ARMS, run_augmentation_experiment
+from dopplerdiff.evaluate.synthetic_gain import ARMS, run_synthetic_gain
 
 K = 3
 
@@ -46,7 +46,7 @@ def test_three_arms_over_seeds_with_same_budget(smoke_config):
     ys = (ys + 1) % K
     calls: list[dict] = []
     aug = smoke_config.data.augment
-    res = run_augmentation_experiment(
+    res = run_synthetic_gain(
         train,
         test,
         (xs, ys),
@@ -78,7 +78,7 @@ def test_helpful_synthetic_data_shows_a_gain(smoke_config):
     # Real train is tiny and noisy; synthetic windows are clean and correctly labelled.
     train, test = _blobs(1, rng, noise=1.5), _blobs(30, rng, noise=0.2)
     syn = _blobs(20, rng, noise=0.2)
-    res = run_augmentation_experiment(
+    res = run_synthetic_gain(
         train,
         test,
         syn,
@@ -98,15 +98,15 @@ def test_bad_inputs_are_clear_errors(smoke_config):
     train, test = _blobs(2, rng), _blobs(2, rng)
     kw = dict(steps=1, seeds=[0], fit=_fake_fit([]), predict=_fake_predict)
     with pytest.raises(DopplerDiffError, match="no synthetic"):
-        run_augmentation_experiment(train, test, (train[0][:0], train[1][:0]), K, smoke_config.encoder, **kw)
+        run_synthetic_gain(train, test, (train[0][:0], train[1][:0]), K, smoke_config.encoder, **kw)
     with pytest.raises(DopplerDiffError, match="labels outside"):
-        run_augmentation_experiment(train, test, (train[0], train[1] + 5), K, smoke_config.encoder, **kw)
+        run_synthetic_gain(train, test, (train[0], train[1] + 5), K, smoke_config.encoder, **kw)
     with pytest.raises(DopplerDiffError, match="differ from real"):
-        run_augmentation_experiment(
+        run_synthetic_gain(
             train, test, (train[0][:, :, :4], train[1]), K, smoke_config.encoder, **kw
         )
     with pytest.raises(DopplerDiffError, match="at least one seed"):
-        run_augmentation_experiment(train, test, train, K, smoke_config.encoder, **{**kw, "seeds": []})
+        run_synthetic_gain(train, test, train, K, smoke_config.encoder, **{**kw, "seeds": []})
 
 
 def test_runs_with_the_project_classifier(smoke_config):
@@ -121,7 +121,7 @@ def test_runs_with_the_project_classifier(smoke_config):
         -1,
         1,
     ).astype(np.float32)
-    res = run_augmentation_experiment(
+    res = run_synthetic_gain(
         (x, y),
         (x, y),
         (x[::2], y[::2]),

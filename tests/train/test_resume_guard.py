@@ -98,7 +98,7 @@ def test_resume_from_an_older_checkpoint_drops_the_newer_abandoned_ones(tmp_path
 
 # ---------------------------------------------------------------- pickles (item: torch >= 2.4)
 def test_pyproject_requires_torch_2_4():
-    text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     found = re.search(r'"torch>=(\d+)\.(\d+)', text)
     assert found and (int(found.group(1)), int(found.group(2))) >= (2, 4)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH_JSON = ROOT / "bench" / "results" / "fewshot_real_k5.json"
 TINY = ["--profile", "smoke", "--novel", "ID_3", "--k", "1", "--n", "2", "--methods", "row,seeded",
         "--strengths", "0.5", "--seeds", "1", "--adapt-steps", "2", "--classifier-steps", "2",

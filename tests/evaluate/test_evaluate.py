@@ -157,11 +157,11 @@ def test_samples_are_drawn_once_and_shared_by_scoring_sweep_and_augmentation(
 
 
 def test_first_per_identity_keeps_generation_order():
-    from dopplerdiff.evaluate.parts import Part, first_per_identity
+    from dopplerdiff.evaluate.windows import WindowSet, first_per_identity
 
     y = np.array([0, 0, 0, 1, 1, 1])
     x = np.arange(6, dtype=np.float32).reshape(6, 1, 1, 1)
-    part = first_per_identity(Part(x, x[:, 0, 0], x[:, 0, 0], y, []), 2, 2)
+    part = first_per_identity(WindowSet(x, x[:, 0, 0], x[:, 0, 0], y, []), 2, 2)
     assert part.x.ravel().tolist() == [0, 1, 3, 4] and part.y.tolist() == [0, 0, 1, 1]
 
 

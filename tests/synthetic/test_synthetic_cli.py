@@ -158,7 +158,7 @@ def test_augment_budget_larger_than_data(setup, tmp_path, cli):
 
 
 def test_read_synthetic_takes_generate_and_augment_outputs(setup, tmp_path, cli, smoke_config):
-    from dopplerdiff.evaluate.augmentation import read_synthetic
+    from dopplerdiff.evaluate.synthetic_gain import read_synthetic
 
     run = setup[0]
     names = json.loads((run / "data.json").read_text())["identities"]

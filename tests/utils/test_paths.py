@@ -60,7 +60,7 @@ def test_augment_refuses_a_traversing_split_entry_and_writes_nothing(tmp_path, s
 
 
 def test_read_synthetic_refuses_a_traversing_manifest_entry(tmp_path, smoke_config):
-    from dopplerdiff.evaluate.augmentation import read_synthetic
+    from dopplerdiff.evaluate.synthetic_gain import read_synthetic
 
     folder = tmp_path / "gen"
     folder.mkdir()

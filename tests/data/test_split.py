@@ -11,7 +11,7 @@ import pytest
 from dopplerdiff.config import SplitConfig, load_config
 from dopplerdiff.data.images import SpectrogramSet, write_image
 from dopplerdiff.data.run_data import prepare_run_data, read_run_data
-from dopplerdiff.data.split import PARTS, leak_free_split, limit_train, make_split, split_summary
+from dopplerdiff.data.split import SPLITS, leak_free_split, limit_train, make_split, split_summary
 from dopplerdiff.errors import ConfigError, DataError
 
 
@@ -33,7 +33,7 @@ def _ds(spec: dict[str, dict[str, list[int]]], shuffle_seed: int | None = None) 
 
 def _assert_leak_free(ds: SpectrogramSet, split: dict[str, np.ndarray], gap: int) -> None:
     part_of = np.full(len(ds), -1)
-    for p, name in enumerate(PARTS):
+    for p, name in enumerate(SPLITS):
         assert np.all(np.diff(split[name]) > 0), "indices must be sorted and unique"
         assert np.all(part_of[split[name]] == -1), "a window is in two parts"
         part_of[split[name]] = p
@@ -70,7 +70,7 @@ def test_random_layouts_never_leak(seed):
     cfg = SplitConfig(train=fr[0], val=fr[1], test=fr[2], gap_windows=int(rng.integers(0, 4)))
     split = leak_free_split(ds, cfg)
     _assert_leak_free(ds, split, cfg.gap_windows)
-    for name, frac in zip(PARTS, fr, strict=True):
+    for name, frac in zip(SPLITS, fr, strict=True):
         if frac == 0:
             assert len(split[name]) == 0
 
@@ -79,14 +79,14 @@ def test_contiguous_blocks_with_gaps():
     ds = _ds({"ID_1": {"case1_1": list(range(1, 101))}, "ID_2": {"case1_1": list(range(1, 51))}})
     split = leak_free_split(ds, SplitConfig(train=0.7, val=0.15, test=0.15, gap_windows=2))
     _assert_leak_free(ds, split, 2)
-    w1 = {p: ds.windows[split[p]][ds.labels[split[p]] == 0] for p in PARTS}
+    w1 = {p: ds.windows[split[p]][ds.labels[split[p]] == 0] for p in SPLITS}
     # 100 windows, 4 dropped: 96 usable -> 67 | 15 | 14 (largest remainder), in time order.
-    assert [len(w1[p]) for p in PARTS] == [67, 15, 14]
+    assert [len(w1[p]) for p in SPLITS] == [67, 15, 14]
     assert w1["train"].max() < w1["val"].min() and w1["val"].max() < w1["test"].min()
     assert np.all(np.diff(w1["train"]) == 1) and w1["val"].min() - w1["train"].max() == 3
     summary = split_summary(ds, split)
     assert summary["totals"]["gap"] == 8 and summary["identities"][0]["gap"] == 4
-    assert sum(summary["totals"][p] for p in (*PARTS, "gap")) == len(ds)
+    assert sum(summary["totals"][p] for p in (*SPLITS, "gap")) == len(ds)
 
 
 def test_short_recordings_go_whole_to_one_part():
@@ -97,7 +97,7 @@ def test_short_recordings_go_whole_to_one_part():
     _assert_leak_free(ds, split, 2)
     rec = np.asarray(ds.recordings)
     for short in ("A/s1", "A/s2", "A/s3", "B/only"):
-        parts = {p for p in PARTS if np.any(rec[split[p]] == short)}
+        parts = {p for p in SPLITS if np.any(rec[split[p]] == short)}
         assert len(parts) == 1, f"{short} split across {parts}"
     assert set(rec[split["train"]]) >= {"B/only"}  # a lone short recording trains
 
@@ -107,9 +107,9 @@ def test_deterministic_and_independent_of_file_order():
     cfg = SplitConfig(gap_windows=2, seed=3)
     a, b = _ds(spec), _ds(spec, shuffle_seed=1)
     sa, sb = leak_free_split(a, cfg), leak_free_split(a, cfg)
-    assert all(np.array_equal(sa[p], sb[p]) for p in PARTS)
+    assert all(np.array_equal(sa[p], sb[p]) for p in SPLITS)
     sc = leak_free_split(b, cfg)
-    for p in PARTS:
+    for p in SPLITS:
         assert sorted(a.files[i] for i in sa[p]) == sorted(b.files[i] for i in sc[p])
 
 
@@ -132,7 +132,7 @@ def test_prepare_run_data_records_and_reuses_split(tmp_path):
     other = load_config("smoke", ["data.split.gap_windows=0", "data.split.train=0.8", "data.split.val=0.1",
                                   "data.split.test=0.1"]).data
     ds2, split2 = prepare_run_data(run, None, other)
-    assert all(np.array_equal(split[p], split2[p]) for p in PARTS) and ds2.files == ds.files
+    assert all(np.array_equal(split[p], split2[p]) for p in SPLITS) and ds2.files == ds.files
 
 
 def test_run_data_errors(tmp_path):

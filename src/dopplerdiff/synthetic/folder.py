@@ -83,7 +83,7 @@ def synthetic_counts(
     return {n: max(1, round(ratio * len(fs))) for n, fs in real.items()}
 
 
-def write_augmented(
+def write_synthetic_folder(
     pipe: DopplerDiffPipeline, run: Path, out: Path, plan: GenerationPlan, *, counts: dict[str, int],
     root: Path, real: dict[str, list[str]], native_size: Any = None, overwrite: bool = False,
     progress: bool = True, config: Any = None,

@@ -1,4 +1,4 @@
-"""Does synthetic data help? The augmentation / train-on-synthetic experiment.
+"""Does synthetic data help? The synthetic-gain experiment (saved as ``augmentation``).
 
 Three arms, each a fresh identity classifier with the SAME architecture, step budget, augmentations and
 seeds, all scored on the real TEST split:
@@ -127,7 +127,7 @@ def _per_identity(pred: np.ndarray, yt: np.ndarray, num_classes: int) -> np.ndar
     return np.array([(pred[yt == k] == k).mean() if (yt == k).any() else np.nan for k in range(num_classes)])
 
 
-def run_augmentation_experiment(
+def run_synthetic_gain(
     real_train: tuple[np.ndarray, np.ndarray],
     real_test: tuple[np.ndarray, np.ndarray],
     synthetic: tuple[np.ndarray, np.ndarray],

@@ -18,8 +18,8 @@ import torch
 
 from dopplerdiff.classifier import FitJob, fit_classifier
 from dopplerdiff.config.data import AugmentConfig
-from dopplerdiff.evaluate.augmentation import ARMS, run_augmentation_experiment
 from dopplerdiff.evaluate.judge import JudgeCNN, JudgeSettings, fit_for_experiment, fit_judge
+from dopplerdiff.evaluate.synthetic_gain import ARMS, run_synthetic_gain
 from dopplerdiff.evaluate.together import RULES, fit_classifiers, fit_judges, groups
 from dopplerdiff.models.stacked import Stacked
 
@@ -113,8 +113,8 @@ def test_experiment_keys_and_scores_do_not_depend_on_training_together(smoke_con
     train, test, syn = _data(30, 1), _data(24, 2), _data(15, 3)
     kw = {"steps": 3, "seeds": [0, 1], "val": _data(12, 5)}
     cfg = _enc_cfg(smoke_config)
-    one = run_augmentation_experiment(train, test, syn, K, cfg, together=1, **kw)
-    six = run_augmentation_experiment(train, test, syn, K, cfg, together=6, **kw)
+    one = run_synthetic_gain(train, test, syn, K, cfg, together=1, **kw)
+    six = run_synthetic_gain(train, test, syn, K, cfg, together=6, **kw)
     assert set(six) == set(one) == {"arms", "per_identity_mean", "gain", "seeds", "steps",
                                     "synthetic_per_identity", "n_real_train", "n_synthetic", "n_real_test"}
     for arm in ARMS:
@@ -133,7 +133,7 @@ def test_experiment_gives_each_arm_its_own_windows():
     def predict(model, x):
         return np.eye(K)[np.full(len(x), 0)], None
 
-    run_augmentation_experiment(train, test, syn, K, None, steps=1, seeds=[7, 8], fit_many=trainer,
+    run_synthetic_gain(train, test, syn, K, None, steps=1, seeds=[7, 8], fit_many=trainer,
                                 predict=predict)
     want = {"real": train, "real+synthetic": (np.concatenate([train[0], syn[0]]),
                                               np.concatenate([train[1], syn[1]])), "synthetic": syn}

@@ -118,7 +118,7 @@ def test_the_fold_folder_refuses_other_shots(cond_data, tmp_path):
 
 def test_driver_refuses_an_unknown_target_before_writing(cond_data, tmp_path, monkeypatch, capsys):
     root, _ = cond_data
-    path = Path(__file__).parents[1] / "bench" / "crosscondition.py"
+    path = Path(__file__).parents[2] / "bench" / "crosscondition.py"
     spec = importlib.util.spec_from_file_location("bench_crosscondition", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

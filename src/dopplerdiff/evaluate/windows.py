@@ -1,5 +1,5 @@
-"""Image sets as the evaluation sees them: images with their encoder features and logits, and the
-distribution metrics between two such sets."""
+"""Window sets as the evaluation sees them (``WindowSet``): images with the spectrogram encoder's features
+and logits, and the distribution metrics between two such sets."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from dopplerdiff.evaluate.metrics import frechet_distance, kid, precision_recall
 from dopplerdiff.models.autoencoder import reconstruct as ae_reconstruct
 
 
-class Part(NamedTuple):
-    """One image set with its encoder outputs: images (N,C,H,W) in [-1,1], features, logits, labels."""
+class WindowSet(NamedTuple):
+    """Windows and their spectrogram encoder outputs: images (N,C,H,W) in [-1,1], features, logits, labels."""
 
     x: np.ndarray
     f: np.ndarray
@@ -22,13 +22,13 @@ class Part(NamedTuple):
     files: list[str]
 
 
-def make_part(encoder: Any, x: np.ndarray, y: np.ndarray, files: list[str] | None = None) -> Part:
-    f, logits = encode_images(encoder, x)
-    return Part(x, f, logits, np.asarray(y, np.int64), list(files or []))
+def encode_windows(encoder: Any, x: np.ndarray, y: np.ndarray, files: list[str] | None = None) -> WindowSet:
+    f, logits = encoder_outputs(encoder, x)
+    return WindowSet(x, f, logits, np.asarray(y, np.int64), list(files or []))
 
 
 @torch.no_grad()
-def encode_images(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def encoder_outputs(encoder: Any, images: np.ndarray, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """(features, logits) of images (N, C, H, W) in [-1, 1]; one backbone pass per batch."""
     dev = next(encoder.parameters()).device
     feats, logits = [], []
@@ -61,7 +61,7 @@ def distribution(a: np.ndarray, b: np.ndarray, k: int, seed: int) -> dict[str, A
     return res
 
 
-def first_per_identity(part: Part, n: int, k: int) -> Part:
+def first_per_identity(ws: WindowSet, n: int, k: int) -> WindowSet:
     """The first n samples of each identity (seed-indexed generation: the same as generating n)."""
-    sel = np.concatenate([np.flatnonzero(part.y == i)[:n] for i in range(k)])
-    return Part(part.x[sel], part.f[sel], part.logits[sel], part.y[sel], [])
+    sel = np.concatenate([np.flatnonzero(ws.y == i)[:n] for i in range(k)])
+    return WindowSet(ws.x[sel], ws.f[sel], ws.logits[sel], ws.y[sel], [])

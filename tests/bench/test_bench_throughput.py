@@ -15,7 +15,7 @@ from dopplerdiff.train.diffusion import train_diffusion
 
 
 def _bench():
-    path = Path(__file__).parents[1] / "bench" / "throughput.py"
+    path = Path(__file__).parents[2] / "bench" / "throughput.py"
     spec = importlib.util.spec_from_file_location("bench_throughput", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

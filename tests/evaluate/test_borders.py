@@ -84,7 +84,7 @@ def test_tiny_autoencoder_reconstructs_corners_and_edges_like_real_windows(tmp_p
     from dopplerdiff.config import load_config
     from dopplerdiff.data.run_data import prepare_run_data
     from dopplerdiff.evaluate.loading import load_run_autoencoder
-    from dopplerdiff.evaluate.parts import reconstruct
+    from dopplerdiff.evaluate.windows import reconstruct
     from dopplerdiff.train.autoencoder import train_autoencoder
 
     steps = ("steps=200", "batch_size=8", "val_every=1000", "checkpoint_every=1000", "ema=false")

@@ -128,7 +128,7 @@ def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
 
 
 def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, monkeypatch, capsys):
-    path = Path(__file__).parents[1] / "bench" / "fewshot.py"
+    path = Path(__file__).parents[2] / "bench" / "fewshot.py"
     spec = importlib.util.spec_from_file_location("bench_fewshot", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "eval_cost.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "eval_cost.py"
 
 
 @pytest.fixture(scope="module")

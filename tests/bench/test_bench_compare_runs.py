@@ -6,7 +6,7 @@ import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "compare_runs.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "compare_runs.py"
 
 
 def _load():

@@ -12,7 +12,7 @@ import pytest
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.workflow import run_all
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 # the smoke evaluation with every section on, made cheaper (a single sweep guidance, fewer classifier steps)
 CHEAP = ["evaluate.bootstrap=10", "evaluate.guidance_sweep=[2.0]", "evaluate.augment_steps=2",
          "evaluate.judge_steps=2", "evaluate.c2st_steps=2"]

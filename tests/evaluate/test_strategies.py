@@ -341,10 +341,10 @@ def test_weighted_cross_entropy_matches_torch_on_the_weighted_subset():
 
 def test_arms_that_differ_only_in_levers_share_their_windows(monkeypatch):
     from dopplerdiff.evaluate import strategies as S
-    from dopplerdiff.evaluate.parts import Part
+    from dopplerdiff.evaluate.windows import WindowSet
 
     x, y = _blobs(4, np.random.default_rng(0))
-    pool = Part(x, np.zeros((len(y), 2)), np.zeros((len(y), K)), y, [])
+    pool = WindowSet(x, np.zeros((len(y), 2)), np.zeros((len(y), K)), y, [])
     drawn = []
 
     def fake_make(spec, pipe, run, cfg, n, progress=False):
@@ -389,11 +389,11 @@ def test_prior_arm_reuses_the_pool_encoding():
     """The 'prior' arm's windows come from the evaluation pool, already encoded: sample_quality does not
     encode them again, and a drawn arm is encoded."""
     from dopplerdiff.evaluate import strategies as S
-    from dopplerdiff.evaluate.parts import Part
+    from dopplerdiff.evaluate.windows import WindowSet
 
     x, y = _blobs(4, np.random.default_rng(0))
     feats, logits = np.random.default_rng(1).standard_normal((len(y), 2)), np.eye(K)[y]
-    pool = Part(x, feats, logits, y, [])
+    pool = WindowSet(x, feats, logits, y, [])
     pipe = type("P", (), {"identities": [f"ID_{i}" for i in range(K)]})()
     arms = S.build_arms([parse_strategy("prior")], pipe, None, load_config("smoke"), 4, pool, [])
 
@@ -419,7 +419,7 @@ def test_strategy_arms_together_equal_one_by_one(smoke_config):
     one = run_strategy_arms(train, test, arms, K, cfg, together=1, **kw)
     four = run_strategy_arms(train, test, arms, K, cfg, together=4, **kw)
     assert set(four["arms"]) == set(one["arms"]) == {"interval", "simpre"}
-    # one test window's worth (see tests/test_together.py for why not bit-equal)
+    # one test window's worth (see tests/evaluate/test_together.py for why not bit-equal)
     assert np.allclose(four["baseline"]["runs"], one["baseline"]["runs"], atol=1 / len(test[1]) + 1e-9)
     for name in one["arms"]:
         assert np.allclose(four["arms"][name]["accuracy"]["runs"], one["arms"][name]["accuracy"]["runs"],

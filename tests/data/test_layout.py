@@ -14,7 +14,7 @@ from conftest import run_cli
 from dopplerdiff.config import load_config
 from dopplerdiff.data.images import SpectrogramSet, load_spectrograms, scan_tree, write_image
 from dopplerdiff.data.run_data import prepare_run_data, read_run_data
-from dopplerdiff.data.split import PARTS, make_split, split_summary
+from dopplerdiff.data.split import SPLITS, make_split, split_summary
 from dopplerdiff.errors import DataError
 
 SMOKE = load_config("smoke").data
@@ -90,7 +90,7 @@ def test_data_json_records_conditions_and_old_files_still_read(tmp_path):
     ds, split = prepare_run_data(run, data, SMOKE)
     assert read_run_data(run)["conditions"] == ["Backpack_line", "Normal_line"]
     ds2, split2 = prepare_run_data(run, None, SMOKE)
-    assert all(np.array_equal(split[p], split2[p]) for p in PARTS)
+    assert all(np.array_equal(split[p], split2[p]) for p in SPLITS)
     # A flat root under the same identities does not match the recorded conditions.
     flat = tmp_path / "flat"
     _write(flat, [f"{i}/{i.replace('_', '')}_case1_1_Doppler{w}.png"

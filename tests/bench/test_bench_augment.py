@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "augment.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "augment.py"
 
 
 @pytest.fixture(scope="module")

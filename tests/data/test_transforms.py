@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from dopplerdiff.config import AugmentConfig
-from dopplerdiff.data.augment import augment_batch, time_crop, time_shift
 from dopplerdiff.data.dataset import ImageDataset
 from dopplerdiff.data.images import SpectrogramSet
+from dopplerdiff.data.transforms import augment_batch, time_crop, time_shift
 
 OFF = AugmentConfig(time_shift=False, time_crop=0.0, gain_jitter=0.0, noise_std=0.0)
 
@@ -90,7 +90,7 @@ def _masked(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def test_time_mask_fills_whole_columns_with_the_window_mean_and_nothing_else():
-    from dopplerdiff.data.augment import band_mask
+    from dopplerdiff.data.transforms import band_mask
 
     x = _batch(b=16)
     y = band_mask(x, -1, 0.5, 1, torch.Generator().manual_seed(0))
@@ -109,7 +109,7 @@ def test_time_mask_fills_whole_columns_with_the_window_mean_and_nothing_else():
 
 
 def test_doppler_band_mask_masks_rows_in_place_and_never_shifts_doppler():
-    from dopplerdiff.data.augment import band_mask
+    from dopplerdiff.data.transforms import band_mask
 
     x = _batch(b=16)
     y = band_mask(x, -2, 0.4, 2, torch.Generator().manual_seed(1))
@@ -142,7 +142,7 @@ def test_masks_off_by_default_and_bad_fractions_refused():
 
 
 def test_mixup_blends_pairs_and_returns_the_partner_labels():
-    from dopplerdiff.data.augment import mixup
+    from dopplerdiff.data.transforms import mixup
 
     x, y = _batch(b=10), torch.arange(10)
     m, y_b, lam = mixup(x, y, 0.4, torch.Generator().manual_seed(0))

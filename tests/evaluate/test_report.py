@@ -118,7 +118,7 @@ def _plots(m: dict) -> dict[str, bytes]:
             {"real test": np.eye(3), "generated": rng.integers(0, 5, (3, 3))}, IDS
         ),
         "guidance": plots.guidance_sweep_plot(m["guidance_sweep"], real_accuracy=0.8),
-        "augmentation": plots.augmentation_plot(m["augmentation"]["arms"]),
+        "augmentation": plots.synthetic_gain_plot(m["augmentation"]["arms"]),
         "physics": plots.physics_plot({"a": rng.normal(size=20)}, {"a": rng.normal(size=20)}),
         "memorisation": plots.distance_hist_plot(rng.random(12), rng.random(9), 0.2),
     }
