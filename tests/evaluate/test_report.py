@@ -245,3 +245,15 @@ def test_native_size_judge_columns_only_when_computed():
     text = render_report({**m, "judge_native": native})
     _check_html(text)
     assert "judge at the native size 256×256" in text and "0.450" in text and "0.333" in text
+
+
+def test_cost_section_lists_each_part_by_its_share():
+    m = {**_full_metrics(), "seconds": 200.0,
+         "seconds_by_part": {"sample pool": 50.0, "augmentation experiment": 120.0, "reconstructions": 2.0}}
+    text = render_report(m)
+    assert "cost" in _check_html(text).ids
+    body = text[text.index('id="cost"'):]
+    assert body.index("augmentation experiment") < body.index("sample pool") < body.index("reconstructions")
+    assert "60%" in body and "25%" in body and "120.0" in body
+    plain = render_report(_full_metrics())
+    assert "Not computed" in plain[plain.index('id="cost"'):]

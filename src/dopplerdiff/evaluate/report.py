@@ -322,6 +322,14 @@ def _settings(m: dict) -> str:
     return table(["setting", "value"], rows) if rows else not_computed()
 
 
+def _cost(m: dict) -> str:
+    """Wall seconds of each part of the evaluation and its share of the stage (``seconds_by_part``)."""
+    parts, total = m.get("seconds_by_part") or {}, m.get("seconds") or 0.0
+    rows = [[name, f"{sec:.1f}", f"{100 * sec / total:.0f}%" if total else "—"]
+            for name, sec in sorted(parts.items(), key=lambda kv: -kv[1])]
+    return table(["part", "seconds", "share of the stage"], rows) if rows else not_computed()
+
+
 def render_report(
     metrics: dict,
     *,
@@ -360,6 +368,7 @@ def render_report(
         section("guidance", "Guidance sweep", _guidance(metrics, plots)),
         section("missing", "What is missing", _missing(metrics)),
         section("settings", "Settings", _settings(metrics)),
+        section("cost", "Where the evaluation's time went", _cost(metrics)),
         PAGE_END,
     ]
     return "\n".join(p for p in sections if p)
