@@ -140,3 +140,38 @@ def test_data_with_conditions_is_refused(sim_data, tmp_path, cli):
     assert code == 2 and "holds walking conditions (backpack, normal)" in err
     assert "pass one condition folder" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_cell_keeps_the_arms_it_measured(sim_data, tmp_path, cli, monkeypatch):
+    """A (fold, k) cell stopped after its first arm: the results file holds that arm under in_progress
+    (not in rows, so --resume recomputes the cell), and the sample strip was already drawn."""
+    from dopplerdiff.errors import DopplerDiffError
+    from dopplerdiff.fewshot import experiment
+
+    real_fitters = experiment.fitters
+    calls = []
+
+    def stopping(*args, **kwargs):
+        fits = real_fitters(*args, **kwargs)
+
+        def once(arch):
+            def fit(*a, **kw):
+                calls.append(arch)
+                if len(calls) == 2:
+                    raise DopplerDiffError("stopped for the test")
+                return fits[arch](*a, **kw)
+            return fit
+        return {arch: once(arch) for arch in fits}
+
+    monkeypatch.setattr(experiment, "fitters", stopping)
+    out = tmp_path / "out"
+    code, _, err = cli("fewshot", "--data", sim_data, "--out", out, *TINY)
+    assert code == 2 and "stopped for the test" in err
+    result = json.loads((out / "results.json").read_text())
+    assert result["rows"] == [] and not result.get("summary")
+    partial = result["in_progress"]
+    assert (partial["fold"], partial["k"]) == (0, 1)
+    enc = partial["cells"]["encoder"]
+    assert list(enc) == ["real"] and len(enc["real"]["novel"]) == 1
+    assert "real" in partial["summary"]["encoder"]
+    assert (out / "strips" / "fold0_k1.png").is_file()

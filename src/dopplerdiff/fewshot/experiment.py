@@ -257,8 +257,10 @@ def save_strip(path: Path, shots: dict[str, np.ndarray], syn: dict[str, Any], fi
     return save_grid(path, rows, colormap, labels)
 
 
-def fold_k(fold: fs.Fold, k: int, run: Path, plan: Plan, o: FewshotOptions) -> dict[str, Any]:
-    """One (fold, k) cell: adapt the fold's generator to the k shots, draw, train and score every arm."""
+def fold_k(fold: fs.Fold, k: int, run: Path, plan: Plan, o: FewshotOptions,
+           on_arm: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """One (fold, k) cell: adapt the fold's generator to the k shots, draw, train and score every arm;
+    ``on_arm`` gets the arms' results so far after every arm (long cells keep what they measured)."""
     cfg = plan.cfg
     base, split = prepare_run_data(run, None, cfg.data)  # the fold run's own record: base people only
     novel = fs.split_novel(plan.full, fold.novel, k, cfg.data.split.gap_windows)
@@ -271,10 +273,14 @@ def fold_k(fold: fs.Fold, k: int, run: Path, plan: Plan, o: FewshotOptions) -> d
     data = fewshot_set(base, split, plan.full, novel)
     extra, syn = _draw(pipe, shots, len(base.identities), data.base_train, cfg, o)
     adapted.update(extra)
+    strips = None  # drawn before scoring: the picture exists even if the classifiers are interrupted
+    if o.strips is not None:
+        strips = save_strip(Path(o.strips) / f"fold{fold.index}_k{k}.png", shots, syn, len(base.identities),
+                            cfg.data.colormap)
     t2 = time.time()
     seeds = list(range(cfg.seed, cfg.seed + o.seeds))
     cells = score_arms(len(data.names), arm_table(data, syn), fitters(cfg, plan.steps, plan.device), seeds,
-                       scored_sets(data))
+                       scored_sets(data), on_arm=on_arm)
     t3 = time.time()
     opened = (open_set(data, syn, cfg, steps=plan.steps, seeds=seeds, device=plan.device) if o.open_set
               else None)
@@ -284,14 +290,22 @@ def fold_k(fold: fs.Fold, k: int, run: Path, plan: Plan, o: FewshotOptions) -> d
            "seconds": {"adapt": round(t1 - t0, 1), "sample": round(t2 - t1, 1),
                        "classify": round(t3 - t2, 1), "open_set": round(time.time() - t3, 1)},
            "cells": cells, **({"open_set": opened} if opened is not None else {})}
-    if o.strips is not None:
-        path = save_strip(Path(o.strips) / f"fold{fold.index}_k{k}.png", shots, syn, len(base.identities),
-                          cfg.data.colormap)
-        row["strips"] = os.path.relpath(path.resolve(), Path(o.results).resolve().parent)
+    if strips is not None:
+        row["strips"] = os.path.relpath(strips.resolve(), Path(o.results).resolve().parent)
     return row
 
 
 # -- the experiment ---------------------------------------------------------------------------------------
+def _partial_writer(result: dict[str, Any], o: FewshotOptions, fold: int,
+                    k: int) -> Callable[[dict[str, Any]], None]:
+    """After every arm: the results file with the unfinished (fold, k) under ``in_progress`` (its cells and
+    their summary), outside ``rows``, so a resume recomputes that cell and a reader sees what was measured."""
+    def write(cells: dict[str, Any]) -> None:
+        write_json(o.results, {**result, "in_progress": {"fold": fold, "k": k, "cells": cells,
+                                                         "summary": summarise([cells])}})
+    return write
+
+
 def run_fewshot(o: FewshotOptions,
                 on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Every fold and k of ``o``; the results dict is written to ``o.results`` after every (fold, k) and
@@ -309,7 +323,8 @@ def run_fewshot(o: FewshotOptions,
         fs.train_base(fold_dir / "run", plan.cfg, base_dir)
         result["train_seconds"][str(fold.index)] = round(time.time() - t, 1)
         for k in todo:
-            result["rows"].append(fold_k(fold, k, fold_dir / "run", plan, o))
+            result["rows"].append(fold_k(fold, k, fold_dir / "run", plan, o,
+                                         on_arm=_partial_writer(result, o, fold.index, k)))
             update_summary(result, o)
             result["wall_s"] = round(time.time() - t0, 1)
             write_json(o.results, result)  # after every (fold, k): nothing is lost
