@@ -109,6 +109,23 @@ def tiny_pipeline_factory(smoke_config):
     return lambda **kwargs: build_tiny_pipeline(smoke_config, **kwargs)
 
 
+def load_bench(name: str):
+    """``bench/<name>.py`` as a module named ``bench_<name>``; ``bench/`` is on the import path while it
+    loads, since scripts import their sibling modules (e.g. ``hostile_cases``) at the top."""
+    import importlib.util
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", bench / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(bench))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(bench))
+    return mod
+
+
 def run_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """Run ``dopplerdiff ARGS`` through the real entry point; return (exit code, stdout, stderr)."""
     import sys

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "compare_runs.py"
+from conftest import load_bench
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("compare_runs", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("compare_runs")
 
 
 def _run(root: Path, acc: float, seconds: float, pixel: bytes) -> Path:

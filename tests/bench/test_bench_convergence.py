@@ -3,16 +3,15 @@ previous one's checkpoint), a rerun that trains nothing, the JSON's points and t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.workflow import run_all
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 # the smoke evaluation with every section on, made cheaper (a single sweep guidance, fewer classifier steps)
 CHEAP = ["evaluate.bootstrap=10", "evaluate.guidance_sweep=[2.0]", "evaluate.augment_steps=2",
          "evaluate.judge_steps=2", "evaluate.c2st_steps=2"]
@@ -20,13 +19,7 @@ CHEAP = ["evaluate.bootstrap=10", "evaluate.guidance_sweep=[2.0]", "evaluate.aug
 
 @pytest.fixture(scope="module")
 def bench():
-    mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(BENCH))  # the script imports its curve helpers as a sibling module
-    spec = importlib.util.spec_from_file_location("bench_convergence", BENCH / "convergence.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    mp.undo()
+    return load_bench("convergence")
 
 
 def _args(tmp: Path, budgets: str, *extra: str) -> list[str]:

@@ -3,20 +3,13 @@ another and then together, into folders of its own (the run's eval/ untouched)."
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "eval_cost.py"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("bench_eval_cost", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("eval_cost")
 
 
 def test_stage_times_both_modes_without_touching_the_run(bench, tmp_path, monkeypatch):

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def hostile():
-    mp = pytest.MonkeyPatch()
-    mp.syspath_prepend(str(BENCH))  # the script imports its case list as a sibling module
-    spec = importlib.util.spec_from_file_location("bench_hostile", BENCH / "hostile.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    yield mod
-    mp.undo()
+    return load_bench("hostile")
 
 
 @pytest.fixture()

@@ -2,24 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 from dopplerdiff.config import load_config
 from dopplerdiff.train.diffusion import train_diffusion
 
 
 def _bench():
-    path = Path(__file__).parents[2] / "bench" / "throughput.py"
-    spec = importlib.util.spec_from_file_location("bench_throughput", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("throughput")
 
 
 def test_settings_are_parsed_or_refused():

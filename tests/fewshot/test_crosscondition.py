@@ -5,12 +5,11 @@ data, smoke profile)."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_bench
 
 from dopplerdiff.config import load_config
 from dopplerdiff.data.images import load_spectrograms
@@ -118,10 +117,7 @@ def test_the_fold_folder_refuses_other_shots(cond_data, tmp_path):
 
 def test_driver_refuses_an_unknown_target_before_writing(cond_data, tmp_path, monkeypatch, capsys):
     root, _ = cond_data
-    path = Path(__file__).parents[2] / "bench" / "crosscondition.py"
-    spec = importlib.util.spec_from_file_location("bench_crosscondition", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("crosscondition")
     monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
     argv = ["--data", str(root), "--target", "free", "--zero-shot", "1", "--profile", "smoke",
             "--out", str(tmp_path / "out")]

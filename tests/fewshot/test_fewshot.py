@@ -3,7 +3,6 @@ adaptation, sampling and the scored arms (tiny simulated data, smoke profile).""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import load_bench
 
 from dopplerdiff.config import load_config
 from dopplerdiff.data.images import load_spectrograms
@@ -128,10 +128,7 @@ def test_adapted_generator_feeds_every_arm(fold_run, full, smoke_config):
 
 
 def test_driver_refuses_k_beyond_the_data_before_writing(sim_data, tmp_path, monkeypatch, capsys):
-    path = Path(__file__).parents[2] / "bench" / "fewshot.py"
-    spec = importlib.util.spec_from_file_location("bench_fewshot", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_bench("fewshot")
     monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
     monkeypatch.setattr(sys, "argv", ["fewshot", "--data", str(sim_data), "--profile", "smoke", "--k", "1,20",
                                       "--out", str(tmp_path / "runs")])
