@@ -30,6 +30,7 @@ from pathlib import Path
 from dopplerdiff.errors import DopplerDiffError
 from dopplerdiff.fewshot.experiment import (
     FewshotOptions,
+    architecture_list,
     default_name,
     float_list,
     int_list,
@@ -62,6 +63,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--classifier-steps", type=int, default=None, help="default: evaluate.augment_steps")
     ap.add_argument("--open-set", action="store_true",
                     help="also enroll novel people in an embedding gallery: rank-1, EER, DIR at target FAR")
+    ap.add_argument("--architectures", default="encoder,judge", help="classifier architectures of the arms")
     ap.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, ...")
     ap.add_argument("--name", default=None)
     ap.add_argument("--out", default=None, help="where fold runs are kept")
@@ -78,7 +80,8 @@ def options(a: argparse.Namespace) -> FewshotOptions:
         novel=name_list(a.novel), ks=int_list(a.k, "--k"), ns=int_list(a.n, "--n"),
         methods=method_list(a.methods), strengths=float_list(a.strengths, "--strengths"), seeds=a.seeds,
         adapt_steps=a.adapt_steps, tune_steps=a.tune_steps,
-        classifier_steps=a.classifier_steps, open_set=a.open_set, device=a.device, name=name)
+        classifier_steps=a.classifier_steps, open_set=a.open_set,
+        architectures=architecture_list(a.architectures), device=a.device, name=name)
 
 
 def main() -> None:

@@ -110,6 +110,7 @@ def test_report_names_a_missing_strip(done, tmp_path, cli):
     (["--strengths", "0.5,2"], "--strengths takes comma-separated numbers in (0, 1]"),
     (["--methods", "row,lora"], "--methods takes row, seeded, tuned"),
     (["--seeds", "0"], "--seeds"),
+    (["--architectures", "encoder,resnet"], "--architectures takes encoder, judge"),
 ])
 def test_bad_input_is_one_error_and_writes_nothing(args, message, sim_data, tmp_path, cli):
     out = tmp_path / "out"
@@ -175,3 +176,23 @@ def test_an_interrupted_cell_keeps_the_arms_it_measured(sim_data, tmp_path, cli,
     assert list(enc) == ["real"] and len(enc["real"]["novel"]) == 1
     assert "real" in partial["summary"]["encoder"]
     assert (out / "strips" / "fold0_k1.png").is_file()
+
+
+def test_one_architecture_scores_only_its_arms(sim_data, tmp_path, cli):
+    """--architectures judge: the encoder architecture trains nothing; a resume must keep the choice, and a
+    results file from before the option (no 'architectures' key) resumes as both."""
+    out = tmp_path / "out"
+    args = [*TINY[:TINY.index("--methods")], "--methods", "copies", "--seeds", "1", "--adapt-steps", "2",
+            "--classifier-steps", "2", "--device", "cpu"]
+    code, _, err = cli("fewshot", "--data", sim_data, "--out", out, "--architectures", "judge", *args)
+    assert code == 0, err
+    result = json.loads((out / "results.json").read_text())
+    assert result["architectures"] == ["judge"]
+    assert list(result["rows"][0]["cells"]) == ["judge"] and list(result["summary"]["1"]) == ["judge"]
+    assert set(result["summary"]["1"]["judge"]) == {"real", "classic", "real+copies/n2", "classic+copies/n2"}
+    code, _, err = cli("fewshot", "--data", sim_data, "--out", out, "--resume", *args)
+    assert code == 2 and "other settings (architectures)" in err
+    del result["architectures"]
+    (out / "results.json").write_text(json.dumps(result))
+    code, _, err = cli("fewshot", "--data", sim_data, "--out", out, "--resume", *args)
+    assert code == 0, err  # read as both architectures: the settings match, the judge cell is kept

@@ -24,6 +24,9 @@ MethodsOpt = typer.Option(
     "prior preservation), copies (the shots time-shifted up to N, no generator: the class-balance baseline).")
 ClassifierStepsOpt = typer.Option(
     None, "--classifier-steps", min=1, help="Classifier training steps (default: evaluate.augment_steps).")
+ArchitecturesOpt = typer.Option(
+    "encoder,judge", "--architectures",
+    help="Classifier architectures scoring the arms: encoder (the project's), judge (the independent one).")
 ReportOnlyOpt = typer.Option(
     None, "--report-only", help="Only render the report of a results JSON (this command's or the bench's).")
 
@@ -46,6 +49,7 @@ def fewshot_cmd(
     tune_steps: int = typer.Option(200, "--tune-steps", min=1, help="Fine-tuning steps of the tuned method."),
     classifier_steps: int = ClassifierStepsOpt,
     open_set: bool = typer.Option(False, "--open-set", help="Also enroll novel people in a gallery."),
+    architectures: str = ArchitecturesOpt,
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     resume: bool = typer.Option(False, "--resume", help="Continue OUT: finished (fold, k) cells are kept."),
     report_only: Path = ReportOnlyOpt,
@@ -54,6 +58,7 @@ def fewshot_cmd(
     """Novel walkers from k windows: adapt a generator trained on the other people, score classifier arms."""
     from dopplerdiff.fewshot.experiment import (
         FewshotOptions,
+        architecture_list,
         float_list,
         int_list,
         method_list,
@@ -75,8 +80,8 @@ def fewshot_cmd(
         overrides=list(overrides or []), folds=folds, only_folds=only_folds, novel=name_list(novel),
         ks=int_list(k, "--k"), ns=int_list(n, "--n"), methods=method_list(methods),
         strengths=float_list(strengths, "--strengths"), seeds=seeds, adapt_steps=adapt_steps,
-        tune_steps=tune_steps, classifier_steps=classifier_steps, open_set=open_set, device=device,
-        resume=resume)
+        tune_steps=tune_steps, classifier_steps=classifier_steps, open_set=open_set,
+        architectures=architecture_list(architectures), device=device, resume=resume)
     check_out_dir(out, overwrite=resume, what="--out",
                   hint="choose another path, or pass --resume to continue the experiment there")
     result = run_fewshot(opts, on_update=lambda r: render_fewshot_report(r, out / REPORT_NAME, out))

@@ -45,10 +45,11 @@ from dopplerdiff.utils.io import read_json, write_json
 
 # copies: the k shots time-shifted up to N, no generator (the class-balance baseline of the synthetic arms)
 METHODS = ("row", "seeded", "tuned", "copies")
+ARCHITECTURES = ("encoder", "judge")  # the project's classifier and the independent judge's
 STRIP_SYNTHETIC = 4  # synthetic windows per method beside a novel person's shots in its sample strip
 # header keys a resumed results file must share with the options (what makes its cells comparable)
 SETTINGS = ("profile", "overrides", "ks", "ns", "methods", "strengths", "seeds", "adapt_steps", "tune_steps",
-            "classifier_steps", "folds", "open_set")
+            "classifier_steps", "folds", "open_set", "architectures")
 
 
 @dataclasses.dataclass
@@ -74,6 +75,7 @@ class FewshotOptions:
     tune_steps: int = 200
     classifier_steps: int | None = None
     open_set: bool = False
+    architectures: list[str] = dataclasses.field(default_factory=lambda: list(ARCHITECTURES))
     device: str = "auto"
     name: str | None = None
     resume: bool = False  # keep the (fold, k) cells of an existing results file made with the same settings
@@ -126,6 +128,13 @@ def method_list(text: str) -> list[str]:
     return out
 
 
+def architecture_list(text: str) -> list[str]:
+    out = [a.strip() for a in str(text).split(",") if a.strip()]
+    if not out or any(a not in ARCHITECTURES for a in out):
+        raise ConfigError(f"--architectures takes {', '.join(ARCHITECTURES)} (comma-separated), got '{text}'")
+    return out
+
+
 def default_name(data: str) -> str:
     return "sim" if data == "sim" else Path(data).name
 
@@ -139,6 +148,7 @@ def check_options(o: FewshotOptions) -> None:
     if bad:
         raise ConfigError(f"{', '.join(bad)}: must be >= 1")
     method_list(",".join(o.methods))
+    architecture_list(",".join(o.architectures))
     if "seeded" in o.methods:
         float_list(",".join(map(str, o.strengths)), "--strengths")
     int_list(",".join(map(str, o.ks)), "--k")
@@ -194,7 +204,7 @@ def header(o: FewshotOptions, plan: Plan) -> dict[str, Any]:
             "folds": [dataclasses.asdict(f) for f in plan.folds],
             "threads": os.environ.get("OMP_NUM_THREADS"),
             "date": time.strftime("%Y-%m-%d %H:%M"), "rows": [], "train_seconds": {},
-            "tune_steps": o.tune_steps, "open_set": o.open_set}
+            "tune_steps": o.tune_steps, "open_set": o.open_set, "architectures": o.architectures}
 
 
 def start(o: FewshotOptions, plan: Plan) -> dict[str, Any]:
@@ -204,6 +214,7 @@ def start(o: FewshotOptions, plan: Plan) -> dict[str, Any]:
     if not (o.resume and path.is_file()):
         return new
     old = read_json(path)
+    old.setdefault("architectures", list(ARCHITECTURES))  # files from before the option scored both
     differ = [k for k in SETTINGS if old.get(k) != new[k]]
     if Path(old.get("data", "")).resolve() != Path(new["data"]).resolve():
         differ.insert(0, "data")
@@ -279,8 +290,8 @@ def fold_k(fold: fs.Fold, k: int, run: Path, plan: Plan, o: FewshotOptions,
                             cfg.data.colormap)
     t2 = time.time()
     seeds = list(range(cfg.seed, cfg.seed + o.seeds))
-    cells = score_arms(len(data.names), arm_table(data, syn), fitters(cfg, plan.steps, plan.device), seeds,
-                       scored_sets(data), on_arm=on_arm)
+    fits = {a: f for a, f in fitters(cfg, plan.steps, plan.device).items() if a in o.architectures}
+    cells = score_arms(len(data.names), arm_table(data, syn), fits, seeds, scored_sets(data), on_arm=on_arm)
     t3 = time.time()
     opened = (open_set(data, syn, cfg, steps=plan.steps, seeds=seeds, device=plan.device) if o.open_set
               else None)
