@@ -189,9 +189,10 @@ def test_files_are_short():
 
 # -- the checks themselves ----------------------------------------------------------------------------------
 def test_tests_mirror_the_packages():
-    """tests/<package>/ for each package of src/dopplerdiff (and bench/ for the bench scripts); basenames stay
-    unique, as pytest's default import mode (no __init__.py) needs."""
-    packages = {p.name for p in (SRC / ROOT_PKG).iterdir() if (p / "__init__.py").is_file()} | {"bench"}
+    """tests/<package>/ for each package of src/dopplerdiff (and bench/, examples/ for the scripts there);
+    basenames stay unique, as pytest's default import mode (no __init__.py) needs."""
+    packages = {p.name for p in (SRC / ROOT_PKG).iterdir() if (p / "__init__.py").is_file()} | {"bench",
+                                                                                                  "examples"}
     folders = {p.name for p in TESTS.iterdir() if p.is_dir() and p.name[0] not in "._"}
     assert sorted(folders - packages) == []
     assert sorted({p.name for p in TESTS.glob("test_*.py")} - PROJECT_TESTS) == []
