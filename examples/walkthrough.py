@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from dopplerdiff.classifier import fit_classifier, identity_accuracy, predict
 from dopplerdiff.config import load_config
@@ -44,9 +45,9 @@ from dopplerdiff.schedulers import make_scheduler, training_scheduler
 from dopplerdiff.train.diffusion import diffusion_loss
 
 
-def batches(n: int, size: int, steps: int, gen: torch.Generator):
+def batches(n: int, size: int, steps: int, gen: torch.Generator, desc: str):
     """``steps`` random index batches of ``size`` out of ``n`` (with replacement across batches)."""
-    for _ in range(steps):
+    for _ in tqdm(range(steps), desc=desc):
         yield torch.randint(0, n, (min(size, n),), generator=gen)
 
 
@@ -54,7 +55,7 @@ def train_first_stage(x: torch.Tensor, cfg, steps: int, gen: torch.Generator):
     """AutoencoderKL on the training windows: L1 + KL (the stage adds a tiled spectral loss, EMA, ...)."""
     vae = build_autoencoder(cfg.autoencoder, cfg.data)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.autoencoder.train.lr)
-    for idx in batches(len(x), cfg.autoencoder.train.batch_size, steps, gen):
+    for idx in batches(len(x), cfg.autoencoder.train.batch_size, steps, gen, "first stage"):
         posterior = vae.encode(x[idx]).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
         loss = F.l1_loss(recon, x[idx]) + cfg.autoencoder.loss.kl * posterior.kl().mean()
@@ -74,7 +75,7 @@ def train_denoiser(z: torch.Tensor, ids: torch.Tensor, k: int, cfg, steps: int, 
     cond_enc = build_condition_encoder(dc, k, dc.backbone)
     noise_scheduler = training_scheduler(dc.num_train_timesteps, dc.beta_schedule, dc.prediction_type)
     opt = torch.optim.AdamW([*denoiser.parameters(), *cond_enc.parameters()], lr=dc.train.lr)
-    for idx in batches(len(z), dc.train.batch_size, steps, gen):
+    for idx in batches(len(z), dc.train.batch_size, steps, gen, "denoiser"):
         dropped = cond_enc.drop(ids[idx], dc.condition.dropout, generator=gen)  # null id K, prob. p
         loss = diffusion_loss(denoiser, cond_enc, noise_scheduler, z[idx], dropped, dc, generator=gen)
         opt.zero_grad()
@@ -126,7 +127,7 @@ def main() -> None:
 
     # 5. sample -> metric: is each sample recognised as its person by a classifier of real windows?
     clf = fit_classifier(data.images[train], data.labels[train], k, cfg.encoder,
-                         steps=cfg.encoder.train.steps, seed=cfg.seed)
+                         steps=cfg.encoder.train.steps, seed=cfg.seed, progress=True)
     labels = np.repeat(np.arange(k), args.per_identity)
     for what, images, y in [("real test windows", data.images[split["test"]], data.labels[split["test"]]),
                             ("samples", from_unit(samples.numpy()), labels)]:
