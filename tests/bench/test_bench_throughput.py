@@ -40,3 +40,4 @@ def test_two_settings_on_a_tiny_run(ae_run, tmp_path, monkeypatch):
     assert all(r["samples"] == 6 and r["samples_per_s"] > 0 for r in rows)
     assert all(0 <= r["identity_accuracy"] <= 1 for r in rows)
     assert rows[0]["agreement_with_reference"] == 1.0
+    assert all(r["hf_energy_vs_real"] > 0 and r["histogram_distance"] >= 0 for r in rows)
