@@ -218,3 +218,19 @@ def test_native_size_judge_scores_reconstructions_and_samples(base_run, tmp_path
     assert "judge at the native size 32×32" in (run / "eval" / "report.html").read_text()
     assert "judge_native" not in evaluate_run(run, load_config("smoke", ["evaluate.augment_seeds=0"]),
                                               out=tmp_path / "e2", progress=False)
+
+
+def test_time_credited_to_another_part_leaves_the_block_it_was_spent_in(monkeypatch):
+    """The judge is trained inside other parts' blocks (context, reconstructions, sample pool); its seconds
+    go to its own part and out of the block's, so the parts still add up to the wall time."""
+    from dopplerdiff.evaluate import context
+    from dopplerdiff.evaluate.context import EvalState
+
+    clock = iter([0.0, 10.0, 20.0, 20.0])  # block "pool" from 0 to 10 s, of which 4 s judge; "sweep" 20-20
+    monkeypatch.setattr(context.time, "perf_counter", lambda: next(clock, 20.0))
+    st = EvalState(metrics={})
+    with st.timed("pool"):
+        st.credit("judge", 4.0)
+    with st.timed("sweep"):
+        pass
+    assert st.seconds == {"judge": 4.0, "pool": 6.0, "sweep": 0.0}

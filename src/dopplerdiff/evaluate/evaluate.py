@@ -47,7 +47,7 @@ from dopplerdiff.evaluate import strategies as S
 from dopplerdiff.evaluate.c2st import disjoint_pair
 from dopplerdiff.evaluate.conditions import condition_section
 from dopplerdiff.evaluate.context import EvalContext, EvalState, build_context
-from dopplerdiff.evaluate.independent import IndependentEval
+from dopplerdiff.evaluate.independent import JUDGE_PART, IndependentEval
 from dopplerdiff.evaluate.loading import (
     Arrays,
     eval_device,
@@ -339,7 +339,8 @@ def evaluate_run(
     t_context = time.perf_counter()
     ctx, ds = build_context(run, cfg, data_root, eval_device(device), progress)
     st, test = ctx.st, ctx.test
-    st.seconds["data, encoder, real features"] = round(time.perf_counter() - t_context, 2)
+    # less the judge's training, which build_context credited to the judge's part
+    st.seconds["data, encoder, real features"] = round(time.perf_counter() - t_context - st.moved, 2)
     with st.timed("reconstructions"):
         _reconstruction_section(ctx, run)
     gen = _generation_section(ctx, run)
@@ -347,7 +348,7 @@ def evaluate_run(
         with st.timed("native-size judge"):
             native_section(ctx, run, data_root, ds.meta.get("native_size"))
     if ctx.ind is not None:
-        with st.timed("judge, C2ST, texture"):
+        with st.timed(JUDGE_PART):
             ctx.ind.write(st.metrics, st.plots)
     st.plots["confusion"] = plots.confusion_plot(ctx.confusions, ctx.ids)
     st.examples = _examples(to_unit(test.x), test.y, None if gen is None else to_unit(gen.x),

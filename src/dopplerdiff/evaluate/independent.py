@@ -19,6 +19,8 @@ Images are (N, C, H, W) in [-1, 1].
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -41,6 +43,7 @@ from dopplerdiff.evaluate.together import fit_judges
 
 log = logging.getLogger(__name__)
 JUDGE_SEED_OFFSET = 1009  # the judge's own seed: never the encoder's or the generator's
+JUDGE_PART = "judge, C2ST, texture"  # its part of metrics.json "seconds_by_part"
 SET_NAMES = {"reconstruction": "test reconstructions", "generated": "generated samples"}
 
 
@@ -49,7 +52,9 @@ class IndependentEval:
 
     def __init__(self, cfg: EvaluateConfig, train: tuple[np.ndarray, np.ndarray],
                  val: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray], k: int,
-                 device: Any = "cpu"):
+                 device: Any = "cpu", on_seconds: Callable[[float], None] | None = None):
+        t0 = time.perf_counter()
+        self.on_seconds = on_seconds  # gets the wall seconds of the judge's training and of each scored set
         self.cfg, self.k, self.device = cfg, k, device
         self.train, self.test = train, test
         self.settings = JudgeSettings(channels=tuple(cfg.judge_channels), steps=cfg.judge_steps,
@@ -73,6 +78,11 @@ class IndependentEval:
         self.saliency: dict[str, np.ndarray] = {}
         if self.cfg.c2st_steps > 0:  # the floor: real train windows vs later real windows (test)
             self.c2st_m["real_train_vs_test"] = self._c2st(train[0], test[0], with_saliency=False)
+        self._spent(t0)
+
+    def _spent(self, t0: float) -> None:
+        if self.on_seconds is not None:
+            self.on_seconds(time.perf_counter() - t0)
 
     def _accuracy(self, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
         return identity_accuracy(judge_logits(self.judge, x), y, self.k, self.cfg.bootstrap, self.cfg.seed)
@@ -85,6 +95,7 @@ class IndependentEval:
 
     def add_set(self, key: str, x: np.ndarray, y: np.ndarray, c2st_real_other: tuple | None) -> None:
         """Score one synthetic set (``reconstruction`` or ``generated``) under judge, C2ST and texture."""
+        t0 = time.perf_counter()
         a = self._accuracy(x, y)
         real = self.judge_m["real_test"]["overall"]
         self.judge_m[key] = a
@@ -107,6 +118,7 @@ class IndependentEval:
                 self.c2st_m[f"{key}_no_border"] = self._c2st(*real_other, with_saliency=False)
         log.info("%s: judge accuracy %.3f (real %.3f), C2ST %s", key, a["overall"], real,
                  self.c2st_m.get(key, {}).get("accuracy"))
+        self._spent(t0)
 
     def experiment_fns(self) -> tuple[Any, Any]:
         """(trainer, predict) of judge-architecture classifiers for the augmentation experiments (the
