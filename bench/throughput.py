@@ -94,14 +94,15 @@ def main() -> None:
             x, t = draw(pipe, s, k, a.num, a.guidance)
             secs.append(t)
         f, logits = encoder_outputs(encoder, x)
+        x01 = to_unit(x)
         pred = logits.argmax(1)
         ref_pred = pred if ref_pred is None else ref_pred
         rows.append({**s, "samples": len(x), "seconds": min(secs), "samples_per_s": len(x) / min(secs),
                      "fd": frechet_distance(f, real_f), "identity_accuracy": float((pred == labels).mean()),
                      "agreement_with_reference": float((pred == ref_pred).mean()),
                      # texture, which a feature-space distance can miss: fewer steps may smooth the speckle
-                     "hf_energy_vs_real": high_frequency_ratio(to_unit(x)) / real_hf,
-                     "histogram_distance": histogram_distance(to_unit(x), real01)})
+                     "hf_energy_vs_real": high_frequency_ratio(x01) / real_hf,
+                     "histogram_distance": histogram_distance(x01, real01)})
         print(f"{s}: {rows[-1]['samples_per_s']:.2f} samples/s, FD {rows[-1]['fd']:.2f}, "
               f"accuracy {rows[-1]['identity_accuracy']:.3f}", flush=True)
     for r in rows:

@@ -121,18 +121,20 @@ def name_list(text: str | None) -> list[str] | None:
     return None if text is None else [n.strip() for n in text.split(",") if n.strip()]
 
 
-def method_list(text: str) -> list[str]:
-    out = [m.strip() for m in str(text).split(",") if m.strip()]
-    if not out or any(m not in METHODS for m in out):
-        raise ConfigError(f"--methods takes {', '.join(METHODS)} (comma-separated), got '{text}'")
+def _choices(text: str, flag: str, valid: tuple[str, ...]) -> list[str]:
+    """'a,b' -> ['a', 'b'], each one of ``valid``; anything else is one error naming ``flag``."""
+    out = [c.strip() for c in str(text).split(",") if c.strip()]
+    if not out or any(c not in valid for c in out):
+        raise ConfigError(f"{flag} takes {', '.join(valid)} (comma-separated), got '{text}'")
     return out
+
+
+def method_list(text: str) -> list[str]:
+    return _choices(text, "--methods", METHODS)
 
 
 def architecture_list(text: str) -> list[str]:
-    out = [a.strip() for a in str(text).split(",") if a.strip()]
-    if not out or any(a not in ARCHITECTURES for a in out):
-        raise ConfigError(f"--architectures takes {', '.join(ARCHITECTURES)} (comma-separated), got '{text}'")
-    return out
+    return _choices(text, "--architectures", ARCHITECTURES)
 
 
 def default_name(data: str) -> str:
